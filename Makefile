@@ -1,0 +1,37 @@
+# Two commands do all the set-up on a fresh machine: `make serve` and `make test`.
+# Every target is idempotent: the venv is rebuilt only when pyproject.toml changes,
+# the model is fetched only when missing or wrong.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+CONFIG ?= models.yaml
+PYTEST_ARGS ?=
+
+.PHONY: serve test models check install clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+models:
+	$(PYTHON) scripts/fetch_model.py --dest models
+
+serve: install models
+	$(PY) -m server --config $(CONFIG) --host $(HOST) --port $(PORT)
+
+check: install models
+	$(PY) -m server check $(CONFIG)
+
+# pytest exits 5 when it collects nothing; that must fail loudly, not pass silently.
+test: install models
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

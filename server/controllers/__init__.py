@@ -1,0 +1,8 @@
+"""Thin Litestar controllers, one per resource: parse, call a service, wrap the result."""
+
+from server.controllers.chat import ChatController
+from server.controllers.completions import CompletionsController
+from server.controllers.embeddings import EmbeddingsController
+from server.controllers.models import ModelsController
+
+ROUTES = [ModelsController, ChatController, CompletionsController, EmbeddingsController]

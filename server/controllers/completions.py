@@ -1,0 +1,21 @@
+from __future__ import annotations
+
+from litestar import Controller, Response, post
+from litestar.response import Stream
+
+from server.pool import ModelPool
+from server.protocol.completions import CompletionRequest
+from server.services.completions import complete_text, stream_text
+from server.streaming import SSE_HEADERS, started
+
+
+class CompletionsController(Controller):
+    path = "/v1/completions"
+    tags = ["completions"]
+
+    @post("", status_code=200, summary="Create a text completion (streamed as SSE when `stream` is true)")
+    async def create(self, data: CompletionRequest, pool: ModelPool) -> Response:
+        if data.stream:
+            events = await started(stream_text(pool, data))
+            return Stream(events, media_type="text/event-stream", headers=SSE_HEADERS)
+        return Response(await complete_text(pool, data))

@@ -1,0 +1,16 @@
+from __future__ import annotations
+
+from litestar import Controller, post
+
+from server.pool import ModelPool
+from server.protocol.embeddings import EmbeddingList, EmbeddingRequest
+from server.services.embeddings import embed
+
+
+class EmbeddingsController(Controller):
+    path = "/v1/embeddings"
+    tags = ["embeddings"]
+
+    @post("", status_code=200, summary="Embed one input or a list of inputs")
+    async def create(self, data: EmbeddingRequest, pool: ModelPool) -> EmbeddingList:
+        return await embed(pool, data)

@@ -1,0 +1,116 @@
+"""Our exception hierarchy and the one translator to OpenAI's error envelope.
+
+Errors are raised, never returned. Every handler result, Litestar's own validation and routing
+errors included, leaves the server as `{"error": {"message", "type", "param", "code"}}`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import structlog
+from litestar import MediaType, Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+
+from server.protocol.errors import ErrorBody, ErrorResponse
+
+log = structlog.get_logger("server.errors")
+
+
+class ServerError(Exception):
+    status_code = 500
+    error_type = "server_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+
+
+class InvalidRequestError(ServerError):
+    status_code = 400
+    error_type = "invalid_request_error"
+
+
+class UnsupportedParameterError(InvalidRequestError):
+    code = "unsupported_parameter"
+
+
+class WrongModelKindError(InvalidRequestError):
+    code = "model_not_supported"
+
+
+class ModelNotFoundError(ServerError):
+    status_code = 404
+    error_type = "invalid_request_error"
+    code = "model_not_found"
+
+    def __init__(self, alias: str) -> None:
+        super().__init__(f"The model `{alias}` does not exist. See GET /v1/models.", param="model")
+
+
+class ModelLoadError(ServerError):
+    """The alias's model could not be loaded. Only requests for that alias fail; the next one retries."""
+
+    status_code = 503
+    error_type = "server_error"
+    code = "model_load_failed"
+
+
+class EngineError(ServerError):
+    """llama.cpp failed while serving a request."""
+
+
+def error_response(status_code: int, body: ErrorBody, headers: dict[str, str] | None = None) -> Response[Any]:
+    return Response(
+        content=ErrorResponse(error=body),
+        status_code=status_code,
+        media_type=MediaType.JSON,
+        headers=headers,
+    )
+
+
+def error_event(exc: BaseException) -> bytes:
+    """The body of the SSE event sent when a stream fails after its headers went out."""
+    status, body = _describe(exc)
+    return msgspec.json.encode(ErrorResponse(error=body))
+
+
+def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    status, body = _describe(exc)
+    if status >= 500:
+        log.error("request_failed", path=request.url.path, status=status, error=body.message, exc_info=exc)
+    return error_response(status, body, getattr(exc, "headers", None) if status == 405 else None)
+
+
+def _describe(exc: BaseException) -> tuple[int, ErrorBody]:
+    if isinstance(exc, ServerError):
+        return exc.status_code, ErrorBody(
+            message=exc.message, type=exc.error_type, param=exc.param, code=exc.code
+        )
+    if isinstance(exc, ValidationException):
+        return 400, _validation_body(exc)
+    if isinstance(exc, HTTPException):
+        error_type = "invalid_request_error" if exc.status_code < 500 else "server_error"
+        code = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}.get(exc.status_code)
+        return exc.status_code, ErrorBody(message=str(exc.detail), type=error_type, code=code)
+    return 500, ErrorBody(message="Internal server error.", type="server_error")
+
+
+def _validation_body(exc: ValidationException) -> ErrorBody:
+    """Turn Litestar's report (`extra=[{"message", "key", "source"}]`) into one message naming the field."""
+    extra = exc.extra if isinstance(exc.extra, list) else []
+    first = extra[0] if extra and isinstance(extra[0], dict) else {}
+    key = first.get("key")
+    detail = first.get("message") or str(exc.detail)
+    if key:
+        message = f"Invalid value for `{key}`: {detail}"
+    elif "JSON is malformed" in detail or "malformed" in str(exc.detail).lower():
+        message = f"Request body is not valid JSON: {detail}"
+    else:
+        message = f"Invalid request: {detail}"
+    return ErrorBody(message=message, type="invalid_request_error", param=key or None, code="invalid_value")

@@ -1,0 +1,238 @@
+"""The one owner of model lifecycle: lazy load, LRU eviction, per-alias turns, close.
+
+All bookkeeping runs on the event loop (no locks needed for it); only the blocking load and close
+calls go to threads. Rules:
+- one request at a time per alias (a FIFO semaphore per alias), different aliases in parallel;
+- at most `max_resident` models loaded (or being loaded, or being closed) at once;
+- a model in use is never closed: when room is needed and every resident model is busy, the least
+  recently used one is marked *draining*: it takes no new requests, and is closed once idle. That keeps
+  alternation fair: a busy alias cannot starve a waiting one;
+- concurrent requests for an unloaded alias share one load; a failed load fails the requests waiting
+  on it, with the reason, and the next request tries again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
+
+import structlog
+
+from server.errors import ModelLoadError, ModelNotFoundError
+from server.registry import ModelSpec, Registry
+
+log = structlog.get_logger("server.pool")
+
+
+class Closable(Protocol):
+    def close(self) -> None: ...
+
+
+E = TypeVar("E", bound=Closable)
+
+
+@dataclass(eq=False)
+class _Entry(Generic[E]):
+    alias: str
+    spec: ModelSpec
+    turn: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
+    engine: E | None = None
+    loading: asyncio.Task[E] | None = None
+    draining: bool = False
+    in_use: int = 0
+    waiting: int = 0
+    last_used: float = 0.0
+    load_seconds: float | None = None
+
+
+class ModelPool(Generic[E]):
+    def __init__(self, registry: Registry, loader: Callable[[str, ModelSpec], E]) -> None:
+        self._registry = registry
+        self._loader = loader
+        self._entries: dict[str, _Entry[E]] = {}
+        self._closing = 0
+        self._changed = asyncio.Event()
+        self._closed = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def registry(self) -> Registry:
+        return self._registry
+
+    @property
+    def max_resident(self) -> int:
+        return self._registry.pool.max_resident
+
+    def is_loaded(self, alias: str) -> bool:
+        entry = self._entries.get(alias)
+        return entry is not None and entry.engine is not None
+
+    def resident(self) -> list[str]:
+        """Loaded aliases, least recently used first."""
+        loaded = [e for e in self._entries.values() if e.engine is not None]
+        return [e.alias for e in sorted(loaded, key=lambda e: e.last_used)]
+
+    async def acquire(self, alias: str) -> Lease[E]:
+        """Wait for this alias's turn, load it if needed, and hand it over until `Lease.release()`."""
+        entry = self._entry(alias)
+        entry.waiting += 1
+        try:
+            await entry.turn.acquire()
+        finally:
+            entry.waiting -= 1
+        try:
+            engine = await self._ensure_loaded(entry)
+        except BaseException:
+            entry.turn.release()
+            self._notify()
+            raise
+        entry.in_use += 1
+        entry.last_used = time.monotonic()
+        return Lease(self, entry, engine)
+
+    @asynccontextmanager
+    async def using(self, alias: str) -> AsyncIterator[E]:
+        lease = await self.acquire(alias)
+        try:
+            yield lease.engine
+        finally:
+            lease.release()
+
+    def spec(self, alias: str) -> ModelSpec:
+        spec = self._registry.get(alias)
+        if spec is None:
+            raise ModelNotFoundError(alias)
+        return spec
+
+    def _entry(self, alias: str) -> _Entry[E]:
+        spec = self.spec(alias)
+        entry = self._entries.get(alias)
+        if entry is None:
+            entry = self._entries[alias] = _Entry(alias=alias, spec=spec)
+        return entry
+
+    def _release(self, entry: _Entry[E]) -> None:
+        """Synchronous on purpose: safe to call from a `finally` under cancellation or a done-callback."""
+        entry.in_use -= 1
+        entry.last_used = time.monotonic()
+        entry.turn.release()
+        if entry.draining and entry.in_use == 0:
+            self._spawn(self._evict(entry, reason="make_room"))
+        self._notify()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        """Close every model. Called once, at shutdown, after the requests have finished."""
+        self._closed = True
+        for entry in list(self._entries.values()):
+            if entry.loading is not None:
+                try:
+                    await asyncio.shield(entry.loading)
+                except Exception:
+                    pass
+            if entry.engine is not None:
+                await self._evict(entry, reason="shutdown")
+        for task in list(self._tasks):
+            await task
+
+    async def _ensure_loaded(self, entry: _Entry[E]) -> E:
+        while True:
+            if entry.engine is not None and not entry.draining:
+                return entry.engine
+            if entry.loading is not None:
+                return await asyncio.shield(entry.loading)
+            if entry.engine is None and self._occupied() < self.max_resident:
+                entry.loading = asyncio.create_task(self._load(entry))
+                # Retrieved here so a load whose requests all went away logs no "never retrieved".
+                entry.loading.add_done_callback(lambda t: t.cancelled() or t.exception())
+                continue
+            if entry.engine is None:
+                victim = self._idle_victim(exclude=entry)
+                if victim is not None:
+                    await self._evict(victim, reason="lru")
+                    continue
+                self._mark_draining(exclude=entry)
+            await self._wait_for_change()
+
+    def _occupied(self) -> int:
+        loaded_or_loading = sum(1 for e in self._entries.values() if e.engine is not None or e.loading)
+        return loaded_or_loading + self._closing
+
+    def _idle_victim(self, exclude: _Entry[E]) -> _Entry[E] | None:
+        idle = [e for e in self._entries.values() if e is not exclude and e.engine is not None and e.in_use == 0]
+        # Prefer one already draining, then one nobody is queued for, then plain LRU.
+        return min(idle, key=lambda e: (not e.draining, e.waiting > 0, e.last_used), default=None)
+
+    def _mark_draining(self, exclude: _Entry[E]) -> None:
+        if any(e.draining for e in self._entries.values()):
+            return
+        busy = [e for e in self._entries.values() if e is not exclude and e.engine is not None]
+        if busy:
+            victim = min(busy, key=lambda e: e.last_used)
+            victim.draining = True
+            log.info("model_draining", alias=victim.alias, waiting_for=exclude.alias)
+
+    async def _load(self, entry: _Entry[E]) -> E:
+        spec = entry.spec
+        log.info("model_loading", alias=entry.alias, file=spec.path)
+        started = time.perf_counter()
+        try:
+            engine = await asyncio.to_thread(self._loader, entry.alias, spec)
+        except Exception as exc:
+            log.error("model_load_failed", alias=entry.alias, file=spec.path, error=str(exc))
+            raise ModelLoadError(f"Model `{entry.alias}` failed to load from {spec.path}: {exc}") from exc
+        finally:
+            entry.loading = None
+            self._notify()
+        entry.load_seconds = time.perf_counter() - started
+        entry.engine = engine
+        entry.draining = False
+        entry.last_used = time.monotonic()
+        log.info("model_loaded", alias=entry.alias, file=spec.path, seconds=round(entry.load_seconds, 3))
+        return engine
+
+    async def _evict(self, entry: _Entry[E], *, reason: str) -> None:
+        engine, entry.engine, entry.draining = entry.engine, None, False
+        if engine is None:
+            return
+        self._closing += 1
+        try:
+            await asyncio.to_thread(engine.close)
+        except Exception as exc:  # a failing close must not take the pool down with it
+            log.error("model_close_failed", alias=entry.alias, error=str(exc))
+        finally:
+            self._closing -= 1
+            self._notify()
+        log.info("model_evicted", alias=entry.alias, reason=reason)
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def _wait_for_change(self) -> None:
+        await self._changed.wait()
+
+
+class Lease(Generic[E]):
+    """One request's hold on a loaded model. `release()` is idempotent and never blocks."""
+
+    __slots__ = ("_pool", "_entry", "engine", "_released")
+
+    def __init__(self, pool: ModelPool[E], entry: _Entry[E], engine: E) -> None:
+        self._pool = pool
+        self._entry = entry
+        self.engine = engine
+        self._released = False
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._pool._release(self._entry)

@@ -1,0 +1,170 @@
+"""models.yaml -> frozen Structs. The only module that reads that file.
+
+Every problem is reported with the YAML path of the bad key (``models.smollm2.n_ctx``), and all of them
+at once, so a user fixes a file in one pass instead of one error per restart.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+import yaml
+from msgspec import Meta
+
+PositiveInt = Annotated[int, Meta(ge=1)]
+NonNegInt = Annotated[int, Meta(ge=0)]
+Temperature = Annotated[float, Meta(ge=0.0, le=2.0)]
+Probability = Annotated[float, Meta(ge=0.0, le=1.0)]
+Penalty = Annotated[float, Meta(ge=-2.0, le=2.0)]
+PoolingName = Literal["unspecified", "none", "mean", "cls", "last", "rank"]
+
+
+class SamplingDefaults(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Applied when a request leaves the parameter out."""
+
+    temperature: Temperature | None = None
+    top_p: Probability | None = None
+    top_k: NonNegInt | None = None
+    min_p: Probability | None = None
+    repeat_penalty: Annotated[float, Meta(ge=0.0)] | None = None
+    presence_penalty: Penalty | None = None
+    frequency_penalty: Penalty | None = None
+    max_tokens: PositiveInt | None = None
+
+
+class ModelSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """One alias. Engine keys use llama-cpp-python's own `Llama(...)` argument names."""
+
+    path: str
+    n_ctx: NonNegInt = 2048
+    n_gpu_layers: int = 0
+    n_threads: PositiveInt | None = None
+    n_threads_batch: PositiveInt | None = None
+    n_batch: PositiveInt = 512
+    n_ubatch: PositiveInt = 512
+    chat_format: str | None = None
+    embedding: bool = False
+    pooling_type: PoolingName | int = "unspecified"
+    flash_attn: bool = False
+    use_mmap: bool = True
+    use_mlock: bool = False
+    offload_kqv: bool = True
+    main_gpu: NonNegInt = 0
+    tensor_split: list[float] | None = None
+    rope_freq_base: float = 0.0
+    rope_freq_scale: float = 0.0
+    seed: int | None = None
+    verbose: bool = False
+    sampling: SamplingDefaults = SamplingDefaults()
+
+    def resolved_path(self, base_dir: Path) -> Path:
+        path = Path(self.path).expanduser()
+        return path if path.is_absolute() else (base_dir / path).resolve()
+
+
+class PoolSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    max_resident: PositiveInt = 2
+
+
+class Registry(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The whole file, paths already resolved to absolute ones."""
+
+    models: dict[str, ModelSpec]
+    pool: PoolSpec = PoolSpec()
+
+    def get(self, alias: str) -> ModelSpec | None:
+        return self.models.get(alias)
+
+
+class RegistryError(Exception):
+    """A models.yaml that cannot be used. `problems` holds one line per bad key."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: " + "; ".join(problems))
+
+
+def load_registry(path: str | Path) -> Registry:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RegistryError(str(path), [f"cannot read file: {exc.strerror or exc}"]) from exc
+    return parse_registry(text, base_dir=path.resolve().parent, source=str(path))
+
+
+def parse_registry(text: str, *, base_dir: Path, source: str = "models.yaml") -> Registry:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RegistryError(source, [f"not valid YAML: {exc}"]) from exc
+    problems: list[str] = []
+    if not isinstance(raw, dict):
+        raise RegistryError(source, ["top level: expected a mapping with a `models:` key"])
+    for key in raw:
+        if key not in ("models", "pool"):
+            problems.append(f"{key}: unknown top-level key (expected `models` or `pool`)")
+    pool = _check_section(raw.get("pool", {}), PoolSpec, "pool", problems)
+    models: dict[str, ModelSpec] = {}
+    raw_models = raw.get("models")
+    if not isinstance(raw_models, dict) or not raw_models:
+        problems.append("models: expected a non-empty mapping of alias -> model spec")
+        raw_models = {}
+    for alias, spec in raw_models.items():
+        if not isinstance(alias, str) or not alias:
+            problems.append(f"models.{alias!r}: an alias must be a non-empty string")
+            continue
+        checked = _check_section(spec, ModelSpec, f"models.{alias}", problems)
+        if checked is None:
+            continue
+        resolved = checked.resolved_path(base_dir)
+        if not resolved.is_file():
+            problems.append(f"models.{alias}.path: file not found: {resolved}")
+            continue
+        models[alias] = msgspec.structs.replace(checked, path=str(resolved))
+    if problems:
+        raise RegistryError(source, problems)
+    assert pool is not None
+    return Registry(models=models, pool=pool)
+
+
+def _check_section(raw: Any, struct: type, where: str, problems: list[str]) -> Any:
+    """Convert one mapping, collecting a problem for *every* bad key, not just the first."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        problems.append(f"{where}: expected a mapping, got {type(raw).__name__}")
+        return None
+    fields = {f.encode_name: f for f in msgspec.structs.fields(struct)}
+    before = len(problems)
+    for key, value in raw.items():
+        field = fields.get(key)
+        if field is None:
+            problems.append(f"{where}.{key}: unknown key")
+            continue
+        try:
+            msgspec.convert(value, field.type)
+        except msgspec.ValidationError as exc:
+            problems.append(f"{where}.{key}: {_describe(exc, where + '.' + str(key))}")
+    for name, field in fields.items():
+        if field.required and name not in raw:
+            problems.append(f"{where}.{name}: required key is missing")
+    if len(problems) > before:
+        return None
+    try:
+        return msgspec.convert(raw, struct)
+    except msgspec.ValidationError as exc:  # pragma: no cover - per-key checks catch these first
+        problems.append(f"{where}: {exc}")
+        return None
+
+
+def _describe(exc: msgspec.ValidationError, where: str) -> str:
+    """msgspec says `... - at `$.top_k``; rewrite the tail into our YAML path."""
+    message = str(exc)
+    head, sep, tail = message.rpartition(" - at `$")
+    if not sep:
+        return message
+    return f"{head} (at {where}{tail.rstrip('`')})"

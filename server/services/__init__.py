@@ -1,0 +1,1 @@
+"""Wire request -> engine call -> wire response or stream chunks."""

@@ -1,0 +1,75 @@
+"""What every generation service shares: ids, model-kind checks, running engine work safely."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any, TypeVar
+
+from server.engine import LlamaEngine, Piece, stream_in_thread
+from server.errors import WrongModelKindError
+from server.pool import ModelPool
+from server.registry import ModelSpec
+
+R = TypeVar("R")
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(12)}"
+
+
+def now() -> int:
+    return int(time.time())
+
+
+def require_kind(alias: str, spec: ModelSpec, *, embedding: bool) -> None:
+    if spec.embedding and not embedding:
+        raise WrongModelKindError(
+            f"The model `{alias}` is an embedding model; use POST /v1/embeddings with it.", param="model"
+        )
+    if embedding and not spec.embedding:
+        raise WrongModelKindError(
+            f"The model `{alias}` is not an embedding model (set `embedding: true` for it in models.yaml).",
+            param="model",
+        )
+
+
+async def run_on_model(pool: ModelPool[LlamaEngine], alias: str, work: Callable[[LlamaEngine], R]) -> R:
+    """Run blocking `work` on the alias's model in a thread. The model is handed back only when the
+    thread is done, even if this request is cancelled meanwhile: no two threads ever share a model."""
+    lease = await pool.acquire(alias)
+    try:
+        future = asyncio.get_running_loop().run_in_executor(None, work, lease.engine)
+    except BaseException:
+        lease.release()
+        raise
+    future.add_done_callback(lambda _: lease.release())
+    return await asyncio.shield(future)
+
+
+async def stream_on_model(
+    pool: ModelPool[LlamaEngine],
+    alias: str,
+    produce: Callable[[LlamaEngine, threading.Event], Iterator[Piece]],
+) -> AsyncIterator[list[Piece]]:
+    """Batches of pieces generated in a thread; when the consumer stops early the thread is told to stop
+    and the model is handed back once it has (within a token)."""
+    lease = await pool.acquire(alias)
+    try:
+        stream = stream_in_thread(lambda stop: produce(lease.engine, stop))
+    except BaseException:
+        lease.release()
+        raise
+    try:
+        async for batch in stream.batches():
+            yield batch
+    finally:
+        stream.stop_then(lease.release)
+
+
+def texts(batch: list[Piece]) -> tuple[str, Any]:
+    """Join a batch into one text and its finish reason (only a generation's last piece has one)."""
+    return "".join(p.text for p in batch), batch[-1].finish_reason

@@ -1,0 +1,39 @@
+"""POST /v1/embeddings: one pooled, normalised vector per input, in input order."""
+
+from __future__ import annotations
+
+import base64
+import struct
+
+from msgspec import UNSET
+
+from server.engine import LlamaEngine
+from server.errors import UnsupportedParameterError
+from server.pool import ModelPool
+from server.protocol.embeddings import Embedding, EmbeddingList, EmbeddingRequest, EmbeddingUsage
+from server.services.common import require_kind, run_on_model
+
+
+def _base64(vector: list[float]) -> str:
+    """OpenAI's base64 format: little-endian float32, what the official client decodes."""
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
+
+
+async def embed(pool: ModelPool[LlamaEngine], request: EmbeddingRequest) -> EmbeddingList:
+    spec = pool.spec(request.model)
+    require_kind(request.model, spec, embedding=True)
+    if request.dimensions is not UNSET and request.dimensions is not None:
+        raise UnsupportedParameterError(
+            "The parameter `dimensions` is not supported: this model's vectors have a fixed size.",
+            param="dimensions",
+        )
+    inputs = [request.input] if isinstance(request.input, str) else request.input
+    vectors, tokens = await run_on_model(pool, request.model, lambda engine: engine.embed(inputs))
+    as_base64 = request.encoding_format == "base64"
+    return EmbeddingList(
+        data=[
+            Embedding(index=i, embedding=_base64(v) if as_base64 else v) for i, v in enumerate(vectors)
+        ],
+        model=request.model,
+        usage=EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens),
+    )

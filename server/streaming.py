@@ -1,0 +1,44 @@
+"""Server-sent events framing: `data: <json>\\n\\n` per event, an error event on failure, `data: [DONE]`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import structlog
+
+from server.errors import error_event
+
+log = structlog.get_logger("server.streaming")
+
+DONE = b"data: [DONE]\n\n"
+
+# nginx buffers proxied responses unless told not to; an SSE stream must reach the client as it goes.
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def event(payload: bytes) -> bytes:
+    return b"data: " + payload + b"\n\n"
+
+
+async def sse(events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Frame already-encoded events; a failure after the headers went out becomes an error event."""
+    try:
+        async for chunk in events:
+            yield chunk
+    except Exception as exc:  # the status line is gone: the error must travel inside the stream
+        log.error("stream_failed", error=str(exc), exc_info=exc)
+        yield event(error_event(exc))
+    yield DONE
+
+
+async def started(stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Run a stream up to its first event now, so that errors before any output (unknown model, load
+    failure, prompt too long) still become a proper HTTP error status instead of an SSE error event."""
+    first = await stream.__anext__()
+
+    async def rest() -> AsyncIterator[bytes]:
+        yield first
+        async for chunk in stream:
+            yield chunk
+
+    return sse(rest())
