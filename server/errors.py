@@ -6,12 +6,13 @@ errors included, leaves the server as `{"error": {"message", "type", "param", "c
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import msgspec
 import structlog
 from litestar import MediaType, Request, Response
-from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions import HTTPException, SerializationException, ValidationException
 
 from server.protocol.errors import ErrorBody, ErrorResponse
 
@@ -94,6 +95,9 @@ def _describe(exc: BaseException) -> tuple[int, ErrorBody]:
         )
     if isinstance(exc, ValidationException):
         return 400, _validation_body(exc)
+    if isinstance(exc, HTTPException) and isinstance(exc.__cause__, SerializationException):
+        return 400, ErrorBody(message=f"Request body is not valid JSON: {exc.detail}",
+                              type="invalid_request_error", code="invalid_json")
     if isinstance(exc, HTTPException):
         error_type = "invalid_request_error" if exc.status_code < 500 else "server_error"
         code = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}.get(exc.status_code)
@@ -107,10 +111,16 @@ def _validation_body(exc: ValidationException) -> ErrorBody:
     first = extra[0] if extra and isinstance(extra[0], dict) else {}
     key = first.get("key")
     detail = first.get("message") or str(exc.detail)
+    if key == "data":  # the body as a whole: name the missing field when msgspec says which
+        missing = _MISSING_FIELD.search(detail)
+        key = missing.group(1) if missing else None
     if key:
-        message = f"Invalid value for `{key}`: {detail}"
-    elif "JSON is malformed" in detail or "malformed" in str(exc.detail).lower():
-        message = f"Request body is not valid JSON: {detail}"
-    else:
-        message = f"Invalid request: {detail}"
-    return ErrorBody(message=message, type="invalid_request_error", param=key or None, code="invalid_value")
+        return ErrorBody(message=f"Invalid value for `{key}`: {detail}", type="invalid_request_error",
+                         param=key, code="invalid_value")
+    if not extra:  # Litestar reports undecodable bodies without per-field details
+        return ErrorBody(message=f"Request body is not valid JSON: {detail}", type="invalid_request_error",
+                         code="invalid_json")
+    return ErrorBody(message=f"Invalid request body: {detail}", type="invalid_request_error", code="invalid_value")
+
+
+_MISSING_FIELD = re.compile(r"missing required field `([^`]+)`")

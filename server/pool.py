@@ -44,6 +44,7 @@ class _Entry(Generic[E]):
     loading: asyncio.Task[E] | None = None
     draining: bool = False
     in_use: int = 0
+    holders: int = 0  # requests past their turn: using the model, or waiting for it to load
     waiting: int = 0
     last_used: float = 0.0
     load_seconds: float | None = None
@@ -58,6 +59,7 @@ class ModelPool(Generic[E]):
         self._changed = asyncio.Event()
         self._closed = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self._room_queue: list[_Entry[E]] = []
 
     @property
     def registry(self) -> Registry:
@@ -84,9 +86,11 @@ class ModelPool(Generic[E]):
             await entry.turn.acquire()
         finally:
             entry.waiting -= 1
+        entry.holders += 1
         try:
             engine = await self._ensure_loaded(entry)
         except BaseException:
+            entry.holders -= 1
             entry.turn.release()
             self._notify()
             raise
@@ -118,6 +122,7 @@ class ModelPool(Generic[E]):
     def _release(self, entry: _Entry[E]) -> None:
         """Synchronous on purpose: safe to call from a `finally` under cancellation or a done-callback."""
         entry.in_use -= 1
+        entry.holders -= 1
         entry.last_used = time.monotonic()
         entry.turn.release()
         if entry.draining and entry.in_use == 0:
@@ -144,37 +149,57 @@ class ModelPool(Generic[E]):
             await task
 
     async def _ensure_loaded(self, entry: _Entry[E]) -> E:
-        while True:
-            if entry.engine is not None and not entry.draining:
-                return entry.engine
-            if entry.loading is not None:
-                return await asyncio.shield(entry.loading)
-            if entry.engine is None and self._occupied() < self.max_resident:
-                entry.loading = asyncio.create_task(self._load(entry))
-                # Retrieved here so a load whose requests all went away logs no "never retrieved".
-                entry.loading.add_done_callback(lambda t: t.cancelled() or t.exception())
-                continue
-            if entry.engine is None:
-                victim = self._idle_victim(exclude=entry)
-                if victim is not None:
-                    await self._evict(victim, reason="lru")
+        try:
+            while True:
+                if entry.engine is not None and not entry.draining:
+                    return entry.engine
+                if entry.loading is not None:
+                    # Not returned directly: between the load finishing and this waiter resuming,
+                    # another request may already have evicted it. Check again.
+                    await asyncio.shield(entry.loading)
                     continue
-                self._mark_draining(exclude=entry)
-            await self._wait_for_change()
+                if entry.engine is None:
+                    # Aliases that need room queue for it first come, first served; only the head
+                    # evicts or loads, so a busy alias cannot keep grabbing the room back.
+                    if entry not in self._room_queue:
+                        self._room_queue.append(entry)
+                    if self._room_queue[0] is entry:
+                        if self._occupied() < self.max_resident:
+                            self._room_queue.remove(entry)
+                            entry.loading = asyncio.create_task(self._load(entry))
+                            # Retrieved here so a load nobody waits for anymore logs no "never retrieved".
+                            entry.loading.add_done_callback(lambda t: t.cancelled() or t.exception())
+                            continue
+                        victim = self._idle_victim(exclude=entry)
+                        if victim is not None:
+                            await self._evict(victim, reason="lru")
+                            continue
+                        self._mark_draining(exclude=entry)
+                await self._wait_for_change()
+        finally:
+            if entry in self._room_queue:  # cancelled or failed while queued: give the turn away
+                self._room_queue.remove(entry)
+                self._notify()
 
     def _occupied(self) -> int:
         loaded_or_loading = sum(1 for e in self._entries.values() if e.engine is not None or e.loading)
         return loaded_or_loading + self._closing
 
     def _idle_victim(self, exclude: _Entry[E]) -> _Entry[E] | None:
-        idle = [e for e in self._entries.values() if e is not exclude and e.engine is not None and e.in_use == 0]
+        # A model whose turn-holder is waiting for it (just loaded, not yet picked up) is not idle,
+        # unless it is draining: then its waiters wait for the reload, not for this copy.
+        idle = [
+            e for e in self._entries.values()
+            if e is not exclude and e.engine is not None and e.in_use == 0 and (e.draining or e.holders == 0)
+        ]
         # Prefer one already draining, then one nobody is queued for, then plain LRU.
         return min(idle, key=lambda e: (not e.draining, e.waiting > 0, e.last_used), default=None)
 
     def _mark_draining(self, exclude: _Entry[E]) -> None:
         if any(e.draining for e in self._entries.values()):
             return
-        busy = [e for e in self._entries.values() if e is not exclude and e.engine is not None]
+        # Only a model actually in use: one just loaded for a waiting request is left to serve it first.
+        busy = [e for e in self._entries.values() if e is not exclude and e.engine is not None and e.in_use > 0]
         if busy:
             victim = min(busy, key=lambda e: e.last_used)
             victim.draining = True

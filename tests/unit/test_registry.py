@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from server.__main__ import main
+from server.registry import RegistryError, load_registry, parse_registry
+
+
+@pytest.fixture
+def gguf(tmp_path: Path) -> Path:
+    path = tmp_path / "m.gguf"
+    path.write_bytes(b"GGUF")
+    return path
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "models.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_relative_paths_resolve_against_the_yaml_folder(tmp_path: Path, gguf: Path) -> None:
+    registry = load_registry(write(tmp_path, "models:\n  a:\n    path: m.gguf\n    n_ctx: 512\n"))
+    assert registry.models["a"].path == str(gguf.resolve())
+    assert registry.models["a"].n_ctx == 512
+    assert registry.pool.max_resident == 2
+
+
+def test_sampling_defaults_and_pool_are_read(tmp_path: Path, gguf: Path) -> None:
+    registry = load_registry(write(tmp_path, """
+pool: {max_resident: 3}
+models:
+  a: {path: m.gguf, sampling: {temperature: 0.3, max_tokens: 64}}
+  e: {path: m.gguf, embedding: true, pooling_type: mean}
+"""))
+    assert registry.pool.max_resident == 3
+    assert registry.models["a"].sampling.temperature == 0.3
+    assert registry.models["a"].sampling.max_tokens == 64
+    assert registry.models["e"].embedding is True
+
+
+def test_every_problem_is_reported_with_its_yaml_path(tmp_path: Path, gguf: Path) -> None:
+    text = """
+pool: {max_resident: 0}
+extra: 1
+models:
+  a: {path: m.gguf, n_ctxx: 512, n_batch: "big"}
+  b: {path: missing.gguf}
+  c: {n_ctx: 10, sampling: {temperature: 9}}
+"""
+    with pytest.raises(RegistryError) as info:
+        load_registry(write(tmp_path, text))
+    problems = "\n".join(info.value.problems)
+    assert "pool.max_resident" in problems
+    assert "extra: unknown top-level key" in problems
+    assert "models.a.n_ctxx: unknown key" in problems
+    assert "models.a.n_batch: Expected `int`, got `str`" in problems
+    assert "models.b.path: file not found" in problems
+    assert "models.c.path: required key is missing" in problems
+    assert "models.c.sampling: Expected `float` <= 2.0 (at models.c.sampling.temperature)" in problems
+    assert len(info.value.problems) == 7
+
+
+@pytest.mark.parametrize("text", ["", "- a\n- b\n", "models: {}\n", "models: [1]\n", "models: {a: 3}\n", ": ::\n  x"])
+def test_malformed_files_are_refused(tmp_path: Path, text: str) -> None:
+    with pytest.raises(RegistryError):
+        parse_registry(text, base_dir=tmp_path)
+
+
+def test_check_command_prints_aliases_or_errors(tmp_path: Path, gguf: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = write(tmp_path, "models:\n  a: {path: m.gguf}\n")
+    assert main(["check", str(good)]) == 0
+    assert str(gguf.resolve()) in capsys.readouterr().out
+
+    bad = write(tmp_path, "models:\n  a: {path: m.gguf, n_gpu_layer: 5}\n")
+    assert main(["check", str(bad)]) == 1
+    assert "models.a.n_gpu_layer: unknown key" in capsys.readouterr().err
+
+
+def test_the_shipped_registry_is_valid() -> None:
+    registry = load_registry(Path(__file__).parents[2] / "models.yaml")
+    assert registry.models["smollm2"].embedding is False
+    embed = registry.models["smollm2-embed"]
+    assert embed.embedding is True and embed.pooling_type == "mean"
