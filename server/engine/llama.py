@@ -125,6 +125,11 @@ class LlamaEngine:
                 close()
 
     def _call(self, fn: Any, **kwargs: Any) -> Any:
+        if kwargs.get("seed") is not None:
+            # Reusing the cached prompt prefix evaluates the last prompt token alone, and that batch
+            # shape yields slightly different logits: the same seed would then sample differently.
+            # A seeded request starts from an empty cache, so the same request gives the same output.
+            self._llm.reset()
         try:
             return fn(**kwargs)
         except ValueError as exc:

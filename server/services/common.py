@@ -9,12 +9,16 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, TypeVar
 
+import structlog
+
 from server.engine import LlamaEngine, Piece, stream_in_thread
 from server.errors import WrongModelKindError
 from server.pool import ModelPool
 from server.registry import ModelSpec
 
 R = TypeVar("R")
+
+log = structlog.get_logger("server.services")
 
 
 def new_id(prefix: str) -> str:
@@ -63,10 +67,14 @@ async def stream_on_model(
     except BaseException:
         lease.release()
         raise
+    finished = False
     try:
         async for batch in stream.batches():
             yield batch
+        finished = True
     finally:
+        if not finished:
+            log.info("generation_stopped", alias=alias, reason="client_gone")
         stream.stop_then(lease.release)
 
 
