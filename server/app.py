@@ -9,6 +9,8 @@ from typing import Any
 
 from litestar import Litestar
 from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
 
 from server.controllers import ROUTES
 from server.controllers.deps import provide_pool
@@ -44,6 +46,12 @@ def create_app(
         exception_handlers={Exception: handle_exception},
         lifespan=[pool_lifespan],
         state=_initial_state(settings),
+        openapi_config=OpenAPIConfig(
+            title="OpenAI-compatible GGUF server",
+            version="0.1.0",
+            path="/",  # the schema at /openapi.json, interactive docs at /docs
+            render_plugins=[SwaggerRenderPlugin(path="/docs")],
+        ),
         debug=False,
     )
 

@@ -41,6 +41,15 @@ class UnsupportedParameterError(InvalidRequestError):
     code = "unsupported_parameter"
 
 
+class ContextLengthError(InvalidRequestError):
+    """Prompt plus max_tokens do not fit the alias's n_ctx: refused before any decoding."""
+
+    code = "context_length_exceeded"
+
+    def __init__(self, message: str, *, param: str | None = "messages") -> None:
+        super().__init__(message, param=param)
+
+
 class WrongModelKindError(InvalidRequestError):
     code = "model_not_supported"
 

@@ -4,5 +4,6 @@ from server.controllers.chat import ChatController
 from server.controllers.completions import CompletionsController
 from server.controllers.embeddings import EmbeddingsController
 from server.controllers.models import ModelsController
+from server.controllers.tokens import TokensController
 
-ROUTES = [ModelsController, ChatController, CompletionsController, EmbeddingsController]
+ROUTES = [ModelsController, ChatController, CompletionsController, EmbeddingsController, TokensController]

@@ -1,10 +1,14 @@
 from __future__ import annotations
 
-from litestar import Controller, Response, post
+from typing import Any
+
+from litestar import Controller, Request, Response, post
 from litestar.response import Stream
 
+from server.controllers.disconnect import unless_disconnected
 from server.pool import ModelPool
 from server.protocol.chat import ChatCompletionRequest
+from server.protocol.chat_response import ChatCompletion
 from server.services.chat import complete_chat, stream_chat
 from server.streaming import SSE_HEADERS, started
 
@@ -13,9 +17,10 @@ class ChatController(Controller):
     path = "/v1/chat/completions"
     tags = ["chat"]
 
-    @post("", status_code=200, summary="Create a chat completion (streamed as SSE when `stream` is true)")
-    async def create(self, data: ChatCompletionRequest, pool: ModelPool) -> Response:
+    @post("", status_code=200, summary="Create a chat completion (streamed as SSE when `stream` is true)",
+)
+    async def create(self, data: ChatCompletionRequest, pool: ModelPool, request: Request[Any, Any, Any]) -> Response[ChatCompletion]:
         if data.stream:
             events = await started(stream_chat(pool, data))
-            return Stream(events, media_type="text/event-stream", headers=SSE_HEADERS)
-        return Response(await complete_chat(pool, data))
+            return Stream(events, media_type="text/event-stream", headers=SSE_HEADERS)  # type: ignore[return-value]
+        return Response(await unless_disconnected(request, complete_chat(pool, data)))

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
-from litestar import Controller, Response, post
+from typing import Any
+
+from litestar import Controller, Request, Response, post
 from litestar.response import Stream
 
+from server.controllers.disconnect import unless_disconnected
 from server.pool import ModelPool
-from server.protocol.completions import CompletionRequest
+from server.protocol.completions import Completion, CompletionRequest
 from server.services.completions import complete_text, stream_text
 from server.streaming import SSE_HEADERS, started
 
@@ -14,8 +17,8 @@ class CompletionsController(Controller):
     tags = ["completions"]
 
     @post("", status_code=200, summary="Create a text completion (streamed as SSE when `stream` is true)")
-    async def create(self, data: CompletionRequest, pool: ModelPool) -> Response:
+    async def create(self, data: CompletionRequest, pool: ModelPool, request: Request[Any, Any, Any]) -> Response[Completion]:
         if data.stream:
             events = await started(stream_text(pool, data))
-            return Stream(events, media_type="text/event-stream", headers=SSE_HEADERS)
-        return Response(await complete_text(pool, data))
+            return Stream(events, media_type="text/event-stream", headers=SSE_HEADERS)  # type: ignore[return-value]
+        return Response(await unless_disconnected(request, complete_text(pool, data)))

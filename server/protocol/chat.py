@@ -1,3 +1,5 @@
+"""Chat completion request types."""
+
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
@@ -5,20 +7,77 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
-from server.protocol.common import MaxTokens, Penalty, Stop, StreamOptions, Temperature, TopP, Usage
+from server.protocol.common import (
+    ChoiceCount, LogitBias, MaxTokens, Penalty, Stop, StreamOptions, Temperature, TopP,
+)
 
 Role = Literal["system", "developer", "user", "assistant", "tool"]
-FinishReason = Literal["stop", "length"]
 
 
 class TextPart(msgspec.Struct, tag="text", tag_field="type", kw_only=True):
     text: str
 
 
+class FunctionCall(msgspec.Struct, kw_only=True):
+    name: str
+    arguments: str
+
+
+class ToolCall(msgspec.Struct, kw_only=True):
+    id: str
+    function: FunctionCall
+    type: Literal["function"] = "function"
+
+
 class ChatMessage(msgspec.Struct, kw_only=True):
     role: Role
     content: str | list[TextPart] | None = None
     name: str | UnsetType = UNSET
+    tool_calls: list[ToolCall] | None | UnsetType = UNSET
+    tool_call_id: str | UnsetType = UNSET
+
+
+class FunctionDef(msgspec.Struct, kw_only=True):
+    name: Annotated[str, Meta(pattern="^[a-zA-Z0-9_-]{1,64}$")]
+    description: str | UnsetType = UNSET
+    parameters: dict[str, Any] | UnsetType = UNSET
+    strict: bool | None = None
+
+
+class Tool(msgspec.Struct, kw_only=True):
+    function: FunctionDef
+    type: Literal["function"] = "function"
+
+
+class NamedFunction(msgspec.Struct, kw_only=True):
+    name: str
+
+
+class NamedToolChoice(msgspec.Struct, kw_only=True):
+    function: NamedFunction
+    type: Literal["function"] = "function"
+
+
+class JsonSchemaFormat(msgspec.Struct, kw_only=True):
+    name: str = "response"
+    schema: dict[str, Any] | UnsetType = UNSET
+    description: str | UnsetType = UNSET
+    strict: bool | None = None
+
+
+class TextFormat(msgspec.Struct, tag="text", tag_field="type"):
+    pass
+
+
+class JsonObjectFormat(msgspec.Struct, tag="json_object", tag_field="type"):
+    pass
+
+
+class JsonSchemaResponseFormat(msgspec.Struct, tag="json_schema", tag_field="type", kw_only=True):
+    json_schema: JsonSchemaFormat
+
+
+ResponseFormat = TextFormat | JsonObjectFormat | JsonSchemaResponseFormat
 
 
 class ChatCompletionRequest(msgspec.Struct, kw_only=True):
@@ -32,59 +91,27 @@ class ChatCompletionRequest(msgspec.Struct, kw_only=True):
     seed: int | None = None
     presence_penalty: Penalty | None | UnsetType = UNSET
     frequency_penalty: Penalty | None | UnsetType = UNSET
-    stream: bool = False
+    logit_bias: LogitBias | None = None
+    logprobs: bool | None = None
+    top_logprobs: Annotated[int, Meta(ge=0, le=20)] | None = None
+    n: ChoiceCount | None = None
+    stream: bool | None = False
     stream_options: StreamOptions | None = None
+    tools: list[Tool] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = None
     user: str | None = None
-    # Known OpenAI parameters the server does not implement yet: accepted by the schema so the
-    # service can answer a 400 that names them, instead of silently ignoring them.
-    n: int | None | UnsetType = UNSET
-    logprobs: bool | None | UnsetType = UNSET
-    top_logprobs: int | None | UnsetType = UNSET
-    logit_bias: dict[str, float] | None | UnsetType = UNSET
-    tools: list[Any] | None | UnsetType = UNSET
-    tool_choice: Any | UnsetType = UNSET
-    parallel_tool_calls: bool | None | UnsetType = UNSET
-    functions: list[Any] | None | UnsetType = UNSET
+    # OpenAI parameters this server does not implement: declared so that a request using them gets a
+    # 400 naming the parameter (see services.params.refuse_unsupported) instead of being ignored.
+    functions: Any | UnsetType = UNSET
     function_call: Any | UnsetType = UNSET
-    response_format: Any | UnsetType = UNSET
-
-
-class AssistantMessage(msgspec.Struct, kw_only=True):
-    role: Literal["assistant"] = "assistant"
-    content: str | None
-
-
-class ChatChoice(msgspec.Struct, kw_only=True):
-    index: int
-    message: AssistantMessage
-    finish_reason: FinishReason | None
-    logprobs: None = None
-
-
-class ChatCompletion(msgspec.Struct, kw_only=True):
-    id: str
-    object: Literal["chat.completion"] = "chat.completion"
-    created: int
-    model: str
-    choices: list[ChatChoice]
-    usage: Usage
-
-
-class ChatDelta(msgspec.Struct, kw_only=True, omit_defaults=True):
-    role: Literal["assistant"] | UnsetType = UNSET
-    content: str | UnsetType = UNSET
-
-
-class ChatChunkChoice(msgspec.Struct, kw_only=True):
-    index: int
-    delta: ChatDelta
-    finish_reason: FinishReason | None = None
-    logprobs: None = None
-
-
-class ChatCompletionChunk(msgspec.Struct, kw_only=True):
-    id: str
-    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
-    created: int
-    model: str
-    choices: list[ChatChunkChoice]
+    audio: Any | UnsetType = UNSET
+    modalities: Any | UnsetType = UNSET
+    prediction: Any | UnsetType = UNSET
+    reasoning_effort: Any | UnsetType = UNSET
+    web_search_options: Any | UnsetType = UNSET
+    store: Any | UnsetType = UNSET
+    metadata: Any | UnsetType = UNSET
+    service_tier: Any | UnsetType = UNSET
+    verbosity: Any | UnsetType = UNSET

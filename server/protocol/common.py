@@ -3,19 +3,26 @@ from __future__ import annotations
 from typing import Annotated
 
 import msgspec
-from msgspec import Meta
+from msgspec import UNSET, Meta, UnsetType
 
 Temperature = Annotated[float, Meta(ge=0.0, le=2.0)]
 TopP = Annotated[float, Meta(ge=0.0, le=1.0)]
 Penalty = Annotated[float, Meta(ge=-2.0, le=2.0)]
 MaxTokens = Annotated[int, Meta(ge=1)]
-Stop = str | list[str]
+ChoiceCount = Annotated[int, Meta(ge=1, le=16)]
+Stop = str | Annotated[list[str], Meta(max_length=16)]
+LogitBias = dict[str, Annotated[float, Meta(ge=-100.0, le=100.0)]]
+
+
+class PromptTokensDetails(msgspec.Struct, kw_only=True):
+    cached_tokens: int = 0
 
 
 class Usage(msgspec.Struct, kw_only=True):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    prompt_tokens_details: PromptTokensDetails | UnsetType = UNSET
 
 
 class StreamOptions(msgspec.Struct, kw_only=True):

@@ -5,7 +5,9 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
-from server.protocol.common import MaxTokens, Penalty, Stop, StreamOptions, Temperature, TopP, Usage
+from server.protocol.common import (
+    ChoiceCount, LogitBias, MaxTokens, Penalty, Stop, StreamOptions, Temperature, TopP, Usage,
+)
 
 FinishReason = Literal["stop", "length"]
 
@@ -20,23 +22,30 @@ class CompletionRequest(msgspec.Struct, kw_only=True):
     seed: int | None = None
     presence_penalty: Penalty | None | UnsetType = UNSET
     frequency_penalty: Penalty | None | UnsetType = UNSET
-    echo: bool = False
-    stream: bool = False
+    logit_bias: LogitBias | None = None
+    logprobs: Annotated[int, Meta(ge=0, le=5)] | None = None
+    n: ChoiceCount | None = None
+    echo: bool | None = False
+    stream: bool | None = False
     stream_options: StreamOptions | None = None
     user: str | None = None
-    # Known but not implemented yet: a 400 names them (see services.params).
-    n: int | None | UnsetType = UNSET
-    best_of: int | None | UnsetType = UNSET
-    logprobs: int | None | UnsetType = UNSET
-    logit_bias: dict[str, float] | None | UnsetType = UNSET
-    suffix: str | None | UnsetType = UNSET
+    # Not implemented: a 400 names them (see services.params.refuse_unsupported).
+    best_of: Any | UnsetType = UNSET
+    suffix: Any | UnsetType = UNSET
+
+
+class CompletionLogprobs(msgspec.Struct, kw_only=True):
+    tokens: list[str]
+    token_logprobs: list[float]
+    top_logprobs: list[dict[str, float]]
+    text_offset: list[int]
 
 
 class CompletionChoice(msgspec.Struct, kw_only=True):
     index: int
     text: str
     finish_reason: FinishReason | None
-    logprobs: None = None
+    logprobs: CompletionLogprobs | None = None
 
 
 class Completion(msgspec.Struct, kw_only=True):
@@ -45,4 +54,4 @@ class Completion(msgspec.Struct, kw_only=True):
     created: int
     model: str
     choices: list[CompletionChoice]
-    usage: Usage | None = None
+    usage: Usage | UnsetType = UNSET

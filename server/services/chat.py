@@ -1,98 +1,139 @@
-"""POST /v1/chat/completions: wire request -> engine call -> ChatCompletion or SSE chunks."""
+"""POST /v1/chat/completions: wire request -> engine requests -> ChatCompletion or SSE chunks."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
-from server.engine import LlamaEngine
+from server.engine import LlamaEngine, Request, any_json_object_grammar, schema_grammar
+from server.errors import InvalidRequestError
 from server.pool import ModelPool
-from server.protocol.chat import (
-    AssistantMessage,
-    ChatChoice,
-    ChatChunkChoice,
-    ChatCompletion,
-    ChatCompletionChunk,
-    ChatCompletionRequest,
-    ChatDelta,
-    ChatMessage,
-)
-from server.protocol.common import Usage
-from server.services.common import new_id, now, require_kind, run_on_model, stream_on_model, texts
-from server.services.params import generation_params, refuse_unsupported
-from server.streaming import event
+from server.protocol.chat import ChatCompletionRequest, ChatMessage, JsonObjectFormat, JsonSchemaResponseFormat
+from server.protocol.chat_response import AssistantMessage, ChatChoice, ChatCompletion
+from server.protocol.common import PromptTokensDetails, Usage
+from server.services import chat_stream, tools
+from server.services.choices import Indexed, choice_requests, collect, run_choices, total_usage
+from server.services.common import new_id, now, require_kind, run_on_model, stream_on_model
+from server.services.logprobs import chat_logprobs
+from server.services.params import check_logit_bias, max_tokens, refuse_unsupported, sampling_params, stop_list
 
 UNSUPPORTED = (
-    "n", "logprobs", "top_logprobs", "logit_bias", "tools", "tool_choice", "parallel_tool_calls",
-    "functions", "function_call", "response_format",
+    "functions", "function_call", "audio", "modalities", "prediction", "reasoning_effort",
+    "web_search_options", "store", "metadata", "service_tier", "verbosity",
 )
 # Values of unsupported parameters that ask for nothing beyond what we do anyway.
-NEUTRAL: dict[str, Any] = {"n": 1, "logprobs": False, "logit_bias": {}, "tools": [], "tool_choice": "none"}
-
-_encode = msgspec.json.Encoder().encode
+NEUTRAL: dict[str, Any] = {"store": False, "metadata": {}, "service_tier": "auto"}
 
 
-def _messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:
-    out = []
-    for m in messages:
-        content = m.content if not isinstance(m.content, list) else "".join(p.text for p in m.content)
-        out.append({"role": m.role, "content": content or ""})
-    return out
+@dataclass(frozen=True)
+class ChatPlan:
+    """Everything decided before the model is touched; the engine work only renders and generates."""
+
+    messages: list[dict[str, Any]]
+    n: int
+    max_tokens: int | None
+    stop: list[str]
+    sampling: Any
+    logprobs: int | None
+    tools: tools.ToolPlan | None
+
+    def requests(self, engine: LlamaEngine) -> list[Request]:
+        check_logit_bias(self.sampling.logit_bias, engine.n_vocab)
+        prompt, template_stops = engine.chat_prompt(self.messages)
+        return choice_requests(prompt, self.n, self.max_tokens, self.stop + template_stops, self.sampling,
+                               self.logprobs)
+
+    def run(self, engine: LlamaEngine, stop: threading.Event) -> Iterator[Indexed]:
+        return run_choices(engine, self.requests(engine), stop)
 
 
-def _prepare(pool: ModelPool[LlamaEngine], request: ChatCompletionRequest) -> tuple[list[dict[str, Any]], Any]:
+def _text(message: ChatMessage) -> str:
+    content = message.content
+    if isinstance(content, list):
+        return "".join(part.text for part in content)
+    return content or ""
+
+
+def plan_chat(pool: ModelPool[LlamaEngine], request: ChatCompletionRequest) -> ChatPlan:
     spec = pool.spec(request.model)
     require_kind(request.model, spec, embedding=False)
     refuse_unsupported(request, UNSUPPORTED, NEUTRAL)
-    max_tokens = request.max_completion_tokens
-    if max_tokens is None or max_tokens is msgspec.UNSET:
-        max_tokens = request.max_tokens
-    return _messages(request.messages), generation_params(spec, request, max_tokens, None)
+    if request.top_logprobs is not None and not request.logprobs:
+        raise InvalidRequestError("top_logprobs needs logprobs set to true.", param="top_logprobs")
+    if request.stream_options is not None and not request.stream:
+        raise InvalidRequestError("stream_options is only allowed when stream is true.", param="stream_options")
+    tool_plan = tools.plan_tools(request)
+    fmt = request.response_format
+    if tool_plan is not None and isinstance(fmt, (JsonObjectFormat, JsonSchemaResponseFormat)):
+        raise InvalidRequestError("response_format cannot be combined with tool calls; set tool_choice to none.",
+                                  param="response_format")
+    grammar, trigger = _grammar(fmt, tool_plan)
+    messages = [{"role": m.role if m.role != "developer" else "system", "content": _text(m)} for m in request.messages]
+    messages = tools.history(messages, request.messages, tool_plan.instructions if tool_plan else None)
+    return ChatPlan(
+        messages=messages,
+        n=request.n or 1,
+        max_tokens=max_tokens(spec, request.max_completion_tokens, request.max_tokens, fallback=None),
+        stop=stop_list(request.stop),
+        sampling=sampling_params(spec, request, grammar=grammar, trigger=trigger),
+        logprobs=(request.top_logprobs or 0) if request.logprobs else None,
+        tools=tool_plan,
+    )
+
+
+def _grammar(fmt: Any, tool_plan: tools.ToolPlan | None) -> tuple[str | None, str | None]:
+    if tool_plan is not None:
+        return tool_plan.grammar, (tools.OPEN if tool_plan.lazy else None)
+    if isinstance(fmt, JsonObjectFormat):
+        return any_json_object_grammar(), None
+    if isinstance(fmt, JsonSchemaResponseFormat):
+        schema = fmt.json_schema.schema
+        if schema is msgspec.UNSET:
+            return any_json_object_grammar(), None
+        return schema_grammar(msgspec.json.encode(schema).decode()), None
+    return None, None
 
 
 async def complete_chat(pool: ModelPool[LlamaEngine], request: ChatCompletionRequest) -> ChatCompletion:
-    messages, params = _prepare(pool, request)
-    result = await run_on_model(pool, request.model, lambda engine: engine.chat(messages, params))
+    plan = plan_chat(pool, request)
+    collected = await run_on_model(pool, request.model, lambda engine, stop: collect(plan.run(engine, stop), plan.n))
+    choices = []
+    for index, result in enumerate(collected):
+        content, calls = tools.parse_calls(result.text) if plan.tools else (result.text, [])
+        choices.append(ChatChoice(
+            index=index,
+            message=AssistantMessage(content=content, tool_calls=calls or msgspec.UNSET),
+            finish_reason="tool_calls" if calls else result.finish_reason,  # type: ignore[arg-type]
+            logprobs=chat_logprobs(result.logprobs) if plan.logprobs is not None else None,
+        ))
+    prompt_tokens, completion_tokens, cached = total_usage([r.usage for r in collected])
     return ChatCompletion(
-        id=new_id("chatcmpl"),
-        created=now(),
-        model=request.model,
-        choices=[
-            ChatChoice(
-                index=0,
-                message=AssistantMessage(content=result.text),
-                finish_reason=result.finish_reason,  # type: ignore[arg-type]
-            )
-        ],
-        usage=Usage(
-            prompt_tokens=result.prompt_tokens,
-            completion_tokens=result.completion_tokens,
-            total_tokens=result.prompt_tokens + result.completion_tokens,
-        ),
+        id=new_id("chatcmpl"), created=now(), model=request.model, choices=choices,
+        usage=usage(prompt_tokens, completion_tokens, cached),
+    )
+
+
+def usage(prompt_tokens: int, completion_tokens: int, cached: int) -> Usage:
+    return Usage(
+        prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+        total_tokens=prompt_tokens + completion_tokens,
+        prompt_tokens_details=PromptTokensDetails(cached_tokens=cached),
     )
 
 
 async def stream_chat(pool: ModelPool[LlamaEngine], request: ChatCompletionRequest) -> AsyncIterator[bytes]:
-    """SSE events: the role first, then content deltas, then an empty delta with the finish reason."""
-    messages, params = _prepare(pool, request)
-    chunk_id, created, model = new_id("chatcmpl"), now(), request.model
-
-    def chunk(delta: ChatDelta, finish: Any = None) -> bytes:
-        choice = ChatChunkChoice(index=0, delta=delta, finish_reason=finish)
-        return event(_encode(ChatCompletionChunk(id=chunk_id, created=created, model=model, choices=[choice])))
-
-    pieces = stream_on_model(pool, model, lambda engine, stop: engine.chat_stream(messages, params, stop))
-    first = True
-    async with aclosing(pieces):
-        async for batch in pieces:
-            text, finish = texts(batch)
-            out = chunk(ChatDelta(role="assistant", content="")) if first else b""
-            first = False
-            if text:
-                out += chunk(ChatDelta(content=text))
-            if finish:
-                out += chunk(ChatDelta(), finish)
-            yield out
+    plan = plan_chat(pool, request)
+    include_usage = bool(request.stream_options and request.stream_options.include_usage)
+    writer = chat_stream.ChunkWriter(new_id("chatcmpl"), now(), request.model, plan.n,
+                                     with_tools=plan.tools is not None, with_logprobs=plan.logprobs is not None)
+    batches = stream_on_model(pool, request.model, plan.run)
+    async with aclosing(batches):
+        async for batch in batches:
+            yield writer.write(batch)
+    if include_usage:
+        yield writer.usage_chunk(usage(*writer.usage()))

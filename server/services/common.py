@@ -7,16 +7,17 @@ import secrets
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import structlog
 
-from server.engine import LlamaEngine, Piece, stream_in_thread
+from server.engine import LlamaEngine, stream_in_thread
 from server.errors import WrongModelKindError
 from server.pool import ModelPool
 from server.registry import ModelSpec
 
 R = TypeVar("R")
+T = TypeVar("T")
 
 log = structlog.get_logger("server.services")
 
@@ -41,25 +42,32 @@ def require_kind(alias: str, spec: ModelSpec, *, embedding: bool) -> None:
         )
 
 
-async def run_on_model(pool: ModelPool[LlamaEngine], alias: str, work: Callable[[LlamaEngine], R]) -> R:
-    """Run blocking `work` on the alias's model in a thread. The model is handed back only when the
-    thread is done, even if this request is cancelled meanwhile: no two threads ever share a model."""
+async def run_on_model(
+    pool: ModelPool[LlamaEngine], alias: str, work: Callable[[LlamaEngine, threading.Event], R]
+) -> R:
+    """Run blocking `work` on the alias's model in a thread. If this request is cancelled (its client
+    left), the thread is told to stop; the model is handed back only when the thread is done, so no two
+    threads ever share a model."""
     lease = await pool.acquire(alias)
+    stop = threading.Event()
     try:
-        future = asyncio.get_running_loop().run_in_executor(None, work, lease.engine)
+        future = asyncio.get_running_loop().run_in_executor(None, work, lease.engine, stop)
     except BaseException:
         lease.release()
         raise
     future.add_done_callback(lambda _: lease.release())
-    return await asyncio.shield(future)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        stop.set()
+        log.info("generation_stopped", alias=alias, reason="client_gone")
+        raise
 
 
 async def stream_on_model(
-    pool: ModelPool[LlamaEngine],
-    alias: str,
-    produce: Callable[[LlamaEngine, threading.Event], Iterator[Piece]],
-) -> AsyncIterator[list[Piece]]:
-    """Batches of pieces generated in a thread; when the consumer stops early the thread is told to stop
+    pool: ModelPool[LlamaEngine], alias: str, produce: Callable[[LlamaEngine, threading.Event], Iterator[T]]
+) -> AsyncIterator[list[T]]:
+    """Batches of items produced in a thread; when the consumer stops early the thread is told to stop
     and the model is handed back once it has (within a token)."""
     lease = await pool.acquire(alias)
     try:
@@ -76,8 +84,3 @@ async def stream_on_model(
         if not finished:
             log.info("generation_stopped", alias=alias, reason="client_gone")
         stream.stop_then(lease.release)
-
-
-def texts(batch: list[Piece]) -> tuple[str, Any]:
-    """Join a batch into one text and its finish reason (only a generation's last piece has one)."""
-    return "".join(p.text for p in batch), batch[-1].finish_reason

@@ -1,78 +1,116 @@
-"""POST /v1/completions: prompt (one or a list) -> Completion or SSE chunks, one choice per prompt."""
+"""POST /v1/completions: prompts (one or a list) x n choices -> Completion or SSE chunks."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing
 from typing import Any
 
 import msgspec
 
-from server.engine import LlamaEngine
+from server.engine import LlamaEngine, Piece, Usage
+from server.errors import InvalidRequestError
 from server.pool import ModelPool
-from server.protocol.common import Usage
 from server.protocol.completions import Completion, CompletionChoice, CompletionRequest
-from server.services.common import new_id, now, require_kind, run_on_model, stream_on_model, texts
-from server.services.params import generation_params, refuse_unsupported
-
+from server.services.chat import usage as wire_usage
+from server.services.choices import Indexed, choice_requests, collect, run_choices, total_usage
+from server.services.common import new_id, now, require_kind, run_on_model, stream_on_model
+from server.services.logprobs import completion_logprobs
+from server.services.params import check_logit_bias, max_tokens, refuse_unsupported, sampling_params, stop_list
 from server.streaming import event
 
-UNSUPPORTED = ("n", "best_of", "logprobs", "logit_bias", "suffix")
-NEUTRAL: dict[str, Any] = {"n": 1, "best_of": 1, "logprobs": 0, "logit_bias": {}, "suffix": ""}
+UNSUPPORTED = ("best_of", "suffix")
+NEUTRAL: dict[str, Any] = {"best_of": 1, "suffix": ""}
 # OpenAI's documented default for this route, used when neither the request nor the alias says.
 DEFAULT_MAX_TOKENS = 16
 
 _encode = msgspec.json.Encoder().encode
 
 
-def _prepare(pool: ModelPool[LlamaEngine], request: CompletionRequest) -> tuple[list[str], Any]:
-    spec = pool.spec(request.model)
-    require_kind(request.model, spec, embedding=False)
-    refuse_unsupported(request, UNSUPPORTED, NEUTRAL)
-    prompts = [request.prompt] if isinstance(request.prompt, str) else request.prompt
-    return prompts, generation_params(spec, request, request.max_tokens, DEFAULT_MAX_TOKENS)
+class TextPlan:
+    """Prompt i, choice j is output choice i * n + j, as OpenAI numbers them."""
+
+    def __init__(self, pool: ModelPool[LlamaEngine], request: CompletionRequest) -> None:
+        spec = pool.spec(request.model)
+        require_kind(request.model, spec, embedding=False)
+        refuse_unsupported(request, UNSUPPORTED, NEUTRAL)
+        if request.echo and request.logprobs is not None:
+            raise InvalidRequestError("echo together with logprobs is not supported.", param="logprobs")
+        if request.stream_options is not None and not request.stream:
+            raise InvalidRequestError("stream_options is only allowed when stream is true.", param="stream_options")
+        self.prompts = [request.prompt] if isinstance(request.prompt, str) else request.prompt
+        self.n = request.n or 1
+        self.echo = bool(request.echo)
+        self.max_tokens = max_tokens(spec, request.max_tokens, fallback=DEFAULT_MAX_TOKENS)
+        self.stop = stop_list(request.stop)
+        self.sampling = sampling_params(spec, request)
+        self.logprobs = request.logprobs
+
+    def run(self, engine: LlamaEngine, stop: threading.Event) -> Iterator[Indexed]:
+        check_logit_bias(self.sampling.logit_bias, engine.n_vocab)
+        for p, prompt in enumerate(self.prompts):
+            tokens = engine.tokenize(prompt)
+            requests = choice_requests(tokens, self.n, self.max_tokens, self.stop, self.sampling, self.logprobs)
+            for j, piece in run_choices(engine, requests, stop):
+                yield p * self.n + j, piece
+
+    def prompt_of(self, index: int) -> str:
+        return self.prompts[index // self.n]
 
 
 async def complete_text(pool: ModelPool[LlamaEngine], request: CompletionRequest) -> Completion:
-    prompts, params = _prepare(pool, request)
-    echo = request.echo
+    plan = TextPlan(pool, request)
+    total = len(plan.prompts) * plan.n
+    collected = await run_on_model(pool, request.model, lambda engine, stop: collect(plan.run(engine, stop), total))
+    choices = []
+    for i, result in enumerate(collected):
+        prefix = plan.prompt_of(i) if plan.echo else ""
+        choices.append(CompletionChoice(
+            index=i, text=prefix + result.text, finish_reason=result.finish_reason,  # type: ignore[arg-type]
+            logprobs=completion_logprobs(result.logprobs, 0) if plan.logprobs is not None else None,
+        ))
+    return Completion(id=new_id("cmpl"), created=now(), model=request.model, choices=choices,
+                      usage=wire_usage(*_usage([r.usage for r in collected], plan.n)))
 
-    def work(engine: LlamaEngine) -> list[Any]:
-        return [engine.complete(prompt, params, echo) for prompt in prompts]
 
-    results = await run_on_model(pool, request.model, work)
-    prompt_tokens = sum(r.prompt_tokens for r in results)
-    completion_tokens = sum(r.completion_tokens for r in results)
-    return Completion(
-        id=new_id("cmpl"),
-        created=now(),
-        model=request.model,
-        choices=[
-            CompletionChoice(index=i, text=r.text, finish_reason=r.finish_reason)  # type: ignore[arg-type]
-            for i, r in enumerate(results)
-        ],
-        usage=Usage(
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            total_tokens=prompt_tokens + completion_tokens,
-        ),
-    )
+def _usage(usages: list[Usage | None], n: int) -> tuple[int, int, int]:
+    """Each prompt counts once; completions add up."""
+    prompt = cached = completion = 0
+    for start in range(0, len(usages), n):
+        p, c, k = total_usage(usages[start:start + n])
+        prompt, completion, cached = prompt + p, completion + c, cached + k
+    return prompt, completion, cached
 
 
 async def stream_text(pool: ModelPool[LlamaEngine], request: CompletionRequest) -> AsyncIterator[bytes]:
-    """SSE events with text deltas; prompts of a list are served one after another, index by index."""
-    prompts, params = _prepare(pool, request)
-    chunk_id, created, model, echo = new_id("cmpl"), now(), request.model, request.echo
+    plan = TextPlan(pool, request)
+    chunk_id, created, model = new_id("cmpl"), now(), request.model
+    total = len(plan.prompts) * plan.n
+    usages: list[Usage | None] = [None] * total
+    offsets = [0] * total
+    echoed = [not plan.echo] * total
 
-    def chunk(index: int, text: str, finish: Any) -> bytes:
-        choice = CompletionChoice(index=index, text=text, finish_reason=finish)
+    def chunk(index: int, piece: Piece) -> bytes:
+        text = piece.text
+        if not echoed[index]:
+            echoed[index] = True
+            text = plan.prompt_of(index) + text
+        logprobs = None
+        if plan.logprobs is not None and piece.logprobs:
+            logprobs = completion_logprobs(piece.logprobs, offsets[index])
+        offsets[index] += len(piece.text)
+        choice = CompletionChoice(index=index, text=text, finish_reason=piece.finish_reason,  # type: ignore[arg-type]
+                                  logprobs=logprobs)
+        if piece.finish_reason:
+            usages[index] = piece.usage
         return event(_encode(Completion(id=chunk_id, created=created, model=model, choices=[choice])))
 
-    for index, prompt in enumerate(prompts):
-        pieces = stream_on_model(
-            pool, model, lambda engine, stop, prompt=prompt: engine.complete_stream(prompt, params, echo, stop)
-        )
-        async with aclosing(pieces):
-            async for batch in pieces:
-                text, finish = texts(batch)
-                yield chunk(index, text, finish)
+    batches = stream_on_model(pool, model, plan.run)
+    async with aclosing(batches):
+        async for batch in batches:
+            yield b"".join(chunk(index, piece) for index, piece in batch)
+    if request.stream_options and request.stream_options.include_usage:
+        final = Completion(id=chunk_id, created=created, model=model, choices=[],
+                           usage=wire_usage(*_usage(usages, plan.n)))
+        yield event(_encode(final))

@@ -28,7 +28,7 @@ async def embed(pool: ModelPool[LlamaEngine], request: EmbeddingRequest) -> Embe
             param="dimensions",
         )
     inputs = [request.input] if isinstance(request.input, str) else request.input
-    vectors, tokens = await run_on_model(pool, request.model, lambda engine: engine.embed(inputs))
+    vectors, tokens = await run_on_model(pool, request.model, lambda engine, _stop: engine.embed(inputs))
     as_base64 = request.encoding_format == "base64"
     return EmbeddingList(
         data=[

@@ -6,8 +6,8 @@ from typing import Any
 
 from msgspec import UNSET
 
-from server.engine import GenerationParams
-from server.errors import UnsupportedParameterError
+from server.engine import SamplingParams
+from server.errors import InvalidRequestError, UnsupportedParameterError
 from server.registry import ModelSpec
 
 
@@ -26,10 +26,37 @@ def stop_list(stop: str | list[str] | None) -> list[str]:
     return [stop] if isinstance(stop, str) else [s for s in stop if s]
 
 
-def generation_params(spec: ModelSpec, request: Any, max_tokens: Any, fallback_max_tokens: int | None) -> GenerationParams:
+def max_tokens(spec: ModelSpec, *candidates: Any, fallback: int | None) -> int | None:
+    """The first value the request sent, else the alias default, else `fallback` (None: rest of context)."""
+    for value in candidates:
+        if given(value):
+            return value
+    return spec.sampling.max_tokens or fallback
+
+
+def logit_bias(raw: dict[str, float] | None) -> dict[int, float]:
+    """OpenAI sends token ids as string keys. Range against the vocabulary is checked once loaded."""
+    if not raw:
+        return {}
+    try:
+        return {int(token): bias for token, bias in raw.items()}
+    except ValueError as exc:
+        raise InvalidRequestError("logit_bias keys must be token ids (integers as strings).", param="logit_bias") from exc
+
+
+def check_logit_bias(bias: dict[int, float], n_vocab: int) -> None:
+    bad = next((t for t in bias if not 0 <= t < n_vocab), None)
+    if bad is not None:
+        raise InvalidRequestError(
+            f"logit_bias names token {bad}, outside this model's vocabulary (0..{n_vocab - 1}).", param="logit_bias"
+        )
+
+
+def sampling_params(
+    spec: ModelSpec, request: Any, *, grammar: str | None = None, trigger: str | None = None
+) -> SamplingParams:
     defaults = spec.sampling
-    return GenerationParams(
-        max_tokens=pick(max_tokens, defaults.max_tokens) or fallback_max_tokens,
+    return SamplingParams(
         temperature=pick(request.temperature, defaults.temperature),
         top_p=pick(request.top_p, defaults.top_p),
         top_k=defaults.top_k,
@@ -37,15 +64,18 @@ def generation_params(spec: ModelSpec, request: Any, max_tokens: Any, fallback_m
         repeat_penalty=defaults.repeat_penalty,
         presence_penalty=pick(request.presence_penalty, defaults.presence_penalty),
         frequency_penalty=pick(request.frequency_penalty, defaults.frequency_penalty),
-        stop=stop_list(request.stop),
         seed=request.seed,
+        logit_bias=logit_bias(request.logit_bias),
+        grammar=grammar,
+        grammar_trigger=trigger,
     )
 
 
-def refuse_unsupported(request: Any, names: tuple[str, ...], neutral: dict[str, Any]) -> None:
-    """A 400 naming the first parameter we do not implement, unless its value changes nothing."""
+def refuse_unsupported(request: Any, names: tuple[str, ...], neutral: dict[str, Any] | None = None) -> None:
+    """A 400 naming the first parameter we do not implement, unless its value asks for nothing."""
+    neutral = neutral or {}
     for name in names:
         value = getattr(request, name)
-        if not given(value) or value == neutral.get(name, object()):
+        if not given(value) or (name in neutral and value == neutral[name]):
             continue
         raise UnsupportedParameterError(f"The parameter `{name}` is not supported by this server.", param=name)

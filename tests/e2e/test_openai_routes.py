@@ -155,5 +155,5 @@ def test_bad_input_is_400_naming_the_field(client: openai.OpenAI, server: Runnin
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "invalid_json"
     with pytest.raises(openai.BadRequestError) as info:
-        client.chat.completions.create(model="smollm2", messages=CLASSIC, n=2)
-    assert info.value.body["param"] == "n"
+        client.chat.completions.create(model="smollm2", messages=CLASSIC, audio={"voice": "alloy", "format": "mp3"})
+    assert info.value.body["param"] == "audio"
