@@ -93,9 +93,8 @@ class TokenPieces:
 
 
 def generate(
-    llm: llama_cpp.Llama, request: Request, stop_flag: threading.Event, pieces: TokenPieces
+    llm: llama_cpp.Llama, request: Request, stop_flag: threading.Event, pieces: TokenPieces, n_ctx: int
 ) -> Iterator[Piece]:
-    n_ctx = llm.n_ctx()
     prompt = request.prompt
     budget = check_context(len(prompt), request.max_tokens, n_ctx)
     cached = _reuse_prefix(llm, prompt, fresh=request.sampling.seed is not None)

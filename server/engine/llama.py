@@ -45,10 +45,13 @@ class LlamaEngine:
             raise ModelLoadError(f"llama.cpp could not load {spec.path}: {exc}") from exc
         self._chat_handler = None if spec.embedding else chat_handler(self._llm)
         self._pieces = TokenPieces(self._llm)
+        # llama.cpp pads small contexts up (64 becomes 256); the alias's own n_ctx is the promise we keep.
+        actual = self._llm.n_ctx()
+        self._n_ctx = min(spec.n_ctx, actual) if spec.n_ctx else actual
 
     @property
     def n_ctx(self) -> int:
-        return self._llm.n_ctx()
+        return self._n_ctx
 
     @property
     def n_vocab(self) -> int:
@@ -78,7 +81,7 @@ class LlamaEngine:
 
     def generate(self, request: Request, stop: threading.Event) -> Iterator[Piece]:
         try:
-            yield from generate(self._llm, request, stop, self._pieces)
+            yield from generate(self._llm, request, stop, self._pieces, self._n_ctx)
         except RuntimeError as exc:  # llama_decode failures surface as RuntimeError
             raise EngineError(f"generation failed: {exc}") from exc
 
