@@ -9,14 +9,13 @@ from typing import Any
 
 from litestar import Litestar
 from litestar.di import Provide
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import SwaggerRenderPlugin
 
 from server.controllers import ROUTES
 from server.controllers.deps import provide_pool
 from server.engine import load_engine
 from server.errors import handle_exception
 from server.logging import configure_logging
+from server.openapi import docs_assets, openapi_config
 from server.pool import ModelPool
 from server.registry import ModelSpec, Registry, load_registry
 from server.settings import Settings
@@ -41,17 +40,12 @@ def create_app(
             await pool.close()
 
     return Litestar(
-        route_handlers=ROUTES,
+        route_handlers=[*ROUTES, docs_assets()],
         dependencies={"pool": Provide(provide_pool, sync_to_thread=False)},
         exception_handlers={Exception: handle_exception},
         lifespan=[pool_lifespan],
         state=_initial_state(settings),
-        openapi_config=OpenAPIConfig(
-            title="OpenAI-compatible GGUF server",
-            version="0.1.0",
-            path="/",  # the schema at /openapi.json, interactive docs at /docs
-            render_plugins=[SwaggerRenderPlugin(path="/docs")],
-        ),
+        openapi_config=openapi_config(version="0.1.0"),
         debug=False,
     )
 

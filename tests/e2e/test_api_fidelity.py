@@ -287,6 +287,9 @@ def test_openapi_schema_and_docs(server: RunningServer) -> None:
     assert "ChatCompletionRequest" in json.dumps(schema["components"])
     docs = httpx.get(server.base_url + "/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
+    assert "cdn." not in docs.text  # works offline: the UI's files are served from here
+    asset = httpx.get(server.base_url + "/docs/assets/swagger-ui-bundle.js")
+    assert asset.status_code == 200 and len(asset.content) > 100_000
 
 
 # 11. unsupported parameters ----------------------------------------------------------------------------
