@@ -116,7 +116,7 @@ class ModelPool(Generic[E]):
         spec = self.spec(alias)
         entry = self._entries.get(alias)
         if entry is None:
-            entry = self._entries[alias] = _Entry(alias=alias, spec=spec)
+            entry = self._entries[alias] = _Entry(alias=alias, spec=spec, turn=asyncio.Semaphore(spec.n_parallel))
         return entry
 
     def _release(self, entry: _Entry[E]) -> None:

@@ -57,6 +57,7 @@ class ModelSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
     rope_freq_scale: float = 0.0
     seed: int | None = None
     verbose: bool = False
+    n_parallel: Annotated[int, Meta(ge=1, le=64)] = 1  # slots: sequences decoded together in one batch
     sampling: SamplingDefaults = SamplingDefaults()
 
     def resolved_path(self, base_dir: Path) -> Path:

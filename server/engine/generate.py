@@ -165,9 +165,12 @@ def _reuse_prefix(llm: llama_cpp.Llama, prompt: list[int], *, fresh: bool) -> in
 
 
 def _logprobs(llm: llama_cpp.Llama, pieces: TokenPieces, token: int, top: int) -> TokenLogprob:
-    n_vocab = llm.n_vocab()
-    pointer = llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1)  # noqa: SLF001
-    logits = np.ctypeslib.as_array(pointer, shape=(n_vocab,))
+    return logprobs_at(llm._ctx.ctx, -1, llm.n_vocab(), pieces, token, top)  # noqa: SLF001
+
+
+def logprobs_at(ctx: object, index: int, n_vocab: int, pieces: TokenPieces, token: int, top: int) -> TokenLogprob:
+    """The chosen token's logprob and the `top` most likely ones, from the logits at batch `index`."""
+    logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, index), shape=(n_vocab,))
     shifted = logits - logits.max()
     logprobs = shifted - np.log(np.exp(shifted).sum())
 
@@ -175,7 +178,6 @@ def _logprobs(llm: llama_cpp.Llama, pieces: TokenPieces, token: int, top: int) -
         raw = pieces(int(tok))
         return raw.decode("utf-8", errors="replace"), float(logprobs[tok]), list(raw)
 
-    chosen = entry(token)
     best = np.argpartition(-logprobs, top)[:top] if top else []
     tops = sorted((TopLogprob(*entry(t)) for t in best), key=lambda t: -t.logprob)
-    return TokenLogprob(*chosen, top=tops)
+    return TokenLogprob(*entry(token), top=tops)

@@ -5,6 +5,7 @@ llama.cpp failures become our own exceptions here; callers never see llama_cpp t
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -12,7 +13,8 @@ from typing import Any
 import llama_cpp
 import msgspec
 
-from server.engine.generate import Piece, Request, TokenPieces, generate
+from server.engine.generate import Piece, Request, TokenPieces
+from server.engine.slots import SlotEngine
 from server.engine.prompt import chat_handler, render_chat
 from server.errors import EngineError, InvalidRequestError, ModelLoadError
 from server.registry import ModelSpec
@@ -27,7 +29,9 @@ _POOLING = {
 }
 
 # ModelSpec keys that are ours, not `Llama(...)` arguments.
-_NOT_LLAMA_ARGS = {"path", "sampling", "pooling_type"}
+_NOT_LLAMA_ARGS = {"path", "sampling", "pooling_type", "n_parallel"}
+# A chat model generates in the slot engine's own context; the one `Llama` makes is left at the smallest.
+_UNUSED_CTX = 256
 
 
 class LlamaEngine:
@@ -39,15 +43,26 @@ class LlamaEngine:
         kwargs = {k: v for k, v in kwargs.items() if v is not None}
         pooling = spec.pooling_type
         kwargs["pooling_type"] = _POOLING[pooling] if isinstance(pooling, str) else pooling
+        if not spec.embedding:
+            kwargs["n_ctx"] = _UNUSED_CTX
+        if spec.n_threads_batch is None:
+            # llama-cpp-python would use every core for batches. With slots, every step with two or more
+            # sequences is a batch, and on a small machine those threads then fight the event loop and
+            # each other (measured on 2 cores: 4 streams fell from ~95 to under 30 tokens/s, and to single
+            # digits when another process was busy). Batches use the generation thread count instead.
+            kwargs["n_threads_batch"] = spec.n_threads or max((os.cpu_count() or 2) // 2, 1)
         try:
             self._llm = llama_cpp.Llama(model_path=spec.path, **kwargs)
+            self._n_ctx = spec.n_ctx or self._llm._model.n_ctx_train()  # noqa: SLF001
+            self._pieces = TokenPieces(self._llm)
+            self._slots = None
+            self._chat_handler = None
+            if not spec.embedding:
+                self._chat_handler = chat_handler(self._llm)
+                self._slots = SlotEngine(self._llm, self._pieces, n_parallel=spec.n_parallel, n_ctx=self._n_ctx,
+                                         n_batch=spec.n_batch)
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelLoadError(f"llama.cpp could not load {spec.path}: {exc}") from exc
-        self._chat_handler = None if spec.embedding else chat_handler(self._llm)
-        self._pieces = TokenPieces(self._llm)
-        # llama.cpp pads small contexts up (64 becomes 256); the alias's own n_ctx is the promise we keep.
-        actual = self._llm.n_ctx()
-        self._n_ctx = min(spec.n_ctx, actual) if spec.n_ctx else actual
 
     @property
     def n_ctx(self) -> int:
@@ -58,6 +73,8 @@ class LlamaEngine:
         return self._llm.n_vocab()
 
     def close(self) -> None:
+        if self._slots is not None:
+            self._slots.close()
         self._llm.close()
 
     # -- tokens -----------------------------------------------------------------------------------
@@ -80,10 +97,14 @@ class LlamaEngine:
     # -- generation -------------------------------------------------------------------------------
 
     def generate(self, request: Request, stop: threading.Event) -> Iterator[Piece]:
-        try:
-            yield from generate(self._llm, request, stop, self._pieces, self._n_ctx)
-        except RuntimeError as exc:  # llama_decode failures surface as RuntimeError
-            raise EngineError(f"generation failed: {exc}") from exc
+        for _, piece in self.generate_many([request], stop):
+            yield piece
+
+    def generate_many(self, requests: list[Request], stop: threading.Event) -> Iterator[tuple[int, Piece]]:
+        """Each request as its own sequence, decoded together with every other request's on this model."""
+        if self._slots is None:
+            raise InvalidRequestError(f"The model `{self.alias}` is an embedding model.", param="model")
+        return self._slots.generate(requests, stop)
 
     # -- embeddings -------------------------------------------------------------------------------
 

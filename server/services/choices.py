@@ -24,13 +24,11 @@ def choice_requests(prompt: list[int], n: int, max_tokens: int | None, stop: lis
 
 
 def run_choices(engine: LlamaEngine, requests: list[Request], stop: threading.Event) -> Iterator[Indexed]:
-    """Choices one after another (one sequence at a time per model), each piece tagged with its index.
-    The context check runs for all of them before the first token, so a 400 comes before any output."""
+    """Choices as sequences decoded together, each piece tagged with its index. The context check runs
+    before anything is queued, so a 400 comes before any output."""
     if requests:
         check_context(len(requests[0].prompt), requests[0].max_tokens, engine.n_ctx)
-    for index, request in enumerate(requests):
-        for piece in engine.generate(request, stop):
-            yield index, piece
+    return engine.generate_many(requests, stop)
 
 
 @dataclass

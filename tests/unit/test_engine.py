@@ -70,7 +70,8 @@ def test_a_set_stop_flag_ends_generation_without_a_finish(engine: LlamaEngine) -
         pieces.append(piece)
         if len(pieces) == 3:
             stop.set()
-    assert len(pieces) == 3 and all(p.finish_reason is None for p in pieces)
+    # The decode loop runs on its own thread: a token or two may already be on their way.
+    assert 3 <= len(pieces) <= 6 and all(p.finish_reason is None for p in pieces)
 
 
 def test_usage_counts_cached_prefix(engine: LlamaEngine) -> None:
