@@ -1,8 +1,11 @@
 """Thin Litestar controllers, one per resource: parse, call a service, wrap the result."""
 
+from server.controllers.admin import AdminController
 from server.controllers.chat import ChatController
 from server.controllers.completions import CompletionsController
 from server.controllers.embeddings import EmbeddingsController
+from server.controllers.health import HealthController
 from server.controllers.models import ModelsController
 
-ROUTES = [ModelsController, ChatController, CompletionsController, EmbeddingsController]
+ROUTES = [ModelsController, ChatController, CompletionsController, EmbeddingsController, HealthController,
+          AdminController]
