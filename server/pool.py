@@ -59,6 +59,7 @@ class _Entry(Generic[E]):
     engine: E | None = None
     loading: asyncio.Task[E] | None = None
     draining: bool = False
+    drain_reason: str = "make_room"  # logged and counted when the drained model is closed
     in_use: int = 0
     holders: int = 0  # requests past their turn: using the model, or waiting for it to load
     waiting: int = 0
@@ -159,8 +160,8 @@ class ModelPool(Generic[E]):
         entry.holders -= 1
         entry.last_used = time.monotonic()
         entry.turn.release()
-        if entry.draining and entry.in_use == 0:
-            self._spawn(self._evict(entry, reason="make_room"))
+        if (entry.draining or entry.retired) and entry.in_use == 0:
+            self._spawn(self._evict(entry, reason=entry.drain_reason if entry.draining else "reload"))
         self._notify()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -199,7 +200,7 @@ class ModelPool(Generic[E]):
         if entry.engine is not None and entry.in_use == 0 and entry.holders == 0:
             await self._evict(entry, reason="admin")
             return "unloaded"
-        entry.draining = True
+        entry.draining, entry.drain_reason = True, "admin"
         return "draining"
 
     def update_registry(self, registry: Registry) -> dict[str, list[str]]:
@@ -224,7 +225,7 @@ class ModelPool(Generic[E]):
                 if entry.in_use == 0 and entry.holders == 0:
                     self._spawn(self._evict(entry, reason="reload"))
                 else:
-                    entry.draining = True
+                    entry.draining, entry.drain_reason = True, "reload"
         self._notify()
         self._spawn(self._load_pinned())
         return {"added": added, "removed": removed, "changed": changed}
@@ -336,10 +337,13 @@ class ModelPool(Generic[E]):
         budget = self.memory_budget
         if budget is None:
             return True
-        if entry.footprint > budget:
+        pinned = sum(e.footprint for e in self._entries.values()
+                     if e is not entry and e.spec.pinned and (e.engine is not None or e.loading))
+        if pinned + entry.footprint > budget:
+            beside = f" beside the pinned models ({format_size(pinned)})" if pinned else ""
             raise ModelTooLargeError(
-                f"The model `{entry.alias}` needs about {format_size(entry.footprint)}, more than "
-                f"pool.memory_budget ({format_size(budget)}); it can never be loaded."
+                f"The model `{entry.alias}` needs about {format_size(entry.footprint)}, which does not fit "
+                f"pool.memory_budget ({format_size(budget)}){beside}; it can never be loaded."
             )
         used = sum(e.footprint for e in self._entries.values() if e.engine is not None or e.loading)
         return used + self._closing_bytes + entry.footprint <= budget
@@ -365,7 +369,7 @@ class ModelPool(Generic[E]):
         ]
         if busy:
             victim = min(busy, key=lambda e: e.last_used)
-            victim.draining = True
+            victim.draining, victim.drain_reason = True, "make_room"
             log.info("model_draining", alias=victim.alias, waiting_for=exclude.alias)
 
     async def _load(self, entry: _Entry[E]) -> E:

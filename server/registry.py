@@ -164,10 +164,12 @@ def _check_policy(models: dict[str, ModelSpec], pool: PoolSpec, problems: list[s
                 problems.append(f"models.{alias}: needs about {format_size(need)} (file plus KV cache for "
                                 f"n_ctx), more than pool.memory_budget ({format_size(pool.memory_budget)})")
     if pool.memory_budget is not None and pinned:
-        need = sum(estimate_bytes(models[a].path, models[a].n_ctx) for a in pinned)
-        if need > pool.memory_budget:
-            problems.append(f"pool.memory_budget: the pinned aliases together need about {format_size(need)}, "
-                            f"more than {format_size(pool.memory_budget)}")
+        fixed = sum(estimate_bytes(models[a].path, models[a].n_ctx) for a in pinned)
+        largest = max((estimate_bytes(s.path, s.n_ctx) for s in models.values() if not s.pinned), default=0)
+        if fixed + largest > pool.memory_budget:
+            problems.append(f"pool.memory_budget: the pinned aliases need about {format_size(fixed)}, leaving too "
+                            f"little of {format_size(pool.memory_budget)} for the largest other model "
+                            f"({format_size(largest)})")
 
 
 _UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,

@@ -110,3 +110,13 @@ def test_footprint_reads_the_kv_cache_size_from_the_gguf_header() -> None:
         pytest.skip("the default model is fetched by `make models`")
     # SmolLM2-135M: 30 layers, 3 KV heads of 64 dims, K and V in f16 -> 23040 bytes per token.
     assert estimate_bytes(str(MODEL), 2048) == MODEL.stat().st_size + 2048 * 30 * 3 * (64 + 64) * 2
+
+
+def test_pinned_models_must_leave_room_in_the_budget(tmp_path: Path) -> None:
+    found = problems(tmp_path, """
+pool: {memory_budget: 1572864}
+models:
+  p: {path: m.gguf, n_ctx: 2, pinned: true}
+  q: {path: m.gguf, n_ctx: 4}
+""")  # p needs 1 KiB + 512 KiB, q 1 KiB + 1 MiB: each fits alone, not together
+    assert len(found) == 1 and found[0].startswith("pool.memory_budget: the pinned aliases need about")

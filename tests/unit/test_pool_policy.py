@@ -213,3 +213,31 @@ def test_events_report_loads_failures_and_evictions() -> None:
         assert events.seen == [("loaded", "a"), ("evicted", "a", "lru"), ("failed", "b")]
 
     asyncio.run(scenario())
+
+
+def test_a_model_that_cannot_fit_beside_the_pinned_ones_is_a_clear_error(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        specs = files(tmp_path, {"p": MiB, "a": MiB})
+        specs["p"] = ModelSpec(path=specs["p"].path, n_ctx=4, pinned=True)
+        pool = ModelPool(registry(specs, max_resident=2, memory_budget=2 * footprint(MiB) - 1), Loader())
+        await pool.start()
+        with pytest.raises(ModelTooLargeError, match="beside the pinned models"):
+            await use(pool, "a")
+        assert pool.resident() == ["p"]
+        await pool.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_drained_model_is_counted_with_the_reason_it_was_drained() -> None:
+    async def scenario() -> None:
+        events = Events()
+        pool = ModelPool(registry({"a": spec()}), Loader(), events=events)
+        holder = asyncio.create_task(use(pool, "a", hold=0.1))
+        await asyncio.sleep(0.05)
+        assert await pool.unload("a") == "draining"
+        await holder
+        await asyncio.sleep(0.05)
+        assert events.seen[-1] == ("evicted", "a", "admin")
+
+    asyncio.run(scenario())
