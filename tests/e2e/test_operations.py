@@ -95,15 +95,20 @@ def test_each_request_logs_one_json_line_with_its_request_id(ops_server: Running
 
 
 def open_stream(server: RunningServer, model: str, max_tokens: int, lines: list[str], first: threading.Event,
-                prompt: str = "1, 2, 3, 4, 5, 6, 7, 8, 9,") -> threading.Thread:  # counts on, no early stop
+                prompt: str = "1, 2, 3, 4, 5, 6, 7, 8, 9,",  # counts on, no early stop
+                headers: dict[str, str] | None = None) -> threading.Thread:
     def run() -> None:
         body = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "stream": True,
                 "temperature": 0.0}
-        with httpx.stream("POST", server.base_url + "/v1/completions", json=body, timeout=120) as response:
-            for line in response.iter_lines():
-                if line:
-                    lines.append(line)
-                    first.set()
+        try:
+            with httpx.stream("POST", server.base_url + "/v1/completions", json=body, headers=headers,
+                              timeout=120) as response:
+                for line in response.iter_lines():
+                    if line:
+                        lines.append(line)
+                        first.set()
+        except httpx.HTTPError as exc:
+            lines.append(f"cut: {exc!r}")
         first.set()
 
     thread = threading.Thread(target=run, daemon=True)
@@ -180,6 +185,30 @@ def test_sigterm_lets_a_running_stream_finish_then_exits_0(tmp_path: Path) -> No
         assert finish_reason(lines) is not None and lines[-1] == "data: [DONE]"
         assert server.process.wait(60) == 0
         assert '"reason": "shutdown"' in server.log()  # the model was closed
+    finally:
+        if server.process.poll() is None:
+            stop_server(server)
+
+
+def test_keys_with_the_openai_client_and_the_shutdown_timeout(tmp_path: Path) -> None:
+    config = tmp_path / "models.yaml"
+    config.write_text(YAML.replace("{model}", str(MODEL)))
+    server = start_server(config, tmp_path / "server.log", ["--api-key", "team-key", "--shutdown-timeout", "1"])
+    try:
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=server.base_url + "/v1", api_key="wrong", max_retries=0).models.list()
+        keyed = openai.OpenAI(base_url=server.base_url + "/v1", api_key="team-key", max_retries=0)
+        assert keyed.completions.create(model="smollm2", prompt="Hi", max_tokens=2).choices
+        assert httpx.get(server.base_url + "/ready").status_code == 200
+
+        lines: list[str] = []
+        stream = open_stream(server, "smollm2", 2000, lines, threading.Event(),
+                             headers={"Authorization": "Bearer team-key"})
+        server.process.send_signal(signal.SIGTERM)
+        stream.join(120)
+        assert lines[-1].startswith("cut:")  # 2000 tokens take far longer than the 1 s allowed
+        assert server.process.wait(60) == 0
+        assert "Killing worker-1" in server.log()
     finally:
         if server.process.poll() is None:
             stop_server(server)
