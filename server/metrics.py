@@ -41,6 +41,9 @@ class Metrics:
                                ["model"], buckets=TTFT_BUCKETS, registry=r)
         self._itl = Histogram(PREFIX + "inter_token_latency_seconds", "Time between generated tokens.",
                               ["model"], buckets=ITL_BUCKETS, registry=r)
+        self._queued = Histogram(PREFIX + "request_queue_time_seconds",
+                                 "Time a request waited for its model: its turn, room, the load.",
+                                 ["model"], buckets=LATENCY_BUCKETS, registry=r)
         self._prompt = Counter(PREFIX + "prompt_tokens", "Prompt tokens processed.", ["model"], registry=r)
         self._generated = Counter(PREFIX + "generation_tokens", "Tokens generated.", ["model"], registry=r)
         self._loads = Counter(PREFIX + "model_loads", "Models loaded.", ["model"], registry=r)
@@ -93,6 +96,9 @@ class Metrics:
 
     def model_evicted(self, alias: str, reason: str) -> None:
         self._evictions.labels(model=alias, reason=reason).inc()
+
+    def request_queued(self, alias: str, seconds: float) -> None:
+        self._queued.labels(model=alias).observe(seconds)
 
     # -- exposition -------------------------------------------------------------------------------------
 

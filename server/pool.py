@@ -45,6 +45,7 @@ class PoolEvents(Protocol):
     def model_loaded(self, alias: str, seconds: float) -> None: ...
     def model_load_failed(self, alias: str) -> None: ...
     def model_evicted(self, alias: str, reason: str) -> None: ...
+    def request_queued(self, alias: str, seconds: float) -> None: ...
 
 
 E = TypeVar("E", bound=Closable)
@@ -109,6 +110,7 @@ class ModelPool(Generic[E]):
     async def acquire(self, alias: str) -> Lease[E]:
         """Wait for this alias's turn, load it if needed, and hand it over until `Lease.release()`."""
         entry = self._entry(alias)
+        arrived = time.perf_counter()
         limit = entry.spec.max_queue
         if limit is not None and entry.turn.locked() and entry.waiting >= limit:
             raise QueueFullError(alias, entry.waiting, RETRY_AFTER_SECONDS)
@@ -131,6 +133,8 @@ class ModelPool(Generic[E]):
             raise
         entry.in_use += 1
         entry.last_used = time.monotonic()
+        if self._events is not None:
+            self._events.request_queued(alias, time.perf_counter() - arrived)
         return Lease(self, entry, engine)
 
     @asynccontextmanager

@@ -58,6 +58,7 @@ def test_metrics_after_a_chat_request(ops_server: RunningServer) -> None:
     assert 'llm_requests_total{model="smollm2",route="/v1/chat/completions",status="200"} 1.0' in scrape
     assert 'llm_model_loads_total{model="smollm2"} 1.0' in scrape
     assert 'llm_model_loaded{model="smollm2"} 1.0' in scrape
+    assert 'llm_request_queue_time_seconds_count{model="smollm2"} 1.0' in scrape
     assert 'llm_e2e_request_latency_seconds_count{model="smollm2",route="/v1/chat/completions"} 1.0' in scrape
     exported = exported_names(scrape)
     for name in ("llm_time_to_first_token_seconds_bucket", "llm_inter_token_latency_seconds_bucket",

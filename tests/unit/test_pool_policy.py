@@ -20,6 +20,7 @@ MiB = 1024 * 1024
 class Events:
     def __init__(self) -> None:
         self.seen: list[tuple[str, ...]] = []
+        self.queued: list[tuple[str, float]] = []
 
     def model_loaded(self, alias: str, seconds: float) -> None:
         self.seen.append(("loaded", alias))
@@ -29,6 +30,9 @@ class Events:
 
     def model_evicted(self, alias: str, reason: str) -> None:
         self.seen.append(("evicted", alias, reason))
+
+    def request_queued(self, alias: str, seconds: float) -> None:
+        self.queued.append((alias, seconds))
 
 
 def registry(specs: dict[str, ModelSpec], **pool: object) -> Registry:
@@ -211,6 +215,7 @@ def test_events_report_loads_failures_and_evictions() -> None:
             await use(pool, "b")
         await pool.close()
         assert events.seen == [("loaded", "a"), ("evicted", "a", "lru"), ("failed", "b")]
+        assert [alias for alias, _ in events.queued] == ["a"]  # only requests that got their model
 
     asyncio.run(scenario())
 
