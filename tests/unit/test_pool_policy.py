@@ -12,7 +12,7 @@ from server.errors import ModelNotFoundError, ModelTooLargeError, QueueFullError
 from server.footprint import FALLBACK_KV_PER_TOKEN
 from server.pool import ModelPool
 from server.registry import ModelSpec, PoolSpec, Registry
-from tests.unit.test_pool import Loader, use
+from tests.unit.test_pool import FakeEngine, Loader, use
 
 MiB = 1024 * 1024
 
@@ -244,5 +244,29 @@ def test_a_drained_model_is_counted_with_the_reason_it_was_drained() -> None:
         await holder
         await asyncio.sleep(0.05)
         assert events.seen[-1] == ("evicted", "a", "admin")
+
+    asyncio.run(scenario())
+
+
+def test_a_changed_alias_in_use_finishes_on_its_old_model_and_the_next_request_gets_the_new_one() -> None:
+    async def scenario() -> None:
+        specs_seen: list[int] = []
+
+        class SpecLoader(Loader):
+            def __call__(self, alias: str, spec: ModelSpec) -> FakeEngine:
+                specs_seen.append(spec.n_ctx)
+                return super().__call__(alias, spec)
+
+        events = Events()
+        pool = ModelPool(registry({"a": spec(n_ctx=512)}), SpecLoader(), events=events)
+        running = asyncio.create_task(use(pool, "a", hold=0.2))
+        await asyncio.sleep(0.05)
+        pool.update_registry(registry({"a": spec(n_ctx=1024), "p": spec(pinned=True)}))
+        first = await running  # `use` checks its model stayed open while it ran
+        second = await use(pool, "a")
+        assert first is not second and first.closed
+        assert specs_seen[0] == 512 and specs_seen[-1] == 1024
+        assert ("evicted", "a", "reload") in events.seen
+        assert "p" in pool.resident()  # a newly pinned alias is loaded by the reload
 
     asyncio.run(scenario())
