@@ -7,10 +7,15 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 
-from server.registry import RegistryError, load_registry
+import msgspec
+
+from server.auth import KeyFileError, load_api_keys
+from server.registry import SERVING_KEYS, RegistryError, format_size, load_registry
+from server.reload import forward_sighup_to_workers
 from server.settings import Settings
 
 
@@ -22,13 +27,18 @@ def check(path: str) -> int:
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return 1
-    print(f"{path}: ok, pool.max_resident={registry.pool.max_resident}")
+    pool = registry.pool
+    print(f"{path}: ok, pool.max_resident={pool.max_resident} idle_ttl={pool.idle_ttl or 'none'}"
+          f" memory_budget={format_size(pool.memory_budget) if pool.memory_budget else 'none'}")
     for alias, spec in registry.models.items():
         kind = "embedding" if spec.embedding else "chat"
         print(f"  {alias} ({kind}): {spec.path}")
         print(f"    n_ctx={spec.n_ctx} n_gpu_layers={spec.n_gpu_layers} n_threads={spec.n_threads or 'auto'}"
               f" n_batch={spec.n_batch} chat_format={spec.chat_format or 'from GGUF'}"
               f" pooling_type={spec.pooling_type}")
+        policy = {k: getattr(spec, k) for k in sorted(SERVING_KEYS) if getattr(spec, k) not in (None, False)}
+        if policy:
+            print(f"    policy: {policy}")
         sampling = {k: v for k, v in _asdict(spec.sampling).items() if v is not None}
         if sampling:
             print(f"    defaults: {sampling}")
@@ -47,8 +57,24 @@ def serve(argv: list[str]) -> int:
     parser.add_argument("--host", help="address to bind (env LLM_SERVER_HOST; default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (env LLM_SERVER_PORT; default 8000)")
     parser.add_argument("--log-level", help="debug, info, warning, error (env LLM_SERVER_LOG_LEVEL)")
+    parser.add_argument("--api-key", action="append", dest="api_keys", metavar="KEY",
+                        help="require `Authorization: Bearer KEY`; repeatable (env LLM_SERVER_API_KEYS, comma separated)")
+    parser.add_argument("--api-key-file", metavar="PATH",
+                        help="more keys, one per line (env LLM_SERVER_API_KEY_FILE)")
+    parser.add_argument("--metrics-need-key", action="store_const", const=True,
+                        help="put /metrics behind the key too (env LLM_SERVER_METRICS_NEED_KEY)")
+    parser.add_argument("--cors-origin", action="append", dest="cors_origins", metavar="ORIGIN",
+                        help="allow browser requests from ORIGIN; repeatable, `*` for any (env LLM_SERVER_CORS_ORIGINS)")
+    parser.add_argument("--max-body-bytes", type=int, help="request body size limit (default 4 MiB)")
+    parser.add_argument("--shutdown-timeout", type=float,
+                        help="seconds running requests get to finish after SIGTERM (default 30)")
     args = parser.parse_args(argv)
-    settings = Settings.from_env(config=args.config, host=args.host, port=args.port, log_level=args.log_level)
+    try:
+        settings = Settings.from_env(**vars(args))
+        load_api_keys(settings)
+    except (msgspec.ValidationError, KeyFileError) as exc:
+        print(f"refusing to start: {exc}", file=sys.stderr)
+        return 2
     if check_quietly(settings.config):
         return 1
     os.environ.update(settings.to_env())
@@ -56,7 +82,7 @@ def serve(argv: list[str]) -> int:
     from granian import Granian
     from granian.constants import Interfaces
 
-    Granian(
+    server = Granian(
         "server.app:app_from_env",
         factory=True,
         address=settings.host,
@@ -64,7 +90,11 @@ def serve(argv: list[str]) -> int:
         interface=Interfaces.ASGI,
         workers=1,
         log_level=settings.log_level,  # type: ignore[arg-type]
-    ).serve()
+        # On SIGTERM granian stops accepting and lets running requests finish; past this, it kills the worker.
+        workers_kill_timeout=max(1, math.ceil(settings.shutdown_timeout)),
+    )
+    server.on_startup(forward_sighup_to_workers)
+    server.serve()
     return 0
 
 

@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 from litestar import Litestar
+from litestar.config.cors import CORSConfig
+from litestar.datastructures import State
 from litestar.di import Provide
 
+from server.auth import load_api_keys, require_api_key
 from server.controllers import ROUTES
-from server.controllers.deps import provide_pool
+from server.controllers.deps import provide_metrics, provide_pool
 from server.engine import load_engine
 from server.errors import handle_exception
 from server.logging import configure_logging
+from server.metrics import Metrics
+from server.observe import REQUEST_ID_HEADER, RequestObserver
 from server.openapi import docs_assets, openapi_config
 from server.pool import ModelPool
 from server.registry import ModelSpec, Registry, load_registry
+from server.reload import handle_sighup
 from server.settings import Settings
 
 
@@ -26,38 +33,69 @@ def create_app(
     *,
     registry: Registry | None = None,
     loader: Callable[[str, ModelSpec], Any] = load_engine,
+    metrics: Metrics | None = None,
+    handle_signals: bool = False,
 ) -> Litestar:
-    """Build the app. The registry is read here, so a bad models.yaml stops the server before it listens."""
+    """Build the app. The registry and key file are read here, so a bad one stops the server before it
+    listens. `handle_signals`: SIGHUP reloads the registry (the served process; not under test clients)."""
     registry = registry if registry is not None else load_registry(settings.config)
+    metrics = metrics if metrics is not None else Metrics()
+    state = State({
+        "settings": settings, "started_at": int(time.time()), "metrics": metrics,
+        "api_keys": load_api_keys(settings), "ready": False, "shutting_down": False,
+    })
 
     @asynccontextmanager
     async def pool_lifespan(app: Litestar) -> AsyncIterator[None]:
-        pool = ModelPool(registry, loader)
+        pool = ModelPool(registry, loader, events=metrics)
         app.state.pool = pool
+        metrics.watch_pool(pool.snapshot)
+        stop_handling = handle_sighup(pool, settings.config) if handle_signals else None
         try:
+            await pool.start()
+            app.state.ready = True
             yield
         finally:
+            # granian has stopped accepting and let running requests finish by now.
+            app.state.shutting_down = True
+            if stop_handling is not None:
+                stop_handling()
             await pool.close()
 
     return Litestar(
         route_handlers=[*ROUTES, docs_assets()],
-        dependencies={"pool": Provide(provide_pool, sync_to_thread=False)},
+        dependencies={
+            "pool": Provide(provide_pool, sync_to_thread=False),
+            "metrics": Provide(provide_metrics, sync_to_thread=False),
+        },
+        guards=[require_api_key],
+        middleware=[RequestObserver],
         exception_handlers={Exception: handle_exception},
         lifespan=[pool_lifespan],
-        state=_initial_state(settings),
+        cors_config=_cors(settings),
+        request_max_body_size=settings.max_body_bytes,
+        state=state,
         openapi_config=openapi_config(version="0.1.0"),
         debug=False,
     )
 
 
-def _initial_state(settings: Settings) -> Any:
-    from litestar.datastructures import State
-
-    return State({"settings": settings, "started_at": int(time.time())})
+def _cors(settings: Settings) -> CORSConfig | None:
+    if not settings.cors_origins:
+        return None
+    return CORSConfig(
+        allow_origins=list(settings.cors_origins),
+        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type", REQUEST_ID_HEADER],
+        expose_headers=[REQUEST_ID_HEADER, "Retry-After"],
+        allow_credentials=False,
+    )
 
 
 def app_from_env() -> Litestar:
     """granian's factory target: the worker process rebuilds the settings from the environment."""
+    # Until the lifespan installs the reload handler, a SIGHUP must not kill this worker.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     settings = Settings.from_env()
     configure_logging(settings.log_level)
-    return create_app(settings)
+    return create_app(settings, handle_signals=True)

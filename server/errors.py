@@ -23,6 +23,7 @@ class ServerError(Exception):
     status_code = 500
     error_type = "server_error"
     code: str | None = None
+    headers: dict[str, str] | None = None
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
@@ -75,6 +76,48 @@ class EngineError(ServerError):
     """llama.cpp failed while serving a request."""
 
 
+class AuthenticationError(ServerError):
+    """No key, or not one of the configured keys. The message never echoes what was sent."""
+
+    status_code = 401
+    error_type = "invalid_request_error"
+    code = "invalid_api_key"
+    headers = {"WWW-Authenticate": "Bearer"}
+
+
+class QueueFullError(ServerError):
+    """The alias already has `max_queue` requests waiting: refuse now instead of piling up."""
+
+    status_code = 429
+    error_type = "requests"  # what OpenAI itself sends with 429
+    code = "rate_limit_exceeded"
+
+    def __init__(self, alias: str, waiting: int, retry_after: int) -> None:
+        super().__init__(
+            f"The model `{alias}` is busy and {waiting} request(s) are already waiting for it. Retry later.",
+            param="model",
+        )
+        self.headers = {"Retry-After": str(retry_after)}
+
+
+class ModelTooLargeError(ServerError):
+    """The alias's estimated footprint exceeds pool.memory_budget even with every other model unloaded."""
+
+    status_code = 503
+    code = "model_too_large"
+
+
+class NotReadyError(ServerError):
+    status_code = 503
+    code = "not_ready"
+
+
+class RegistryRejectedError(InvalidRequestError):
+    """A reload asked for a models.yaml with problems; the registry in force stays."""
+
+    code = "invalid_registry"
+
+
 def error_response(status_code: int, body: ErrorBody, headers: dict[str, str] | None = None) -> Response[Any]:
     return Response(
         content=ErrorResponse(error=body),
@@ -86,15 +129,21 @@ def error_response(status_code: int, body: ErrorBody, headers: dict[str, str] | 
 
 def error_event(exc: BaseException) -> bytes:
     """The body of the SSE event sent when a stream fails after its headers went out."""
-    status, body = _describe(exc)
+    _, body = _describe(exc)
     return msgspec.json.encode(ErrorResponse(error=body))
+
+
+def status_of(exc: BaseException) -> int:
+    """The HTTP status an exception leaves as (for logs and metrics of failed requests)."""
+    return _describe(exc)[0]
 
 
 def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     status, body = _describe(exc)
     if status >= 500:
         log.error("request_failed", path=request.url.path, status=status, error=body.message, exc_info=exc)
-    return error_response(status, body, getattr(exc, "headers", None) if status == 405 else None)
+    headers = getattr(exc, "headers", None) if status == 405 or isinstance(exc, ServerError) else None
+    return error_response(status, body, headers)
 
 
 def _describe(exc: BaseException) -> tuple[int, ErrorBody]:

@@ -8,7 +8,13 @@ calls go to threads. Rules:
   recently used one is marked *draining*: it takes no new requests, and is closed once idle. That keeps
   alternation fair: a busy alias cannot starve a waiting one;
 - concurrent requests for an unloaded alias share one load; a failed load fails the requests waiting
-  on it, with the reason, and the next request tries again.
+  on it, with the reason, and the next request tries again;
+- policy from models.yaml: `pinned` aliases load at start and are never evicted; `pool.idle_ttl`
+  unloads models unused that long; `pool.memory_budget` counts estimated footprints (file + KV cache)
+  like slots; past an alias's `max_queue` waiting requests, a new one is refused (429);
+- `update_registry` applies a re-read models.yaml without cutting anything running (see its doc).
+
+Loads, failures and evictions are reported to an optional `events` hook (the metrics).
 """
 
 from __future__ import annotations
@@ -22,8 +28,9 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import structlog
 
-from server.errors import ModelLoadError, ModelNotFoundError
-from server.registry import ModelSpec, Registry
+from server.errors import ModelLoadError, ModelNotFoundError, ModelTooLargeError, QueueFullError
+from server.footprint import estimate_bytes
+from server.registry import ModelSpec, Registry, format_size
 
 log = structlog.get_logger("server.pool")
 
@@ -32,7 +39,17 @@ class Closable(Protocol):
     def close(self) -> None: ...
 
 
+class PoolEvents(Protocol):
+    """What the pool reports about model lifecycle (implemented by `server.metrics.Metrics`)."""
+
+    def model_loaded(self, alias: str, seconds: float) -> None: ...
+    def model_load_failed(self, alias: str) -> None: ...
+    def model_evicted(self, alias: str, reason: str) -> None: ...
+    def request_queued(self, alias: str, seconds: float) -> None: ...
+
+
 E = TypeVar("E", bound=Closable)
+RETRY_AFTER_SECONDS = 1
 
 
 @dataclass(eq=False)
@@ -43,23 +60,31 @@ class _Entry(Generic[E]):
     engine: E | None = None
     loading: asyncio.Task[E] | None = None
     draining: bool = False
+    drain_reason: str = "make_room"  # logged and counted when the drained model is closed
     in_use: int = 0
     holders: int = 0  # requests past their turn: using the model, or waiting for it to load
     waiting: int = 0
     last_used: float = 0.0
     load_seconds: float | None = None
+    footprint: int = 0  # estimated bytes, counted against pool.memory_budget while loaded or loading
+    retired: bool = False  # removed from the registry by a reload: serves what it runs, takes nothing new
 
 
 class ModelPool(Generic[E]):
-    def __init__(self, registry: Registry, loader: Callable[[str, ModelSpec], E]) -> None:
+    def __init__(
+        self, registry: Registry, loader: Callable[[str, ModelSpec], E], *, events: PoolEvents | None = None
+    ) -> None:
         self._registry = registry
         self._loader = loader
+        self._events = events
         self._entries: dict[str, _Entry[E]] = {}
         self._closing = 0
+        self._closing_bytes = 0
         self._changed = asyncio.Event()
         self._closed = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._room_queue: list[_Entry[E]] = []
+        self._reaper: asyncio.Task[None] | None = None
 
     @property
     def registry(self) -> Registry:
@@ -73,6 +98,10 @@ class ModelPool(Generic[E]):
         entry = self._entries.get(alias)
         return entry is not None and entry.engine is not None
 
+    @property
+    def memory_budget(self) -> int | None:
+        return self._registry.pool.memory_budget
+
     def resident(self) -> list[str]:
         """Loaded aliases, least recently used first."""
         loaded = [e for e in self._entries.values() if e.engine is not None]
@@ -81,11 +110,19 @@ class ModelPool(Generic[E]):
     async def acquire(self, alias: str) -> Lease[E]:
         """Wait for this alias's turn, load it if needed, and hand it over until `Lease.release()`."""
         entry = self._entry(alias)
+        arrived = time.perf_counter()
+        limit = entry.spec.max_queue
+        if limit is not None and entry.turn.locked() and entry.waiting >= limit:
+            raise QueueFullError(alias, entry.waiting, RETRY_AFTER_SECONDS)
         entry.waiting += 1
         try:
             await entry.turn.acquire()
         finally:
             entry.waiting -= 1
+        if entry.retired:  # removed by a reload while this request waited
+            entry.turn.release()
+            self._notify()
+            raise ModelNotFoundError(alias)
         entry.holders += 1
         try:
             engine = await self._ensure_loaded(entry)
@@ -96,6 +133,8 @@ class ModelPool(Generic[E]):
             raise
         entry.in_use += 1
         entry.last_used = time.monotonic()
+        if self._events is not None:
+            self._events.request_queued(alias, time.perf_counter() - arrived)
         return Lease(self, entry, engine)
 
     @asynccontextmanager
@@ -115,7 +154,7 @@ class ModelPool(Generic[E]):
     def _entry(self, alias: str) -> _Entry[E]:
         spec = self.spec(alias)
         entry = self._entries.get(alias)
-        if entry is None:
+        if entry is None or entry.retired:
             entry = self._entries[alias] = _Entry(alias=alias, spec=spec, turn=asyncio.Semaphore(spec.n_parallel))
         return entry
 
@@ -125,14 +164,112 @@ class ModelPool(Generic[E]):
         entry.holders -= 1
         entry.last_used = time.monotonic()
         entry.turn.release()
-        if entry.draining and entry.in_use == 0:
-            self._spawn(self._evict(entry, reason="make_room"))
+        if (entry.draining or entry.retired) and entry.in_use == 0:
+            self._spawn(self._evict(entry, reason=entry.drain_reason if entry.draining else "reload"))
         self._notify()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def start(self) -> None:
+        """Load the pinned aliases and start unloading idle models. A pinned load that fails is logged;
+        the server still starts, and the next request for that alias tries again."""
+        self._reaper = asyncio.get_running_loop().create_task(self._unload_idle_forever())
+        await self._load_pinned()
+
+    async def _load_pinned(self) -> None:
+        for alias, spec in self._registry.models.items():
+            if spec.pinned:
+                try:
+                    await self.load(alias)
+                except Exception as exc:
+                    log.error("pinned_load_failed", alias=alias, error=str(exc))
+
+    async def load(self, alias: str) -> None:
+        """Make sure the alias is loaded (admin, pinned). Takes its turn like any request."""
+        entry = self._entry(alias)
+        if entry.engine is not None and not entry.draining:
+            return
+        lease = await self.acquire(alias)
+        lease.release()
+
+    async def unload(self, alias: str) -> str:
+        """Unload now if idle ("unloaded"); if in use, after its current request ("draining")."""
+        self.spec(alias)
+        entry = self._entries.get(alias)
+        if entry is None or (entry.engine is None and entry.loading is None):
+            return "not_loaded"
+        if entry.engine is not None and entry.in_use == 0 and entry.holders == 0:
+            await self._evict(entry, reason="admin")
+            return "unloaded"
+        entry.draining, entry.drain_reason = True, "admin"
+        return "draining"
+
+    def update_registry(self, registry: Registry) -> dict[str, list[str]]:
+        """Apply a re-read models.yaml. New aliases are served at once. A removed alias answers 404 to
+        new and queued requests and is closed when its running request ends. A changed alias is closed
+        when idle and loads with its new settings on next use. Nothing running is cut."""
+        old, self._registry = self._registry, registry
+        added = [a for a in registry.models if a not in old.models]
+        removed = [a for a in old.models if a not in registry.models]
+        changed = [a for a in registry.models if a in old.models and registry.models[a] != old.models[a]]
+        for alias in removed + changed:
+            entry = self._entries.get(alias)
+            if entry is None:
+                continue
+            if alias in registry.models:
+                entry.spec = registry.models[alias]
+            else:
+                entry.retired = True
+                if self._entries.get(alias) is entry and entry.engine is None and entry.loading is None:
+                    del self._entries[alias]
+            if entry.engine is not None:
+                if entry.in_use == 0 and entry.holders == 0:
+                    self._spawn(self._evict(entry, reason="reload"))
+                else:
+                    entry.draining, entry.drain_reason = True, "reload"
+        self._notify()
+        self._spawn(self._load_pinned())
+        return {"added": added, "removed": removed, "changed": changed}
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """Per alias (plus removed ones still closing): what the admin route and the metrics show."""
+        now_mono, now_wall = time.monotonic(), time.time()
+        aliases = list(self._registry.models) + [a for a, e in self._entries.items() if e.retired]
+        rows = []
+        for alias in aliases:
+            entry = self._entries.get(alias)
+            spec = entry.spec if entry is not None else self._registry.models[alias]
+            used = entry.last_used if entry is not None and entry.last_used else None
+            rows.append({
+                "id": alias,
+                "loaded": entry is not None and entry.engine is not None,
+                "loading": entry is not None and entry.loading is not None,
+                "busy": entry is not None and entry.in_use > 0,
+                "running": entry.in_use if entry is not None else 0,
+                "waiting": entry.waiting + entry.holders - entry.in_use if entry is not None else 0,
+                "draining": entry is not None and entry.draining,
+                "pinned": spec.pinned,
+                "removed": entry is not None and entry.retired,
+                "last_used": round(now_wall - (now_mono - used), 3) if used is not None else None,
+                "load_seconds": round(entry.load_seconds, 4) if entry and entry.load_seconds else None,
+                "estimated_bytes": self._footprint(spec),
+            })
+        return rows
+
+    async def _unload_idle_forever(self) -> None:
+        while not self._closed:
+            ttl = self._registry.pool.idle_ttl
+            await asyncio.sleep(min(ttl / 4, 1.0) if ttl else 1.0)
+            if ttl is None:
+                continue
+            cutoff = time.monotonic() - ttl
+            for entry in list(self._entries.values()):
+                idle = entry.in_use == 0 and entry.holders == 0 and entry.waiting == 0
+                if entry.engine is not None and idle and not entry.spec.pinned and entry.last_used <= cutoff:
+                    await self._evict(entry, reason="idle")
 
     async def close(self) -> None:
         """Close every model. Called once, at shutdown, after the requests have finished."""
@@ -145,8 +282,14 @@ class ModelPool(Generic[E]):
                     pass
             if entry.engine is not None:
                 await self._evict(entry, reason="shutdown")
+        if self._reaper is not None:
+            self._reaper.cancel()
+            await asyncio.gather(self._reaper, return_exceptions=True)
         for task in list(self._tasks):
-            await task
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
 
     async def _ensure_loaded(self, entry: _Entry[E]) -> E:
         try:
@@ -164,7 +307,7 @@ class ModelPool(Generic[E]):
                     if entry not in self._room_queue:
                         self._room_queue.append(entry)
                     if self._room_queue[0] is entry:
-                        if self._occupied() < self.max_resident:
+                        if self._has_room(entry):
                             self._room_queue.remove(entry)
                             entry.loading = asyncio.create_task(self._load(entry))
                             # Retrieved here so a load nobody waits for anymore logs no "never retrieved".
@@ -185,12 +328,37 @@ class ModelPool(Generic[E]):
         loaded_or_loading = sum(1 for e in self._entries.values() if e.engine is not None or e.loading)
         return loaded_or_loading + self._closing
 
+    def _footprint(self, spec: ModelSpec) -> int:
+        try:
+            return estimate_bytes(spec.path, spec.n_ctx)
+        except OSError:
+            return 0
+
+    def _has_room(self, entry: _Entry[E]) -> bool:
+        if self._occupied() >= self.max_resident:
+            return False
+        entry.footprint = self._footprint(entry.spec)
+        budget = self.memory_budget
+        if budget is None:
+            return True
+        pinned = sum(e.footprint for e in self._entries.values()
+                     if e is not entry and e.spec.pinned and (e.engine is not None or e.loading))
+        if pinned + entry.footprint > budget:
+            beside = f" beside the pinned models ({format_size(pinned)})" if pinned else ""
+            raise ModelTooLargeError(
+                f"The model `{entry.alias}` needs about {format_size(entry.footprint)}, which does not fit "
+                f"pool.memory_budget ({format_size(budget)}){beside}; it can never be loaded."
+            )
+        used = sum(e.footprint for e in self._entries.values() if e.engine is not None or e.loading)
+        return used + self._closing_bytes + entry.footprint <= budget
+
     def _idle_victim(self, exclude: _Entry[E]) -> _Entry[E] | None:
         # A model whose turn-holder is waiting for it (just loaded, not yet picked up) is not idle,
         # unless it is draining: then its waiters wait for the reload, not for this copy.
         idle = [
             e for e in self._entries.values()
             if e is not exclude and e.engine is not None and e.in_use == 0 and (e.draining or e.holders == 0)
+            and not (e.spec.pinned and not e.draining)
         ]
         # Prefer one already draining, then one nobody is queued for, then plain LRU.
         return min(idle, key=lambda e: (not e.draining, e.waiting > 0, e.last_used), default=None)
@@ -199,10 +367,13 @@ class ModelPool(Generic[E]):
         if any(e.draining for e in self._entries.values()):
             return
         # Only a model actually in use: one just loaded for a waiting request is left to serve it first.
-        busy = [e for e in self._entries.values() if e is not exclude and e.engine is not None and e.in_use > 0]
+        busy = [
+            e for e in self._entries.values()
+            if e is not exclude and e.engine is not None and e.in_use > 0 and not e.spec.pinned
+        ]
         if busy:
             victim = min(busy, key=lambda e: e.last_used)
-            victim.draining = True
+            victim.draining, victim.drain_reason = True, "make_room"
             log.info("model_draining", alias=victim.alias, waiting_for=exclude.alias)
 
     async def _load(self, entry: _Entry[E]) -> E:
@@ -213,6 +384,8 @@ class ModelPool(Generic[E]):
             engine = await asyncio.to_thread(self._loader, entry.alias, spec)
         except Exception as exc:
             log.error("model_load_failed", alias=entry.alias, file=spec.path, error=str(exc))
+            if self._events is not None:
+                self._events.model_load_failed(entry.alias)
             raise ModelLoadError(f"Model `{entry.alias}` failed to load from {spec.path}: {exc}") from exc
         finally:
             entry.loading = None
@@ -222,6 +395,8 @@ class ModelPool(Generic[E]):
         entry.draining = False
         entry.last_used = time.monotonic()
         log.info("model_loaded", alias=entry.alias, file=spec.path, seconds=round(entry.load_seconds, 3))
+        if self._events is not None:
+            self._events.model_loaded(entry.alias, entry.load_seconds)
         return engine
 
     async def _evict(self, entry: _Entry[E], *, reason: str) -> None:
@@ -229,14 +404,20 @@ class ModelPool(Generic[E]):
         if engine is None:
             return
         self._closing += 1
+        self._closing_bytes += entry.footprint
         try:
             await asyncio.to_thread(engine.close)
         except Exception as exc:  # a failing close must not take the pool down with it
             log.error("model_close_failed", alias=entry.alias, error=str(exc))
         finally:
             self._closing -= 1
+            self._closing_bytes -= entry.footprint
+            if entry.retired and self._entries.get(entry.alias) is entry:
+                del self._entries[entry.alias]
             self._notify()
         log.info("model_evicted", alias=entry.alias, reason=reason)
+        if self._events is not None:
+            self._events.model_evicted(entry.alias, reason)
 
     def _notify(self) -> None:
         self._changed.set()

@@ -6,12 +6,15 @@ at once, so a user fixes a file in one pass instead of one error per restart.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import msgspec
 import yaml
 from msgspec import Meta
+
+from server.footprint import estimate_bytes
 
 PositiveInt = Annotated[int, Meta(ge=1)]
 NonNegInt = Annotated[int, Meta(ge=0)]
@@ -59,14 +62,24 @@ class ModelSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
     verbose: bool = False
     n_parallel: Annotated[int, Meta(ge=1, le=64)] = 1  # slots: sequences decoded together in one batch
     sampling: SamplingDefaults = SamplingDefaults()
+    # Serving policy (not `Llama(...)` arguments; see SERVING_KEYS).
+    pinned: bool = False                          # loaded at start, never evicted
+    max_queue: NonNegInt | None = None            # requests allowed to wait for this alias; past it: 429
+    max_tokens_limit: PositiveInt | None = None   # ceiling on a request's max_tokens; above it: 400
 
     def resolved_path(self, base_dir: Path) -> Path:
         path = Path(self.path).expanduser()
         return path if path.is_absolute() else (base_dir / path).resolve()
 
 
+# ModelSpec keys that configure serving, not llama.cpp: the engine must not pass them to `Llama(...)`.
+SERVING_KEYS = frozenset({"pinned", "max_queue", "max_tokens_limit"})
+
+
 class PoolSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     max_resident: PositiveInt = 2
+    idle_ttl: Annotated[float, Meta(gt=0)] | None = None      # seconds unused before a model is unloaded
+    memory_budget: Annotated[int, Meta(ge=1)] | None = None   # bytes; yaml also takes "2GiB", "512MB"
 
 
 class Registry(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -108,7 +121,7 @@ def parse_registry(text: str, *, base_dir: Path, source: str = "models.yaml") ->
     for key in raw:
         if key not in ("models", "pool"):
             problems.append(f"{key}: unknown top-level key (expected `models` or `pool`)")
-    pool = _check_section(raw.get("pool", {}), PoolSpec, "pool", problems)
+    pool = _check_section(_with_sizes(raw.get("pool", {}), problems), PoolSpec, "pool", problems)
     models: dict[str, ModelSpec] = {}
     raw_models = raw.get("models")
     if not isinstance(raw_models, dict) or not raw_models:
@@ -126,10 +139,67 @@ def parse_registry(text: str, *, base_dir: Path, source: str = "models.yaml") ->
             problems.append(f"models.{alias}.path: file not found: {resolved}")
             continue
         models[alias] = msgspec.structs.replace(checked, path=str(resolved))
+    if pool is not None:
+        _check_policy(models, pool, problems)
     if problems:
         raise RegistryError(source, problems)
     assert pool is not None
     return Registry(models=models, pool=pool)
+
+
+def _check_policy(models: dict[str, ModelSpec], pool: PoolSpec, problems: list[str]) -> None:
+    """Rules that span keys: each is reported at the key to change."""
+    pinned = [alias for alias, spec in models.items() if spec.pinned]
+    # Pinned models hold their slots for good; unpinned ones need at least one slot left to take turns in.
+    needed = len(pinned) + (1 if len(pinned) < len(models) else 0)
+    if needed > pool.max_resident:
+        problems.append(f"pool.max_resident: is {pool.max_resident}, but the pinned aliases ({', '.join(pinned)}) "
+                        f"and the others need {needed} slot(s)")
+    for alias, spec in models.items():
+        limit, default = spec.max_tokens_limit, spec.sampling.max_tokens
+        if limit is not None and default is not None and default > limit:
+            problems.append(f"models.{alias}.sampling.max_tokens: {default} is above max_tokens_limit ({limit})")
+        if pool.memory_budget is not None:
+            need = estimate_bytes(spec.path, spec.n_ctx)
+            if need > pool.memory_budget:
+                problems.append(f"models.{alias}: needs about {format_size(need)} (file plus KV cache for "
+                                f"n_ctx), more than pool.memory_budget ({format_size(pool.memory_budget)})")
+    if pool.memory_budget is not None and pinned:
+        fixed = sum(estimate_bytes(models[a].path, models[a].n_ctx) for a in pinned)
+        largest = max((estimate_bytes(s.path, s.n_ctx) for s in models.values() if not s.pinned), default=0)
+        if fixed + largest > pool.memory_budget:
+            problems.append(f"pool.memory_budget: the pinned aliases need about {format_size(fixed)}, leaving too "
+                            f"little of {format_size(pool.memory_budget)} for the largest other model "
+                            f"({format_size(largest)})")
+
+
+_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
+          "t": 1000**4, "tb": 1000**4, "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+
+
+def parse_size(value: str) -> int:
+    """`"2GiB"` -> 2147483648, `"512MB"` -> 512000000; a plain number is bytes."""
+    match = _SIZE.match(value)
+    unit = match.group(2).lower() if match else ""
+    if match is None or unit not in _UNITS:
+        raise ValueError(f"expected bytes or a size like `2GiB` or `512MB`, got `{value}`")
+    return int(float(match.group(1)) * _UNITS[unit])
+
+
+def format_size(n: int) -> str:
+    return f"{n / 1024**3:.2f} GiB" if n >= 1024**3 else f"{n / 1024**2:.1f} MiB"
+
+
+def _with_sizes(raw: Any, problems: list[str]) -> Any:
+    if isinstance(raw, dict) and isinstance(raw.get("memory_budget"), str):
+        raw = dict(raw)
+        try:
+            raw["memory_budget"] = parse_size(raw["memory_budget"])
+        except ValueError as exc:
+            problems.append(f"pool.memory_budget: {exc}")
+            del raw["memory_budget"]
+    return raw
 
 
 def _check_section(raw: Any, struct: type, where: str, problems: list[str]) -> Any:

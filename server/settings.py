@@ -1,7 +1,8 @@
 """Server settings: command-line flags over environment variables over defaults, in one frozen Struct.
 
 granian runs the app in a worker process, so the settings travel there as the `LLM_SERVER_*`
-environment variables: `to_env` writes them, `from_env` reads them back.
+environment variables: `to_env` writes them, `from_env` reads them back. List values travel
+comma-separated (`LLM_SERVER_API_KEYS=key1,key2`), so a list item cannot contain a comma.
 """
 
 from __future__ import annotations
@@ -20,17 +21,34 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     host: str = "127.0.0.1"
     port: Annotated[int, Meta(ge=0, le=65535)] = 8000
     log_level: str = "info"
+    api_keys: tuple[str, ...] = ()
+    api_key_file: str | None = None
+    metrics_need_key: bool = False
+    cors_origins: tuple[str, ...] = ()
+    max_body_bytes: Annotated[int, Meta(ge=1)] = 4 * 1024 * 1024
+    shutdown_timeout: Annotated[float, Meta(gt=0)] = 30.0
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
         environ = dict(os.environ if environ is None else environ)
         values: dict[str, object] = {}
+        lists = _list_fields(cls)
         for field in msgspec.structs.fields(cls):
             raw = environ.get(ENV_PREFIX + field.name.upper())
             if raw is not None:
-                values[field.name] = raw
-        values.update({k: v for k, v in overrides.items() if v is not None})
+                values[field.name] = [s.strip() for s in raw.split(",") if s.strip()] if field.name in lists else raw
+        # An empty list from the command line means "not given", like None.
+        values.update({k: v for k, v in overrides.items() if v is not None and v != []})
         return msgspec.convert(values, cls, strict=False)
 
     def to_env(self) -> dict[str, str]:
-        return {ENV_PREFIX + k.upper(): str(v) for k, v in msgspec.structs.asdict(self).items()}
+        env = {}
+        for key, value in msgspec.structs.asdict(self).items():
+            if value is None:
+                continue
+            env[ENV_PREFIX + key.upper()] = ",".join(value) if isinstance(value, tuple) else str(value)
+        return env
+
+
+def _list_fields(cls: type) -> set[str]:
+    return {f.name for f in msgspec.structs.fields(cls) if getattr(f.type, "__origin__", None) is tuple}

@@ -1,9 +1,12 @@
 """Thin Litestar controllers, one per resource: parse, call a service, wrap the result."""
 
+from server.controllers.admin import AdminController
 from server.controllers.chat import ChatController
 from server.controllers.completions import CompletionsController
 from server.controllers.embeddings import EmbeddingsController
+from server.controllers.health import HealthController
 from server.controllers.models import ModelsController
 from server.controllers.tokens import TokensController
 
-ROUTES = [ModelsController, ChatController, CompletionsController, EmbeddingsController, TokensController]
+ROUTES = [ModelsController, ChatController, CompletionsController, EmbeddingsController, TokensController,
+          HealthController, AdminController]

@@ -17,7 +17,7 @@ from server.engine.generate import Piece, Request, TokenPieces
 from server.engine.slots import SlotEngine
 from server.engine.prompt import chat_handler, render_chat
 from server.errors import EngineError, InvalidRequestError, ModelLoadError
-from server.registry import ModelSpec
+from server.registry import SERVING_KEYS, ModelSpec
 
 _POOLING = {
     "unspecified": llama_cpp.LLAMA_POOLING_TYPE_UNSPECIFIED,
@@ -29,7 +29,7 @@ _POOLING = {
 }
 
 # ModelSpec keys that are ours, not `Llama(...)` arguments.
-_NOT_LLAMA_ARGS = {"path", "sampling", "pooling_type", "n_parallel"}
+_NOT_LLAMA_ARGS = {"path", "sampling", "pooling_type", "n_parallel"} | SERVING_KEYS
 # A chat model generates in the slot engine's own context; the one `Llama` makes is left at the smallest.
 _UNUSED_CTX = 256
 

@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,14 +38,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(config: Path, log_path: Path) -> RunningServer:
+def start_server(config: Path, log_path: Path, args: Sequence[str] = ()) -> RunningServer:
     if not MODEL.exists():
         pytest.fail(f"{MODEL} is missing: run `make models` (make test does it)")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLM_SERVER_")}
     log = log_path.open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "server", "--config", str(config), "--host", "127.0.0.1", "--port", str(port)],
+        [sys.executable, "-m", "server", "--config", str(config), "--host", "127.0.0.1", "--port", str(port), *args],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     server = RunningServer(f"http://127.0.0.1:{port}", log_path, process)
@@ -54,7 +54,7 @@ def start_server(config: Path, log_path: Path) -> RunningServer:
         if process.poll() is not None:
             pytest.fail(f"server exited with {process.returncode}:\n{server.log()}")
         try:
-            if httpx.get(server.base_url + "/v1/models", timeout=1).status_code == 200:
+            if httpx.get(server.base_url + "/ready", timeout=1).status_code == 200:
                 return server
         except httpx.HTTPError:
             time.sleep(0.1)

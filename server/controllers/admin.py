@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, get, post
+from litestar.datastructures import State
+
+from server.pool import ModelPool
+from server.reload import reload_registry
+
+
+class AdminController(Controller):
+    """Pool inspection and control. Behind the API key whenever keys are set."""
+
+    path = "/admin"
+    tags = ["admin"]
+
+    @get("/pool", summary="Every alias: loaded, busy, waiting, last used, load time")
+    async def pool_state(self, pool: ModelPool) -> dict[str, Any]:
+        return {"models": pool.snapshot(), "max_resident": pool.max_resident, "memory_budget": pool.memory_budget}
+
+    @post("/models/{alias:str}/load", status_code=200, summary="Load an alias now (waits for its turn)")
+    async def load(self, alias: str, pool: ModelPool) -> dict[str, Any]:
+        await pool.load(alias)
+        return {"id": alias, "status": "loaded"}
+
+    @post("/models/{alias:str}/unload", status_code=200,
+          summary="Unload an alias: now if idle, else once its running request ends")
+    async def unload(self, alias: str, pool: ModelPool) -> dict[str, Any]:
+        return {"id": alias, "status": await pool.unload(alias)}
+
+    @post("/reload", status_code=200, summary="Re-read models.yaml (refused, old registry kept, if invalid)")
+    async def reload(self, pool: ModelPool, state: State) -> dict[str, Any]:
+        return await reload_registry(pool, state.settings.config)

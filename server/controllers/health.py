@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+from litestar import Controller, Response, get
+from litestar.datastructures import State
+
+from server.auth import METRICS, PUBLIC
+from server.errors import NotReadyError
+from server.metrics import Metrics
+
+
+class HealthController(Controller):
+    """Probes and the scrape: cheap, and never behind the key (/metrics only with --metrics-need-key)."""
+
+    path = ""
+    tags = ["operations"]
+
+    @get("/health", opt=PUBLIC, summary="The process is alive")
+    async def health(self) -> dict[str, str]:
+        return {"status": "ok"}
+
+    @get("/ready", opt=PUBLIC, summary="Registry loaded and pool usable; 503 while starting or shutting down")
+    async def ready(self, state: State) -> dict[str, object]:
+        if state.shutting_down:
+            raise NotReadyError("The server is shutting down.")
+        if not state.ready:
+            raise NotReadyError("The server is starting.")
+        return {"status": "ready", "models": len(state.pool.registry.models)}
+
+    @get("/metrics", opt=METRICS, summary="Prometheus metrics (text format)", include_in_schema=False)
+    async def metrics(self, metrics: Metrics) -> Response[bytes]:
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)

@@ -1,0 +1,126 @@
+"""Prometheus metrics, defined once per app: `Metrics` owns its own CollectorRegistry (no global state).
+
+Names follow vLLM's (`vllm:` -> `llm_`) so that dashboard users recognise them; the label for the
+alias is `model`. Gauges of running/waiting requests and resident models are read from the pool at
+scrape time, so they can never drift from the pool's own counts. The README maps every name to
+vLLM's and llama.cpp's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from server.observe import note_tokens
+
+PREFIX = "llm_"
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0)
+TTFT_BUCKETS = (0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 20.0, 60.0)
+ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0, 2.5)
+LOAD_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+
+
+class Metrics:
+    """Every collector of one app. The pool reports lifecycle events to it (`PoolEvents`); the request
+    middleware reports requests; the generation services report tokens and token timings."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self._pool_collector: _PoolCollector | None = None
+        r = self.registry
+        self._requests = Counter(PREFIX + "requests", "HTTP requests by route, model and status.",
+                                 ["route", "model", "status"], registry=r)
+        self._e2e = Histogram(PREFIX + "e2e_request_latency_seconds",
+                              "Time from request received to last byte sent (streams included).",
+                              ["route", "model"], buckets=LATENCY_BUCKETS, registry=r)
+        self._ttft = Histogram(PREFIX + "time_to_first_token_seconds", "Time to the first generated token.",
+                               ["model"], buckets=TTFT_BUCKETS, registry=r)
+        self._itl = Histogram(PREFIX + "inter_token_latency_seconds", "Time between generated tokens.",
+                              ["model"], buckets=ITL_BUCKETS, registry=r)
+        self._queued = Histogram(PREFIX + "request_queue_time_seconds",
+                                 "Time a request waited for its model: its turn, room, the load.",
+                                 ["model"], buckets=LATENCY_BUCKETS, registry=r)
+        self._prompt = Counter(PREFIX + "prompt_tokens", "Prompt tokens processed.", ["model"], registry=r)
+        self._generated = Counter(PREFIX + "generation_tokens", "Tokens generated.", ["model"], registry=r)
+        self._loads = Counter(PREFIX + "model_loads", "Models loaded.", ["model"], registry=r)
+        self._load_seconds = Histogram(PREFIX + "model_load_seconds", "Time to load a model.", ["model"],
+                                       buckets=LOAD_BUCKETS, registry=r)
+        self._load_failures = Counter(PREFIX + "model_load_failures", "Model loads that failed.", ["model"],
+                                      registry=r)
+        self._evictions = Counter(PREFIX + "model_evictions",
+                                  "Models closed, by reason (lru, make_room, idle, admin, reload, shutdown).",
+                                  ["model", "reason"], registry=r)
+
+    # -- the pool's state, read at scrape time ---------------------------------------------------------
+
+    def watch_pool(self, snapshot: Callable[[], list[dict[str, Any]]]) -> None:
+        """Export running/waiting per model and the resident count from the pool's `snapshot()`."""
+        if self._pool_collector is not None:  # a new lifespan, a new pool
+            self.registry.unregister(self._pool_collector)
+        self._pool_collector = _PoolCollector(snapshot)
+        self.registry.register(self._pool_collector)
+
+    # -- requests (the request middleware) -------------------------------------------------------------
+
+    def request(self, route: str, model: str, status: int, seconds: float) -> None:
+        self._requests.labels(route=route, model=model, status=str(status)).inc()
+        self._e2e.labels(route=route, model=model).observe(seconds)
+
+    # -- tokens (the generation services) ---------------------------------------------------------------
+
+    def first_token(self, model: str, seconds: float) -> None:
+        self._ttft.labels(model=model).observe(seconds)
+
+    def inter_token(self, model: str, seconds: float) -> None:
+        """One gap between tokens; a mean over a batch of tokens is fine."""
+        self._itl.labels(model=model).observe(seconds)
+
+    def tokens(self, model: str, prompt: int, generated: int) -> None:
+        """Once per request, when its usage is known. Also shows up in the request's log line."""
+        self._prompt.labels(model=model).inc(prompt)
+        self._generated.labels(model=model).inc(generated)
+        note_tokens(prompt, generated)
+
+    # -- model lifecycle (the pool's events) ------------------------------------------------------------
+
+    def model_loaded(self, alias: str, seconds: float) -> None:
+        self._loads.labels(model=alias).inc()
+        self._load_seconds.labels(model=alias).observe(seconds)
+
+    def model_load_failed(self, alias: str) -> None:
+        self._load_failures.labels(model=alias).inc()
+
+    def model_evicted(self, alias: str, reason: str) -> None:
+        self._evictions.labels(model=alias, reason=reason).inc()
+
+    def request_queued(self, alias: str, seconds: float) -> None:
+        self._queued.labels(model=alias).observe(seconds)
+
+    # -- exposition -------------------------------------------------------------------------------------
+
+    def render(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class _PoolCollector(Collector):
+    def __init__(self, snapshot: Callable[[], list[dict[str, Any]]]) -> None:
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        rows = self._snapshot()
+        running = GaugeMetricFamily(PREFIX + "num_requests_running", "Requests using a model now.",
+                                    labels=["model"])
+        waiting = GaugeMetricFamily(PREFIX + "num_requests_waiting",
+                                    "Requests waiting for their turn on a model or for it to load.", labels=["model"])
+        loaded = GaugeMetricFamily(PREFIX + "model_loaded", "1 while the model is resident.", labels=["model"])
+        for row in rows:
+            running.add_metric([row["id"]], row["running"])
+            waiting.add_metric([row["id"]], row["waiting"])
+            loaded.add_metric([row["id"]], 1 if row["loaded"] else 0)
+        resident = GaugeMetricFamily(PREFIX + "models_resident", "Models resident now.",
+                                     value=sum(1 for row in rows if row["loaded"]))
+        return iter([running, waiting, loaded, resident])

@@ -1,0 +1,142 @@
+"""One log line and one metrics sample per request, and the request id.
+
+The request id comes from an incoming `X-Request-ID` (if it is short and printable) or is made up; it
+is echoed in the response header and bound to every log line written while the request runs. The
+`model` label is read from the JSON body here, cheaply (a Struct with one field; msgspec skips the
+rest), so controllers stay untouched; a name not in the registry is labelled `unknown`, which keeps
+clients from inflating the label set. Streams are timed to their last byte.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import structlog
+from litestar.datastructures import MutableScopeHeaders
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from server.errors import status_of
+
+log = structlog.get_logger("server.access")
+
+REQUEST_ID_HEADER = "X-Request-ID"
+QUIET_ROUTES = frozenset({"/health", "/ready", "/metrics"})  # probes and scrapes log at debug level
+
+
+@dataclass
+class _Record:
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+# Holds the running request's record: a key into the request's own context, not shared state.
+_current: ContextVar[_Record | None] = ContextVar("server_request_record", default=None)
+
+
+def note_tokens(prompt: int, generated: int) -> None:
+    """Add token counts to the running request's log line (no-op outside a request)."""
+    record = _current.get()
+    if record is not None:
+        record.prompt_tokens = (record.prompt_tokens or 0) + prompt
+        record.completion_tokens = (record.completion_tokens or 0) + generated
+
+
+class _ModelField(msgspec.Struct):
+    model: Any = None
+
+
+_decode_model = msgspec.json.Decoder(_ModelField).decode
+
+
+class RequestObserver:
+    """ASGI middleware (outermost of ours): request id, access log line, request metrics."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        state = scope["app"].state
+        request_id = _request_id(scope)
+        record = _Record()
+        context = _current.set(record)
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        status = 500
+        sent_start = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, sent_start
+            if message["type"] == "http.response.start":
+                status, sent_start = message["status"], True
+                MutableScopeHeaders.from_message(message)[REQUEST_ID_HEADER] = request_id
+            await send(message)
+
+        model = "-"
+        try:
+            receive, model = await _peek_model(scope, receive, state)
+            await self.app(scope, receive, send_with_id)
+        except BaseException as exc:
+            if not sent_start:
+                status = status_of(exc)
+            raise
+        finally:
+            seconds = time.perf_counter() - started
+            route = scope.get("path_template") or scope["path"]
+            state.metrics.request(route, model, status, seconds)
+            fields = {"method": scope["method"], "route": route, "model": model, "status": status,
+                      "duration_s": round(seconds, 4)}
+            if record.prompt_tokens is not None:
+                fields.update(prompt_tokens=record.prompt_tokens, completion_tokens=record.completion_tokens)
+            (log.debug if route in QUIET_ROUTES else log.info)("request", **fields)
+            structlog.contextvars.unbind_contextvars("request_id")
+            _current.reset(context)
+
+
+def _request_id(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            text = value.decode("latin-1")
+            if 0 < len(text) <= 128 and text.isprintable():
+                return text
+            break
+    return secrets.token_hex(16)
+
+
+async def _peek_model(scope: Scope, receive: Receive, state: Any) -> tuple[Receive, str]:
+    """Read a small JSON body ahead of Litestar to label the request with its model, then hand the
+    same bytes on. Bodies without a length, or above the size limit, are left alone (Litestar refuses
+    the latter with a 413)."""
+    if scope["method"] != "POST":
+        return receive, "-"
+    length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+    if length is None or not length.isdigit() or int(length) > state.settings.max_body_bytes:
+        return receive, "-"
+    messages: list[Message] = []
+    body = b""
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            break
+        body += message.get("body", b"")
+        if not message.get("more_body", False):
+            break
+
+    async def replay() -> Message:
+        return messages.pop(0) if messages else await receive()
+
+    try:
+        name = _decode_model(body).model
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        name = None
+    if not isinstance(name, str):
+        return replay, "-"
+    return replay, name if state.pool.registry.get(name) is not None else "unknown"
