@@ -6,6 +6,7 @@ from litestar import Controller, Request, Response, post
 from litestar.response import Stream
 
 from server.controllers.disconnect import unless_disconnected
+from server.metrics import Metrics
 from server.pool import ModelPool
 from server.protocol.chat import ChatCompletionRequest
 from server.protocol.chat_response import ChatCompletion
@@ -19,8 +20,9 @@ class ChatController(Controller):
 
     @post("", status_code=200, summary="Create a chat completion (streamed as SSE when `stream` is true)",
 )
-    async def create(self, data: ChatCompletionRequest, pool: ModelPool, request: Request[Any, Any, Any]) -> Response[ChatCompletion]:
+    async def create(self, data: ChatCompletionRequest, pool: ModelPool, metrics: Metrics,
+                     request: Request[Any, Any, Any]) -> Response[ChatCompletion]:
         if data.stream:
-            events = await started(stream_chat(pool, data))
+            events = await started(stream_chat(pool, data, metrics))
             return Stream(events, media_type="text/event-stream", headers=SSE_HEADERS)  # type: ignore[return-value]
-        return Response(await unless_disconnected(request, complete_chat(pool, data)))
+        return Response(await unless_disconnected(request, complete_chat(pool, data, metrics)))

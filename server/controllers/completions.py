@@ -6,6 +6,7 @@ from litestar import Controller, Request, Response, post
 from litestar.response import Stream
 
 from server.controllers.disconnect import unless_disconnected
+from server.metrics import Metrics
 from server.pool import ModelPool
 from server.protocol.completions import Completion, CompletionRequest
 from server.services.completions import complete_text, stream_text
@@ -17,8 +18,9 @@ class CompletionsController(Controller):
     tags = ["completions"]
 
     @post("", status_code=200, summary="Create a text completion (streamed as SSE when `stream` is true)")
-    async def create(self, data: CompletionRequest, pool: ModelPool, request: Request[Any, Any, Any]) -> Response[Completion]:
+    async def create(self, data: CompletionRequest, pool: ModelPool, metrics: Metrics,
+                     request: Request[Any, Any, Any]) -> Response[Completion]:
         if data.stream:
-            events = await started(stream_text(pool, data))
+            events = await started(stream_text(pool, data, metrics))
             return Stream(events, media_type="text/event-stream", headers=SSE_HEADERS)  # type: ignore[return-value]
-        return Response(await unless_disconnected(request, complete_text(pool, data)))
+        return Response(await unless_disconnected(request, complete_text(pool, data, metrics)))

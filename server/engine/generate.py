@@ -38,6 +38,8 @@ class Usage(NamedTuple):
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int
+    first_token_seconds: float = 0.0  # from submission to the first generated token
+    decode_seconds: float = 0.0  # from the first generated token to the last
 
 
 class Piece(NamedTuple):

@@ -44,6 +44,8 @@ class _Sequence:
     cached: int = 0
     utf8: Utf8Stream = field(default_factory=Utf8Stream)
     stops: StopMatcher | None = None
+    submitted: float = field(default_factory=time.perf_counter)
+    first_at: float = 0.0
 
 
 @dataclass(eq=False)
@@ -211,6 +213,8 @@ class SlotEngine:
         if request.logprobs is not None:
             logprobs = [logprobs_at(self._ctx.ctx, index, self._n_vocab, self._pieces, token, request.logprobs)]
         seq.generated += 1
+        if seq.generated == 1:
+            seq.first_at = time.perf_counter()
         assert seq.stops is not None
         text, hit = seq.stops.feed(seq.utf8.feed(self._pieces(token)))
         if text or logprobs:
@@ -225,7 +229,9 @@ class SlotEngine:
     def _finish(self, seq: _Sequence, reason: str, *, hit_stop: bool) -> None:
         assert seq.stops is not None
         tail = "" if hit_stop else seq.stops.feed(seq.utf8.flush())[0] + seq.stops.flush()
-        usage = Usage(len(seq.request.prompt), seq.generated, seq.cached)
+        first = seq.first_at or time.perf_counter()
+        usage = Usage(len(seq.request.prompt), seq.generated, seq.cached,
+                      first_token_seconds=first - seq.submitted, decode_seconds=time.perf_counter() - first)
         seq.sink(Piece(tail, finish_reason=reason, usage=usage))
         seq.sink(None)
         self._release(seq)

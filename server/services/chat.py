@@ -18,7 +18,8 @@ from server.protocol.chat_response import AssistantMessage, ChatChoice, ChatComp
 from server.protocol.common import PromptTokensDetails, Usage
 from server.services import chat_stream, tools
 from server.services.choices import Indexed, choice_requests, collect, run_choices, total_usage
-from server.services.common import new_id, now, require_kind, run_on_model, stream_on_model
+from server.metrics import Metrics
+from server.services.common import new_id, now, record_usage, require_kind, run_on_model, stream_on_model
 from server.services.logprobs import chat_logprobs
 from server.services.params import check_logit_bias, max_tokens, refuse_unsupported, sampling_params, stop_list
 
@@ -78,7 +79,8 @@ def plan_chat(pool: ModelPool[LlamaEngine], request: ChatCompletionRequest) -> C
     return ChatPlan(
         messages=messages,
         n=request.n or 1,
-        max_tokens=max_tokens(spec, request.max_completion_tokens, request.max_tokens, fallback=None),
+        max_tokens=max_tokens(request.model, spec, {"max_completion_tokens": request.max_completion_tokens,
+                                                    "max_tokens": request.max_tokens}, fallback=None),
         stop=stop_list(request.stop),
         sampling=sampling_params(spec, request, grammar=grammar, trigger=trigger),
         logprobs=(request.top_logprobs or 0) if request.logprobs else None,
@@ -99,9 +101,11 @@ def _grammar(fmt: Any, tool_plan: tools.ToolPlan | None) -> tuple[str | None, st
     return None, None
 
 
-async def complete_chat(pool: ModelPool[LlamaEngine], request: ChatCompletionRequest) -> ChatCompletion:
+async def complete_chat(pool: ModelPool[LlamaEngine], request: ChatCompletionRequest,
+                        metrics: Metrics | None = None) -> ChatCompletion:
     plan = plan_chat(pool, request)
     collected = await run_on_model(pool, request.model, lambda engine, stop: collect(plan.run(engine, stop), plan.n))
+    record_usage(metrics, request.model, [r.usage for r in collected])
     choices = []
     for index, result in enumerate(collected):
         content, calls = tools.parse_calls(result.text) if plan.tools else (result.text, [])
@@ -126,7 +130,8 @@ def usage(prompt_tokens: int, completion_tokens: int, cached: int) -> Usage:
     )
 
 
-async def stream_chat(pool: ModelPool[LlamaEngine], request: ChatCompletionRequest) -> AsyncIterator[bytes]:
+async def stream_chat(pool: ModelPool[LlamaEngine], request: ChatCompletionRequest,
+                      metrics: Metrics | None = None) -> AsyncIterator[bytes]:
     plan = plan_chat(pool, request)
     include_usage = bool(request.stream_options and request.stream_options.include_usage)
     writer = chat_stream.ChunkWriter(new_id("chatcmpl"), now(), request.model, plan.n,
@@ -135,5 +140,6 @@ async def stream_chat(pool: ModelPool[LlamaEngine], request: ChatCompletionReque
     async with aclosing(batches):
         async for batch in batches:
             yield writer.write(batch)
+    record_usage(metrics, request.model, writer.usages)
     if include_usage:
         yield writer.usage_chunk(usage(*writer.usage()))

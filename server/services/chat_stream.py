@@ -32,6 +32,10 @@ class ChunkWriter:
             out += self._piece(index, piece)
         return out
 
+    @property
+    def usages(self) -> list[Usage | None]:
+        return self._usages
+
     def usage(self) -> tuple[int, int, int]:
         return total_usage(self._usages)
 

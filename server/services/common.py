@@ -11,8 +11,9 @@ from typing import TypeVar
 
 import structlog
 
-from server.engine import LlamaEngine, stream_in_thread
+from server.engine import LlamaEngine, Usage, stream_in_thread
 from server.errors import WrongModelKindError
+from server.metrics import Metrics
 from server.pool import ModelPool
 from server.registry import ModelSpec
 
@@ -20,6 +21,20 @@ R = TypeVar("R")
 T = TypeVar("T")
 
 log = structlog.get_logger("server.services")
+
+
+def record_usage(metrics: Metrics | None, model: str, usages: list[Usage | None]) -> None:
+    """Token metrics once per request, from the engine's per-sequence timings: nothing per token."""
+    if metrics is None:
+        return
+    known = [u for u in usages if u is not None]
+    for usage in known:
+        if usage.completion_tokens:
+            metrics.first_token(model, usage.first_token_seconds)
+        if usage.completion_tokens > 1:
+            metrics.inter_token(model, usage.decode_seconds / (usage.completion_tokens - 1))
+    prompt = known[0].prompt_tokens if known else 0
+    metrics.tokens(model, prompt, sum(u.completion_tokens for u in known))
 
 
 def new_id(prefix: str) -> str:

@@ -15,7 +15,8 @@ from server.pool import ModelPool
 from server.protocol.completions import Completion, CompletionChoice, CompletionRequest
 from server.services.chat import usage as wire_usage
 from server.services.choices import Indexed, choice_requests, collect, run_choices, total_usage
-from server.services.common import new_id, now, require_kind, run_on_model, stream_on_model
+from server.metrics import Metrics
+from server.services.common import new_id, now, record_usage, require_kind, run_on_model, stream_on_model
 from server.services.logprobs import completion_logprobs
 from server.services.params import check_logit_bias, max_tokens, refuse_unsupported, sampling_params, stop_list
 from server.streaming import event
@@ -42,7 +43,8 @@ class TextPlan:
         self.prompts = [request.prompt] if isinstance(request.prompt, str) else request.prompt
         self.n = request.n or 1
         self.echo = bool(request.echo)
-        self.max_tokens = max_tokens(spec, request.max_tokens, fallback=DEFAULT_MAX_TOKENS)
+        self.max_tokens = max_tokens(request.model, spec, {"max_tokens": request.max_tokens},
+                                     fallback=DEFAULT_MAX_TOKENS)
         self.stop = stop_list(request.stop)
         self.sampling = sampling_params(spec, request)
         self.logprobs = request.logprobs
@@ -59,10 +61,12 @@ class TextPlan:
         return self.prompts[index // self.n]
 
 
-async def complete_text(pool: ModelPool[LlamaEngine], request: CompletionRequest) -> Completion:
+async def complete_text(pool: ModelPool[LlamaEngine], request: CompletionRequest,
+                        metrics: Metrics | None = None) -> Completion:
     plan = TextPlan(pool, request)
     total = len(plan.prompts) * plan.n
     collected = await run_on_model(pool, request.model, lambda engine, stop: collect(plan.run(engine, stop), total))
+    record_usage(metrics, request.model, [r.usage for r in collected])
     choices = []
     for i, result in enumerate(collected):
         prefix = plan.prompt_of(i) if plan.echo else ""
@@ -83,7 +87,8 @@ def _usage(usages: list[Usage | None], n: int) -> tuple[int, int, int]:
     return prompt, completion, cached
 
 
-async def stream_text(pool: ModelPool[LlamaEngine], request: CompletionRequest) -> AsyncIterator[bytes]:
+async def stream_text(pool: ModelPool[LlamaEngine], request: CompletionRequest,
+                      metrics: Metrics | None = None) -> AsyncIterator[bytes]:
     plan = TextPlan(pool, request)
     chunk_id, created, model = new_id("cmpl"), now(), request.model
     total = len(plan.prompts) * plan.n
@@ -110,6 +115,7 @@ async def stream_text(pool: ModelPool[LlamaEngine], request: CompletionRequest) 
     async with aclosing(batches):
         async for batch in batches:
             yield b"".join(chunk(index, piece) for index, piece in batch)
+    record_usage(metrics, model, usages)
     if request.stream_options and request.stream_options.include_usage:
         final = Completion(id=chunk_id, created=created, model=model, choices=[],
                            usage=wire_usage(*_usage(usages, plan.n)))

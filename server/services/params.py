@@ -8,6 +8,7 @@ from msgspec import UNSET
 
 from server.engine import SamplingParams
 from server.errors import InvalidRequestError, UnsupportedParameterError
+from server.limits import limit_max_tokens
 from server.registry import ModelSpec
 
 
@@ -26,12 +27,13 @@ def stop_list(stop: str | list[str] | None) -> list[str]:
     return [stop] if isinstance(stop, str) else [s for s in stop if s]
 
 
-def max_tokens(spec: ModelSpec, *candidates: Any, fallback: int | None) -> int | None:
-    """The first value the request sent, else the alias default, else `fallback` (None: rest of context)."""
-    for value in candidates:
+def max_tokens(alias: str, spec: ModelSpec, candidates: dict[str, Any], *, fallback: int | None) -> int | None:
+    """The first value the request sent (by parameter name), else the alias default, else `fallback`
+    (None: the rest of the context); never above the alias's `max_tokens_limit`."""
+    for name, value in candidates.items():
         if given(value):
-            return value
-    return spec.sampling.max_tokens or fallback
+            return limit_max_tokens(alias, spec, value, param=name)
+    return limit_max_tokens(alias, spec, spec.sampling.max_tokens or fallback)
 
 
 def logit_bias(raw: dict[str, float] | None) -> dict[int, float]:

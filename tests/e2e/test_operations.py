@@ -29,6 +29,10 @@ models:
     path: {model}
     n_ctx: 512
     max_queue: 0
+  capped:
+    path: {model}
+    n_ctx: 512
+    max_tokens_limit: 8
 """
 SUFFIXES = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count", "_created"),
             "gauge": ("",)}
@@ -60,12 +64,27 @@ def test_metrics_after_a_chat_request(ops_server: RunningServer) -> None:
     assert 'llm_model_loaded{model="smollm2"} 1.0' in scrape
     assert 'llm_request_queue_time_seconds_count{model="smollm2"} 1.0' in scrape
     assert 'llm_e2e_request_latency_seconds_count{model="smollm2",route="/v1/chat/completions"} 1.0' in scrape
+    # Token metrics come from the generation path itself: 4 generated tokens, one first token, 3 gaps.
+    assert 'llm_generation_tokens_total{model="smollm2"} 4.0' in scrape
+    assert 'llm_time_to_first_token_seconds_count{model="smollm2"} 1.0' in scrape
+    assert 'llm_inter_token_latency_seconds_count{model="smollm2"} 1.0' in scrape
+    assert re.search(r'llm_prompt_tokens_total\{model="smollm2"\} [1-9]', scrape)
     exported = exported_names(scrape)
     for name in ("llm_time_to_first_token_seconds_bucket", "llm_inter_token_latency_seconds_bucket",
                  "llm_prompt_tokens_total", "llm_generation_tokens_total", "llm_num_requests_running",
                  "llm_num_requests_waiting", "llm_model_load_seconds_bucket", "llm_model_load_failures_total",
                  "llm_model_evictions_total", "llm_models_resident"):
         assert name in exported, name
+
+
+def test_max_tokens_above_the_alias_ceiling_is_refused(ops_server: RunningServer) -> None:
+    client = ops_server.client()
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model="capped", messages=[{"role": "user", "content": "hi"}], max_tokens=9)
+    assert info.value.body["param"] == "max_tokens"
+    capped = client.chat.completions.create(model="capped", messages=[{"role": "user", "content": "Count to 99."}],
+                                            logit_bias={"2": -100})
+    assert capped.usage.completion_tokens == 8  # left out: the ceiling, not the end of the context
 
 
 def test_the_grafana_dashboard_uses_only_exported_metrics(ops_server: RunningServer) -> None:
@@ -144,7 +163,7 @@ def test_sighup_reloads_models_yaml_without_cutting_a_stream(make_server, tmp_pa
     config.write_text(YAML.replace("{model}", str(MODEL)) + f"  added:\n    path: {MODEL}\n    n_ctx: 256\n")
     server.process.send_signal(signal.SIGHUP)
     ids = wait_for_models(server, lambda ids: "added" in ids)
-    assert ids == ["smollm2", "solo", "added"]
+    assert ids == ["smollm2", "solo", "capped", "added"]
     stream.join(120)
     assert finish_reason(lines) is not None and lines[-1] == "data: [DONE]"
     assert server.client().completions.create(model="added", prompt="Hi", max_tokens=2).choices
@@ -155,7 +174,7 @@ def test_sighup_reloads_models_yaml_without_cutting_a_stream(make_server, tmp_pa
     while "reload_refused" not in server.log() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert "models.smollm2.path: file not found" in server.log()
-    assert model_ids(server) == ["smollm2", "solo", "added"]  # the old registry stays
+    assert model_ids(server) == ["smollm2", "solo", "capped", "added"]  # the old registry stays
     assert server.process.poll() is None
     assert "respawning" not in server.log()  # granian did not restart the worker
 
