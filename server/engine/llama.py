@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import llama_cpp
@@ -102,9 +102,17 @@ class LlamaEngine:
 
     def generate_many(self, requests: list[Request], stop: threading.Event) -> Iterator[tuple[int, Piece]]:
         """Each request as its own sequence, decoded together with every other request's on this model."""
+        return self._slot_engine().generate(requests, stop)
+
+    def submit(self, requests: list[Request], stop: threading.Event, sink: Callable[[object], None],
+               on_done: Callable[[], None]) -> None:
+        """Non-blocking: see `SlotEngine.submit`."""
+        self._slot_engine().submit(requests, stop, sink, on_done)
+
+    def _slot_engine(self) -> SlotEngine:
         if self._slots is None:
             raise InvalidRequestError(f"The model `{self.alias}` is an embedding model.", param="model")
-        return self._slots.generate(requests, stop)
+        return self._slots
 
     # -- embeddings -------------------------------------------------------------------------------
 

@@ -85,29 +85,49 @@ class SlotEngine:
 
     # -- requests (any thread) ---------------------------------------------------------------------
 
-    def generate(self, requests: list[Request], stop: threading.Event) -> Iterator[tuple[int, Piece]]:
-        """Submit all of `requests` at once; yield (index, piece) as the loop produces them."""
-        inbox: queue.SimpleQueue[object] = queue.SimpleQueue()
+    def submit(self, requests: list[Request], stop: threading.Event, sink: Callable[[object], None],
+               on_done: Callable[[], None]) -> None:
+        """Queue every request as its own sequence. `sink` receives (index, piece) pairs, or an exception,
+        on the decode thread; `on_done` runs once every sequence has ended or been dropped (after `stop`
+        is set, within a step). Context checks raise here, before anything is queued."""
+        budgets = [check_context(len(r.prompt), r.max_tokens, self.n_ctx) for r in requests]
+        if not requests:
+            on_done()
+            return
+        remaining = [len(requests)]
+        lock = threading.Lock()
+
+        def tagged(index: int) -> Sink:
+            def put(item: object) -> None:
+                if item is None:
+                    with lock:
+                        remaining[0] -= 1
+                        last = remaining[0] == 0
+                    if last:
+                        on_done()
+                else:
+                    sink(item if isinstance(item, BaseException) else (index, item))
+            return put
+
         sequences = []
-        for index, request in enumerate(requests):
-            budget = check_context(len(request.prompt), request.max_tokens, self.n_ctx)
+        for index, (request, budget) in enumerate(zip(requests, budgets)):
             seed = request.sampling.seed if request.sampling.seed is not None else random_seed()
-            sequences.append(_Sequence(request=request, sink=_tagged(inbox, index), stop=stop, budget=budget,
-                                       seed=seed, stops=StopMatcher(request.stop)))
+            sequences.append(_Sequence(request=request, sink=tagged(index), stop=stop, budget=budget, seed=seed,
+                                       stops=StopMatcher(request.stop)))
         with self._wake:
             self._waiting.extend(sequences)
             self._wake.notify()
-        remaining = len(sequences)
-        while remaining:
-            item = inbox.get()
+
+    def generate(self, requests: list[Request], stop: threading.Event) -> Iterator[tuple[int, Piece]]:
+        """The same, as a blocking iterator (for callers on a thread of their own)."""
+        inbox: queue.SimpleQueue[object] = queue.SimpleQueue()
+        done = object()
+        self.submit(requests, stop, inbox.put, lambda: inbox.put(done))
+        while (item := inbox.get()) is not done:
             if isinstance(item, BaseException):
                 stop.set()  # the other sequences of this request are pointless now
                 raise item
-            index, piece = item  # type: ignore[misc]
-            if piece is None:
-                remaining -= 1
-                continue
-            yield index, piece
+            yield item  # type: ignore[misc]
 
     def close(self) -> None:
         with self._wake:
@@ -253,14 +273,8 @@ class SlotEngine:
                 llama_cpp.llama_memory_seq_rm(self._mem, seq.slot.seq_id, -1, -1)
                 seq.slot.tokens = []
             seq.sink(error)
+            seq.sink(None)
         self._waiting.clear()
-
-
-def _tagged(inbox: queue.SimpleQueue[object], index: int) -> Sink:
-    def sink(item: object) -> None:
-        inbox.put(item if isinstance(item, BaseException) else (index, item))
-
-    return sink
 
 
 def _shared(cached: list[int], prompt: list[int]) -> int:

@@ -1,116 +1,82 @@
-"""Bridges from blocking engine calls to the event loop.
+"""From the decode thread to the event loop.
 
-A streamed generation runs start to finish in one worker thread. Tokens cross to the loop through a
-small channel that wakes the loop only when it is actually waiting, and hands over everything produced
-since the last wake-up as one batch: when the loop falls behind, several tokens travel per wake-up
-instead of one wake-up (and one socket write) per token. On two cores that contention is what costs
-throughput, not Python itself.
+The decode loop (one thread per model) hands each request's tokens straight to that request's
+channel: no thread per request in between. A channel wakes the loop only when the loop is actually
+waiting on it, and hands over everything produced since the last wake-up as one batch, so when the
+loop falls behind, several tokens travel per wake-up (and per socket write) instead of one each.
+On two cores the threads' contention is what costs throughput, not Python itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
-
-_DONE = object()
 
 
 async def run_blocking(fn: Callable[..., R], *args: object) -> R:
     return await asyncio.to_thread(fn, *args)
 
 
-class _Channel(Generic[T]):
+class Channel(Generic[T]):
+    """Items from any thread to one consumer on the loop. `close` (from any thread) ends it."""
+
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._lock = threading.Lock()
         self._items: list[object] = []
         self._waiter: asyncio.Future[None] | None = None
+        self._closed = False
+        self._done: asyncio.Future[None] = loop.create_future()
 
-    def put(self, item: object) -> None:  # producer thread
+    def put(self, item: T | BaseException) -> None:
         with self._lock:
             self._items.append(item)
             waiter, self._waiter = self._waiter, None
         if waiter is not None:
-            try:
-                self._loop.call_soon_threadsafe(_wake, waiter)
-            except RuntimeError:  # the loop is gone (process shutting down)
-                pass
+            self._call(_wake, waiter)
 
-    async def take(self) -> list[object]:  # event loop
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            self._call(_wake, waiter)
+        self._call(_wake, self._done)
+
+    def when_closed(self, callback: Callable[[], None]) -> None:
+        """Call `callback` on the loop once the producer has closed the channel (now, if it has)."""
+        self._done.add_done_callback(lambda _: callback())
+
+    async def batches(self) -> AsyncIterator[list[T]]:
+        """Everything put since the last batch; an exception put in the channel is raised here."""
         while True:
             with self._lock:
-                if self._items:
-                    items, self._items = self._items, []
-                    return items
-                waiter = self._waiter = self._loop.create_future()
-            await waiter
+                items, self._items = self._items, []
+                closed = self._closed
+                if not items and not closed:
+                    waiter = self._waiter = self._loop.create_future()
+            if items:
+                failure = next((i for i in items if isinstance(i, BaseException)), None)
+                if failure is not None:
+                    raise failure
+                yield items  # type: ignore[misc]
+            elif closed:
+                return
+            else:
+                await waiter
+
+    def _call(self, fn: Callable[..., None], *args: object) -> None:
+        try:
+            self._loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:  # the loop is gone (process shutting down): nobody is left to tell
+            pass
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
-
-
-class ThreadStream(Generic[T]):
-    """Runs `produce(stop)` in a thread; iterate `batches()` on the loop; `finish()` always, at the end."""
-
-    def __init__(self, produce: Callable[[threading.Event], Iterator[T]]) -> None:
-        self._produce = produce
-        self._stop = threading.Event()
-        loop = asyncio.get_running_loop()
-        self._channel: _Channel[T] = _Channel(loop)
-        self._loop = loop
-        self._done: asyncio.Future[None] = loop.create_future()
-        # A thread of its own, not the default executor: long streams must not starve model loads.
-        threading.Thread(target=self._run, name="generate", daemon=True).start()
-
-    def _run(self) -> None:
-        terminal: object = _DONE
-        try:
-            for item in self._produce(self._stop):
-                self._channel.put(item)
-                if self._stop.is_set():
-                    break
-        except BaseException as exc:  # delivered to the consumer, raised there
-            terminal = _Failure(exc)
-        finally:
-            self._channel.put(terminal)
-            try:
-                self._loop.call_soon_threadsafe(_wake, self._done)
-            except RuntimeError:  # the loop is gone (process shutting down): nobody is left to tell
-                pass
-
-    async def batches(self) -> AsyncIterator[list[T]]:
-        while True:
-            items = await self._channel.take()
-            last = items[-1]
-            if last is _DONE or isinstance(last, _Failure):
-                items.pop()
-                if items:
-                    yield items  # type: ignore[misc]
-                if isinstance(last, _Failure):
-                    raise last.exc
-                return
-            yield items  # type: ignore[misc]
-
-    def stop_then(self, callback: Callable[[], None]) -> None:
-        """Ask the thread to stop (a no-op when it already has) and call `callback` on the loop once it
-        has let go of the model. Synchronous, so it is safe in a `finally` under cancellation."""
-        self._stop.set()
-        self._done.add_done_callback(lambda _: callback())
-
-
-class _Failure:
-    __slots__ = ("exc",)
-
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
-
-
-def stream_in_thread(produce: Callable[[threading.Event], Iterator[T]]) -> ThreadStream[T]:
-    return ThreadStream(produce)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
@@ -17,9 +16,9 @@ from server.protocol.chat import ChatCompletionRequest, ChatMessage, JsonObjectF
 from server.protocol.chat_response import AssistantMessage, ChatChoice, ChatCompletion
 from server.protocol.common import PromptTokensDetails, Usage
 from server.services import chat_stream, tools
-from server.services.choices import Indexed, choice_requests, collect, run_choices, total_usage
 from server.metrics import Metrics
-from server.services.common import new_id, now, record_usage, require_kind, run_on_model, stream_on_model
+from server.services.choices import choice_requests, total_usage
+from server.services.common import collect_on_model, new_id, now, record_usage, require_kind, sequences_on_model
 from server.services.logprobs import chat_logprobs
 from server.services.params import check_logit_bias, max_tokens, refuse_unsupported, sampling_params, stop_list
 
@@ -48,9 +47,6 @@ class ChatPlan:
         prompt, template_stops = engine.chat_prompt(self.messages)
         return choice_requests(prompt, self.n, self.max_tokens, self.stop + template_stops, self.sampling,
                                self.logprobs)
-
-    def run(self, engine: LlamaEngine, stop: threading.Event) -> Iterator[Indexed]:
-        return run_choices(engine, self.requests(engine), stop)
 
 
 def _text(message: ChatMessage) -> str:
@@ -104,7 +100,7 @@ def _grammar(fmt: Any, tool_plan: tools.ToolPlan | None) -> tuple[str | None, st
 async def complete_chat(pool: ModelPool[LlamaEngine], request: ChatCompletionRequest,
                         metrics: Metrics | None = None) -> ChatCompletion:
     plan = plan_chat(pool, request)
-    collected = await run_on_model(pool, request.model, lambda engine, stop: collect(plan.run(engine, stop), plan.n))
+    collected = await collect_on_model(pool, request.model, plan.requests, plan.n)
     record_usage(metrics, request.model, [r.usage for r in collected])
     choices = []
     for index, result in enumerate(collected):
@@ -136,7 +132,7 @@ async def stream_chat(pool: ModelPool[LlamaEngine], request: ChatCompletionReque
     include_usage = bool(request.stream_options and request.stream_options.include_usage)
     writer = chat_stream.ChunkWriter(new_id("chatcmpl"), now(), request.model, plan.n,
                                      with_tools=plan.tools is not None, with_logprobs=plan.logprobs is not None)
-    batches = stream_on_model(pool, request.model, plan.run)
+    batches = sequences_on_model(pool, request.model, plan.requests)
     async with aclosing(batches):
         async for batch in batches:
             yield writer.write(batch)

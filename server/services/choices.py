@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import msgspec
 
-from server.engine import LlamaEngine, Piece, Request, SamplingParams, TokenLogprob, Usage, check_context
+from server.engine import Piece, Request, SamplingParams, TokenLogprob, Usage
 
 Indexed = tuple[int, Piece]
 
@@ -23,14 +21,6 @@ def choice_requests(prompt: list[int], n: int, max_tokens: int | None, stop: lis
     return requests
 
 
-def run_choices(engine: LlamaEngine, requests: list[Request], stop: threading.Event) -> Iterator[Indexed]:
-    """Choices as sequences decoded together, each piece tagged with its index. The context check runs
-    before anything is queued, so a 400 comes before any output."""
-    if requests:
-        check_context(len(requests[0].prompt), requests[0].max_tokens, engine.n_ctx)
-    return engine.generate_many(requests, stop)
-
-
 @dataclass
 class Collected:
     text: str = ""
@@ -39,8 +29,7 @@ class Collected:
     usage: Usage | None = None
 
 
-def collect(items: Iterator[Indexed], n: int) -> list[Collected]:
-    choices = [Collected() for _ in range(n)]
+def add_pieces(choices: list[Collected], items: list[Indexed]) -> None:
     for index, piece in items:
         choice = choices[index]
         choice.text += piece.text
@@ -49,7 +38,6 @@ def collect(items: Iterator[Indexed], n: int) -> list[Collected]:
         if piece.finish_reason:
             choice.finish_reason = piece.finish_reason
             choice.usage = piece.usage
-    return choices
 
 
 def total_usage(usages: list[Usage | None]) -> tuple[int, int, int]:

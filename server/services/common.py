@@ -6,19 +6,20 @@ import asyncio
 import secrets
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from typing import TypeVar
 
 import structlog
 
-from server.engine import LlamaEngine, Usage, stream_in_thread
+from server.engine import Channel, LlamaEngine, Request, Usage
 from server.errors import WrongModelKindError
 from server.metrics import Metrics
 from server.pool import ModelPool
 from server.registry import ModelSpec
+from server.services.choices import Collected, Indexed, add_pieces
 
 R = TypeVar("R")
-T = TypeVar("T")
 
 log = structlog.get_logger("server.services")
 
@@ -60,9 +61,9 @@ def require_kind(alias: str, spec: ModelSpec, *, embedding: bool) -> None:
 async def run_on_model(
     pool: ModelPool[LlamaEngine], alias: str, work: Callable[[LlamaEngine, threading.Event], R]
 ) -> R:
-    """Run blocking `work` on the alias's model in a thread. If this request is cancelled (its client
-    left), the thread is told to stop; the model is handed back only when the thread is done, so no two
-    threads ever share a model."""
+    """Run blocking `work` (tokenizing, embedding) on the alias's model in a thread. If this request is
+    cancelled meanwhile, the model is handed back only when the thread is done: no two threads ever
+    share a model."""
     lease = await pool.acquire(alias)
     stop = threading.Event()
     try:
@@ -75,27 +76,51 @@ async def run_on_model(
         return await asyncio.shield(future)
     except asyncio.CancelledError:
         stop.set()
-        log.info("generation_stopped", alias=alias, reason="client_gone")
         raise
 
 
-async def stream_on_model(
-    pool: ModelPool[LlamaEngine], alias: str, produce: Callable[[LlamaEngine, threading.Event], Iterator[T]]
-) -> AsyncIterator[list[T]]:
-    """Batches of items produced in a thread; when the consumer stops early the thread is told to stop
-    and the model is handed back once it has (within a token)."""
+async def sequences_on_model(
+    pool: ModelPool[LlamaEngine], alias: str, prepare: Callable[[LlamaEngine], list[Request]]
+) -> AsyncIterator[list[Indexed]]:
+    """Generate on the alias's model: `prepare` (chat template, tokenizing, checks) runs in a thread,
+    then the model's decode loop hands pieces straight to this request's channel. Batches of
+    (index, piece) come out as they are made. When the consumer stops early (its client left) the
+    sequences are dropped at the next step, and the model is handed back once they are."""
     lease = await pool.acquire(alias)
+    stop = threading.Event()
+    loop = asyncio.get_running_loop()
     try:
-        stream = stream_in_thread(lambda stop: produce(lease.engine, stop))
-    except BaseException:
-        lease.release()
+        prepared = loop.run_in_executor(None, prepare, lease.engine)
+        try:
+            requests = await asyncio.shield(prepared)
+        except asyncio.CancelledError:
+            prepared.add_done_callback(lambda _: lease.release())
+            raise
+        channel: Channel[Indexed] = Channel(loop)
+        lease.engine.submit(requests, stop, channel.put, channel.close)
+    except BaseException as exc:
+        if not isinstance(exc, asyncio.CancelledError):
+            lease.release()
         raise
     finished = False
     try:
-        async for batch in stream.batches():
+        async for batch in channel.batches():
             yield batch
         finished = True
     finally:
         if not finished:
+            stop.set()
             log.info("generation_stopped", alias=alias, reason="client_gone")
-        stream.stop_then(lease.release)
+        channel.when_closed(lease.release)
+
+
+async def collect_on_model(
+    pool: ModelPool[LlamaEngine], alias: str, prepare: Callable[[LlamaEngine], list[Request]], n: int
+) -> list[Collected]:
+    """The same, gathered into one result per sequence (non-streamed requests)."""
+    collected = [Collected() for _ in range(n)]
+    batches = sequences_on_model(pool, alias, prepare)
+    async with aclosing(batches):
+        async for batch in batches:
+            add_pieces(collected, batch)
+    return collected

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
 import msgspec
 
-from server.engine import LlamaEngine, Piece, Usage
+from server.engine import LlamaEngine, Piece, Request, Usage
 from server.errors import InvalidRequestError
 from server.pool import ModelPool
 from server.protocol.completions import Completion, CompletionChoice, CompletionRequest
 from server.services.chat import usage as wire_usage
-from server.services.choices import Indexed, choice_requests, collect, run_choices, total_usage
 from server.metrics import Metrics
-from server.services.common import new_id, now, record_usage, require_kind, run_on_model, stream_on_model
+from server.services.choices import choice_requests, total_usage
+from server.services.common import collect_on_model, new_id, now, record_usage, require_kind, sequences_on_model
 from server.services.logprobs import completion_logprobs
 from server.services.params import check_logit_bias, max_tokens, refuse_unsupported, sampling_params, stop_list
 from server.streaming import event
@@ -49,13 +48,14 @@ class TextPlan:
         self.sampling = sampling_params(spec, request)
         self.logprobs = request.logprobs
 
-    def run(self, engine: LlamaEngine, stop: threading.Event) -> Iterator[Indexed]:
+    def requests(self, engine: LlamaEngine) -> list[Request]:
+        """Every prompt's n choices, all decoded together: request p * n + j is prompt p, choice j."""
         check_logit_bias(self.sampling.logit_bias, engine.n_vocab)
-        for p, prompt in enumerate(self.prompts):
+        requests: list[Request] = []
+        for prompt in self.prompts:
             tokens = engine.tokenize(prompt)
-            requests = choice_requests(tokens, self.n, self.max_tokens, self.stop, self.sampling, self.logprobs)
-            for j, piece in run_choices(engine, requests, stop):
-                yield p * self.n + j, piece
+            requests += choice_requests(tokens, self.n, self.max_tokens, self.stop, self.sampling, self.logprobs)
+        return requests
 
     def prompt_of(self, index: int) -> str:
         return self.prompts[index // self.n]
@@ -65,7 +65,7 @@ async def complete_text(pool: ModelPool[LlamaEngine], request: CompletionRequest
                         metrics: Metrics | None = None) -> Completion:
     plan = TextPlan(pool, request)
     total = len(plan.prompts) * plan.n
-    collected = await run_on_model(pool, request.model, lambda engine, stop: collect(plan.run(engine, stop), total))
+    collected = await collect_on_model(pool, request.model, plan.requests, total)
     record_usage(metrics, request.model, [r.usage for r in collected])
     choices = []
     for i, result in enumerate(collected):
@@ -111,7 +111,7 @@ async def stream_text(pool: ModelPool[LlamaEngine], request: CompletionRequest,
             usages[index] = piece.usage
         return event(_encode(Completion(id=chunk_id, created=created, model=model, choices=[choice])))
 
-    batches = stream_on_model(pool, model, plan.run)
+    batches = sequences_on_model(pool, model, plan.requests)
     async with aclosing(batches):
         async for batch in batches:
             yield b"".join(chunk(index, piece) for index, piece in batch)
