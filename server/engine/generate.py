@@ -1,23 +1,20 @@
-"""The token loop: one sequence, from prompt tokens to finished text, on a loaded `Llama`.
+"""What a generation is made of: requests, pieces of output, usage, token text and logprobs.
 
-Our own loop rather than `Llama.create_completion`, so that each request gets exact usage (prompt,
-generated and cached tokens), a stop flag checked between tokens (a client that leaves frees the model
-within one token, streamed or not), logprobs, logit_bias and lazy grammars, with the same per-token
-cost: one decode, one sampler call, one piece of text.
+The loop that produces them is in slots.py. It is ours rather than `Llama.create_completion`, so that
+each request gets exact usage (prompt, generated and cached tokens), a stop flag checked between
+tokens (a client that leaves frees its slot within one token, streamed or not), logprobs, logit_bias
+and lazy grammars.
 """
 
 from __future__ import annotations
 
 import ctypes
-import threading
-from collections.abc import Iterator
 from typing import NamedTuple
 
 import llama_cpp
 import numpy as np
 
-from server.engine.sampling import SamplingParams, build_sampler, random_seed
-from server.engine.text import StopMatcher, Utf8Stream
+from server.engine.sampling import SamplingParams
 from server.errors import ContextLengthError
 
 
@@ -92,82 +89,6 @@ class TokenPieces:
             size = llama_cpp.llama_token_to_piece(self._vocab, token, self._buffer, len(self._buffer), 0, False)
             piece = self._known[token] = self._buffer.raw[: max(size, 0)]
         return piece
-
-
-def generate(
-    llm: llama_cpp.Llama, request: Request, stop_flag: threading.Event, pieces: TokenPieces, n_ctx: int
-) -> Iterator[Piece]:
-    prompt = request.prompt
-    budget = check_context(len(prompt), request.max_tokens, n_ctx)
-    cached = _reuse_prefix(llm, prompt, fresh=request.sampling.seed is not None)
-    seed = request.sampling.seed if request.sampling.seed is not None else random_seed()
-    sampler = build_sampler(llm._model, llm.n_vocab(), request.sampling, seed)  # noqa: SLF001
-    try:
-        if stop_flag.is_set():
-            return
-        llm.eval(prompt[cached:])
-        yield from _decode_loop(llm, request, stop_flag, sampler, budget, cached, pieces)
-    finally:
-        sampler.close()
-
-
-def _decode_loop(
-    llm: llama_cpp.Llama, request: Request, stop_flag: threading.Event, sampler: object, budget: int, cached: int,
-    pieces: TokenPieces,
-) -> Iterator[Piece]:
-    vocab = llama_cpp.llama_model_get_vocab(llm.model)
-    ctx = llm._ctx  # noqa: SLF001 - the sampler samples from the context's last logits
-    utf8, stops = Utf8Stream(), StopMatcher(request.stop)
-    want_logprobs = request.logprobs is not None
-    generated, finish, hit_stop = 0, "length", False
-    while generated < budget:
-        if stop_flag.is_set():
-            return  # the client is gone: nobody reads a finish reason
-        token = sampler.sample(ctx, -1)  # type: ignore[attr-defined]
-        logprobs = [_logprobs(llm, pieces, token, request.logprobs or 0)] if want_logprobs else None
-        if llama_cpp.llama_vocab_is_eog(vocab, token):
-            finish = "stop"
-            break
-        generated += 1
-        text, hit_stop = stops.feed(utf8.feed(pieces(token)))
-        if text or logprobs:
-            yield Piece(text, logprobs=logprobs)
-        if hit_stop:
-            finish = "stop"
-            break
-        if generated < budget:
-            llm.eval([token])
-    # Text held back as a possible start of a stop string (or half a character) is real output,
-    # unless a stop string was actually hit: then everything from it on is dropped.
-    tail = "" if hit_stop else stops.feed(utf8.flush())[0] + stops.flush()
-    yield Piece(tail, finish_reason=finish, usage=Usage(len(request.prompt), generated, cached))
-
-
-def _reuse_prefix(llm: llama_cpp.Llama, prompt: list[int], *, fresh: bool) -> int:
-    """Keep the KV cache of the longest prefix shared with the previous request; return its length.
-
-    At least one prompt token is always evaluated, so fresh logits exist to sample from. A seeded request
-    starts from an empty cache: evaluating a suffix alone gives slightly different logits than the whole
-    prompt, and the same seed must give the same output.
-    """
-    if fresh or llm.n_tokens == 0:
-        llm.reset()
-        return 0
-    shared = 0
-    for a, b in zip(llm.input_ids[: llm.n_tokens].tolist(), prompt):
-        if a != b:
-            break
-        shared += 1
-    shared = min(shared, len(prompt) - 1)
-    if shared <= 0 or not llm._ctx.kv_cache_seq_rm(-1, shared, -1):  # noqa: SLF001
-        llm.reset()
-        return 0
-    llm.n_tokens = shared
-    return shared
-
-
-def _logprobs(llm: llama_cpp.Llama, pieces: TokenPieces, token: int, top: int) -> TokenLogprob:
-    return logprobs_at(llm._ctx.ctx, -1, llm.n_vocab(), pieces, token, top)  # noqa: SLF001
 
 
 def logprobs_at(ctx: object, index: int, n_vocab: int, pieces: TokenPieces, token: int, top: int) -> TokenLogprob:

@@ -10,7 +10,6 @@ A free slot keeps its cache, so a follow-up request skips re-evaluating the shar
 
 from __future__ import annotations
 
-import ctypes
 import queue
 import threading
 import time
