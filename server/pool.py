@@ -29,8 +29,8 @@ from typing import Any, Generic, Protocol, TypeVar
 import structlog
 
 from server.errors import ModelLoadError, ModelNotFoundError, ModelTooLargeError, QueueFullError
-from server.footprint import estimate_bytes
-from server.registry import ModelSpec, Registry, format_size
+
+from server.registry import ModelSpec, Registry, format_size, kv_bytes
 
 log = structlog.get_logger("server.pool")
 
@@ -330,7 +330,7 @@ class ModelPool(Generic[E]):
 
     def _footprint(self, spec: ModelSpec) -> int:
         try:
-            return estimate_bytes(spec.path, spec.n_ctx)
+            return kv_bytes(spec)
         except OSError:
             return 0
 

@@ -147,6 +147,11 @@ def parse_registry(text: str, *, base_dir: Path, source: str = "models.yaml") ->
     return Registry(models=models, pool=pool)
 
 
+def kv_bytes(spec: ModelSpec) -> int:
+    """File plus KV cache: every slot has its own n_ctx."""
+    return estimate_bytes(spec.path, spec.n_ctx * spec.n_parallel)
+
+
 def _check_policy(models: dict[str, ModelSpec], pool: PoolSpec, problems: list[str]) -> None:
     """Rules that span keys: each is reported at the key to change."""
     pinned = [alias for alias, spec in models.items() if spec.pinned]
@@ -156,17 +161,20 @@ def _check_policy(models: dict[str, ModelSpec], pool: PoolSpec, problems: list[s
         problems.append(f"pool.max_resident: is {pool.max_resident}, but the pinned aliases ({', '.join(pinned)}) "
                         f"and the others need {needed} slot(s)")
     for alias, spec in models.items():
+        if spec.n_parallel > spec.n_batch:  # llama.cpp aborts the process on this, so refuse it here
+            problems.append(f"models.{alias}.n_batch: is {spec.n_batch}, must be at least n_parallel "
+                            f"({spec.n_parallel}): every slot may need an output in the same batch")
         limit, default = spec.max_tokens_limit, spec.sampling.max_tokens
         if limit is not None and default is not None and default > limit:
             problems.append(f"models.{alias}.sampling.max_tokens: {default} is above max_tokens_limit ({limit})")
         if pool.memory_budget is not None:
-            need = estimate_bytes(spec.path, spec.n_ctx)
+            need = kv_bytes(spec)
             if need > pool.memory_budget:
                 problems.append(f"models.{alias}: needs about {format_size(need)} (file plus KV cache for "
                                 f"n_ctx), more than pool.memory_budget ({format_size(pool.memory_budget)})")
     if pool.memory_budget is not None and pinned:
-        fixed = sum(estimate_bytes(models[a].path, models[a].n_ctx) for a in pinned)
-        largest = max((estimate_bytes(s.path, s.n_ctx) for s in models.values() if not s.pinned), default=0)
+        fixed = sum(kv_bytes(models[a]) for a in pinned)
+        largest = max((kv_bytes(s) for s in models.values() if not s.pinned), default=0)
         if fixed + largest > pool.memory_budget:
             problems.append(f"pool.memory_budget: the pinned aliases need about {format_size(fixed)}, leaving too "
                             f"little of {format_size(pool.memory_budget)} for the largest other model "

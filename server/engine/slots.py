@@ -188,8 +188,10 @@ class SlotEngine:
         batch, room = self._batch, self._n_batch
         outputs: list[tuple[_Sequence, int]] = []
         n = 0
-        for seq in self._active:
+        for position, seq in enumerate(self._active):
             if room == 0:
+                # The batch is full: whoever did not fit goes first next step, so nobody starves.
+                self._active = self._active[position:] + self._active[:position]
                 break
             slot = seq.slot
             assert slot is not None

@@ -81,3 +81,24 @@ def test_usage_counts_cached_prefix(engine: LlamaEngine) -> None:
     second = list(engine.generate(request, threading.Event()))[-1].usage
     assert first.completion_tokens == second.completion_tokens == 4
     assert second.cached_tokens == len(prompt) - 1 and second.prompt_tokens == len(prompt)
+
+
+def test_tiny_batches_chunk_prompts_and_starve_nobody() -> None:
+    """Three sequences share a batch of 3 tokens: prompts go in chunks, every sequence still finishes,
+    with the same text as when it ran alone."""
+    small = LlamaEngine("s", ModelSpec(path=str(MODEL), n_ctx=256, n_parallel=3, n_batch=3))
+    try:
+        prompts = [small.tokenize(t) for t in ("Once upon a time", "The capital of France is", "1, 2, 3,")]
+        requests = [Request(prompt=p, max_tokens=6, stop=[], sampling=SamplingParams(temperature=0.0))
+                    for p in prompts]
+        alone = ["".join(piece.text for piece in small.generate(r, threading.Event())) for r in requests]
+        together = [""] * 3
+        finished = set()
+        for index, piece in small.generate_many(requests, threading.Event()):
+            together[index] += piece.text
+            if piece.finish_reason:
+                finished.add(index)
+        assert finished == {0, 1, 2}
+        assert together == alone
+    finally:
+        small.close()

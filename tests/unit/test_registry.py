@@ -84,3 +84,9 @@ def test_the_shipped_registry_is_valid() -> None:
     assert registry.models["smollm2"].embedding is False
     embed = registry.models["smollm2-embed"]
     assert embed.embedding is True and embed.pooling_type == "mean"
+
+
+def test_slots_need_a_batch_at_least_as_large(tmp_path: Path, gguf: Path) -> None:
+    with pytest.raises(RegistryError) as info:
+        load_registry(write(tmp_path, "models:\n  a: {path: m.gguf, n_parallel: 8, n_batch: 4}\n"))
+    assert "models.a.n_batch: is 4, must be at least n_parallel (8)" in info.value.problems[0]
