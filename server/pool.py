@@ -2,7 +2,8 @@
 
 All bookkeeping runs on the event loop (no locks needed for it); only the blocking load and close
 calls go to threads. Rules:
-- one request at a time per alias (a FIFO semaphore per alias), different aliases in parallel;
+- up to `n_parallel` requests at a time per alias (its slots; a FIFO semaphore), different aliases in
+  parallel;
 - at most `max_resident` models loaded (or being loaded, or being closed) at once;
 - a model in use is never closed: when room is needed and every resident model is busy, the least
   recently used one is marked *draining*: it takes no new requests, and is closed once idle. That keeps
@@ -29,7 +30,6 @@ from typing import Any, Generic, Protocol, TypeVar
 import structlog
 
 from server.errors import ModelLoadError, ModelNotFoundError, ModelTooLargeError, QueueFullError
-
 from server.registry import ModelSpec, Registry, format_size, kv_bytes
 
 log = structlog.get_logger("server.pool")
