@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 BENCH_VENV := .bench/venv
 BENCH_ARGS ?=
 
-.PHONY: serve test models check install clean bench
+.PHONY: serve test models check install clean bench bench-profile
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,10 @@ $(BENCH_VENV)/.installed: bench/requirements.txt
 bench: install models $(BENCH_VENV)/.installed
 	sh scripts/install_wrk.sh
 	$(PY) -m bench $(BENCH_ARGS)
+
+# py-spy on our server while it streams (needs root or CAP_SYS_PTRACE); BENCH_ARGS=--gil for Python work only.
+bench-profile: install models $(BENCH_VENV)/.installed
+	$(PY) -m bench.profile $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .bench

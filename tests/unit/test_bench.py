@@ -133,3 +133,20 @@ def test_summary_passes_a_clean_parallel_run() -> None:
     collected.two_alias = {OURS: [_two_alias_round(OURS, parallel=True)]}
     _, checks, _ = summarise(collected, 64, ("a", "b"))
     assert all(c.ok for c in checks)
+
+
+def test_profile_summary_groups_threads_and_functions() -> None:
+    from bench.profile import summarise as summarise_profile
+
+    lines = [
+        'process 1:"python -m server";thread (11): generate;run (t.py:3);decode (llama.py:10) 90',
+        'process 1:"python -m server";thread (12): generate;run (t.py:4);put (threads.py:40) 6',
+        'process 1:"python -m server";thread (10): MainThread;loop (a.py:1) 4',
+        "",
+    ]
+    summary = summarise_profile(lines)
+    assert summary.samples == 100
+    assert summary.threads == [("thread generate", 96), ("thread MainThread", 4)]
+    assert summary.self_time[0] == ("decode (llama.py)", 90)
+    assert ("run (t.py)", 96) in summary.inclusive
+    assert "90.0%  decode (llama.py)" in summary.text()
