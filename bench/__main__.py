@@ -75,7 +75,8 @@ def count_tokens(collected: Collected, llm: Any) -> None:
     """Every answer's length with the model's own tokenizer: the same count for every contender,
     whatever a server packs into one SSE event."""
     for result in collected.streams():
-        result.tokens = len(llm.tokenize(result.text.encode("utf-8"), add_bos=False, special=False)) if result.text else 0
+        text = result.text.encode("utf-8")
+        result.tokens = len(llm.tokenize(text, add_bos=False, special=False)) if text else 0
 
 
 async def run(args: argparse.Namespace, engine: EngineSettings, work: ChatWork, plan: Plan,

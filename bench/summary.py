@@ -37,7 +37,8 @@ def _ms(seconds: float) -> float:
     return seconds * 1000.0
 
 
-def summarise(c: Collected, expected_tokens: int, aliases: tuple[str, str]) -> tuple[list[Row], list[Check], dict[str, Any]]:
+def summarise(c: Collected, expected_tokens: int,
+              aliases: tuple[str, str]) -> tuple[list[Row], list[Check], dict[str, Any]]:
     rows: list[Row] = []
     details: dict[str, Any] = {}
 
@@ -114,7 +115,8 @@ def _checks(c: Collected, expected_tokens: int, ours_overlaps: list[Any]) -> lis
     if OURS in counts:
         done, problems = counts[OURS]
         others = ", ".join(f"{n} {counts[n][0]}/{len(by_contender[n])}" for n in counts if n != OURS)
-        detail = f"ours {done}/{len(by_contender[OURS])} streams complete" + (f" (for comparison: {others})" if others else "")
+        detail = f"ours {done}/{len(by_contender[OURS])} streams complete"
+        detail += f" (for comparison: {others})" if others else ""
         if problems:
             detail += "; ours: " + "; ".join(sorted(set(problems))[:3])
         checks.append(Check("no stream truncated", not problems, detail))
@@ -122,6 +124,7 @@ def _checks(c: Collected, expected_tokens: int, ours_overlaps: list[Any]) -> lis
         checks.append(Check(
             "both aliases progress at once", all(o.both_progress() for o in ours_overlaps),
             "ours: token timelines of the two aliases overlap "
-            + ", ".join(f"{o.fraction:.0%} ({o.tokens_inside[0]}+{o.tokens_inside[1]} events inside)" for o in ours_overlaps),
+            + ", ".join(f"{o.fraction:.0%} ({o.tokens_inside[0]}+{o.tokens_inside[1]} events inside)"
+                        for o in ours_overlaps),
         ))
     return checks

@@ -27,9 +27,11 @@ def client() -> httpx.AsyncClient:
     return httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(120.0))
 
 
-async def together(http: httpx.AsyncClient, contender: Contender, work: ChatWork, aliases: list[str]) -> list[StreamResult]:
+async def together(http: httpx.AsyncClient, contender: Contender, work: ChatWork,
+                   aliases: list[str]) -> list[StreamResult]:
     """One stream per entry of `aliases`, all sent at once."""
-    return list(await asyncio.gather(*(stream_http(http, contender.name, contender.base_url, a, work) for a in aliases)))
+    streams = (stream_http(http, contender.name, contender.base_url, a, work) for a in aliases)
+    return list(await asyncio.gather(*streams))
 
 
 async def one_after_another(http: httpx.AsyncClient, contender: Contender, work: ChatWork,
