@@ -147,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
 
     rows, checks, details = summarise(collected, work.max_tokens, ALIASES)
     print(report.table(rows, checks))
+    paired = {k: v for k, v in details.get("single_stream", {}).get("ours", {}).items() if k.startswith("paired")}
+    for key, value in paired.items():
+        print(f"- single stream, median of per-round ratios ours/{key.removeprefix('paired_ratio_vs_')}: {value:.2f}x")
     document = report.to_json(
         rows, checks,
         machine=machine(),

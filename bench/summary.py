@@ -19,6 +19,13 @@ def rate_over_rounds(rounds: list[list[StreamResult]]) -> float:
     return tokens / wall if wall > 0 else 0.0
 
 
+def paired_ratio(ours: list[StreamResult], base: list[StreamResult]) -> float:
+    """Median over rounds of ours/baseline tokens/s, each pair measured back to back in one round:
+    less sensitive to a background load that drifts during the run than a ratio of two medians."""
+    ratios = [o.tokens_per_second / b.tokens_per_second for o, b in zip(ours, base) if b.tokens_per_second > 0]
+    return statistics.median(ratios) if ratios else float("nan")
+
+
 def alias_overlaps(rounds: list[list[StreamResult]], aliases: tuple[str, str]) -> list[float]:
     """Per round, how far the two aliases' token timelines overlap (see measures.overlap)."""
     out = []
@@ -51,6 +58,9 @@ def summarise(c: Collected, expected_tokens: int,
             "requests": len(runs)}
         for n, runs in single.items()
     }
+    for base in (DIRECT, LLAMA_SERVER):
+        if OURS in single and base in single:
+            details["single_stream"][OURS][f"paired_ratio_vs_{base}"] = paired_ratio(single[OURS], single[base])
     if OURS in single:
         for base in (DIRECT, LLAMA_SERVER):
             if base not in single:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 import math
 
 import pytest
@@ -11,7 +12,7 @@ from bench.loadgen import parse_wrk
 from bench.measures import StreamResult, overlap, percentile, problem, total_rate
 from bench.report import Check, Row, ratio, table, targets_met, to_json, write_json
 from bench.streams import _event
-from bench.summary import OURS, LLAMA_SERVER, summarise
+from bench.summary import DIRECT as DIRECT_NAME, LLAMA_SERVER, OURS, summarise
 from bench.workloads import Collected
 
 
@@ -150,3 +151,11 @@ def test_profile_summary_groups_threads_and_functions() -> None:
     assert summary.self_time[0] == ("decode (llama.py)", 90)
     assert ("run (t.py)", 96) in summary.inclusive
     assert "90.0%  decode (llama.py)" in summary.text()
+
+
+def test_paired_ratio_compares_runs_of_the_same_round() -> None:
+    from bench.summary import paired_ratio
+
+    ours = [stream(times=[0.1, 1.0]), stream(times=[0.1, 2.0])]  # slower in round 2, the busy one
+    base = [stream(DIRECT_NAME, times=[0.1, 0.5]), stream(DIRECT_NAME, times=[0.1, 1.0])]
+    assert paired_ratio(ours, base) == pytest.approx(statistics.median([0.51 / 1.01, 1.01 / 2.01]))
