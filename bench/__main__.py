@@ -162,7 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     report.write_json(args.out, document)
     print(f"\nwritten: {args.out} ({document['seconds']} s; load average before {load_before}, "
           f"after {document['load_average']['after']})")
-    return 0
+    # A truncated stream or aliases that take turns is a bug, whatever the load; a ratio below its
+    # target on a busy machine is a number to look at, so it is reported, not failed.
+    return 0 if all(c.ok for c in checks) else 1
 
 
 if __name__ == "__main__":
