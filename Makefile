@@ -9,8 +9,10 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 CONFIG ?= models.yaml
 PYTEST_ARGS ?=
+BENCH_VENV := .bench/venv
+BENCH_ARGS ?=
 
-.PHONY: serve test models check install clean
+.PHONY: serve test models check install clean bench bench-profile
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,5 +35,20 @@ check: install models
 test: install models
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Benchmarks (docs/benchmarks.md): our server against direct in-process llama-cpp-python calls and
+# `python -m llama_cpp.server`, which runs from its own venv. Not part of `make test`.
+$(BENCH_VENV)/.installed: bench/requirements.txt
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet -r bench/requirements.txt
+	touch $@
+
+bench: install models $(BENCH_VENV)/.installed
+	sh scripts/install_wrk.sh
+	$(PY) -m bench $(BENCH_ARGS)
+
+# py-spy on our server while it streams (needs root or CAP_SYS_PTRACE); BENCH_ARGS=--gil for Python work only.
+bench-profile: install models $(BENCH_VENV)/.installed
+	$(PY) -m bench.profile $(BENCH_ARGS)
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .bench

@@ -1,0 +1,171 @@
+"""python -m bench: our server against direct in-process `Llama` calls and `python -m llama_cpp.server`.
+
+Runs in the product venv (ours and the direct calls use it); llama-cpp-python's server runs from its own
+venv (`--baseline-python`, `make bench` builds it under .bench/venv) so that its FastAPI dependencies
+never land in the product's. Prints the table, writes everything to --out (JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import loadgen, report
+from bench.servers import ALIASES, EngineSettings, ServerProcess, start_llama_cpp_server, start_ours
+from bench.streams import ChatWork
+from bench.summary import DIRECT, summarise
+from bench.workloads import (
+    Collected, Contender, Plan, alternating, client, concurrent_one_alias, single_stream, two_aliases_at_once, warm_up,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    cores = os.cpu_count() or 1
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    p.add_argument("--model", type=Path, default=ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf")
+    p.add_argument("--n-ctx", type=int, default=2048)
+    # llama-cpp-python's own defaults, written out so that every contender gets exactly the same.
+    p.add_argument("--threads", type=int, default=max(cores // 2, 1), help="n_threads (default: half the cores)")
+    p.add_argument("--threads-batch", type=int, default=cores, help="n_threads_batch (default: all cores)")
+    p.add_argument("--max-tokens", type=int, default=64)
+    p.add_argument("--ban-eos", action="store_true",
+                   help="also send logit_bias -100 for the end-of-turn token ids (the prompt already never ends early)")
+    p.add_argument("--baseline-python", default=str(ROOT / ".bench" / "venv" / "bin" / "python"),
+                   help="a Python with llama-cpp-python[server] installed; 'none' skips that baseline")
+    p.add_argument("--quick", action="store_true", help="fewer rounds: a smoke run, not numbers to publish")
+    p.add_argument("--out", type=Path, default=ROOT / ".bench" / "results.json")
+    return p.parse_args(argv)
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
+
+
+def load_average() -> list[float]:
+    try:
+        return list(os.getloadavg())
+    except OSError:
+        return []
+
+
+def open_direct(engine: EngineSettings) -> Any:
+    import llama_cpp
+
+    return llama_cpp.Llama(model_path=str(engine.model), n_ctx=engine.n_ctx, n_threads=engine.n_threads,
+                           n_threads_batch=engine.n_threads_batch, n_batch=engine.n_batch, verbose=False)
+
+
+def count_tokens(collected: Collected, llm: Any) -> None:
+    """Every answer's length with the model's own tokenizer: the same count for every contender,
+    whatever a server packs into one SSE event."""
+    for result in collected.streams():
+        text = result.text.encode("utf-8")
+        result.tokens = len(llm.tokenize(text, add_bos=False, special=False)) if text else 0
+
+
+async def run(args: argparse.Namespace, engine: EngineSettings, work: ChatWork, plan: Plan,
+              servers: list[ServerProcess], direct: Any) -> Collected:
+    contenders = [Contender(s.name, s.base_url) for s in servers]
+    collected = Collected()
+    async with client() as http:
+        step("warm-up (excluded)")
+        await warm_up(http, contenders, direct, work, ALIASES, plan.warmup)
+        step(f"single stream: {plan.single_rounds} rounds")
+        await single_stream(http, contenders, direct, work, ALIASES[0], plan.single_rounds, collected)
+        step(f"{plan.concurrent_streams} streams at once on one alias: {plan.concurrent_rounds} rounds")
+        await concurrent_one_alias(http, contenders, work, ALIASES[0], plan.concurrent_streams,
+                                   plan.concurrent_rounds, collected)
+        step(f"two aliases alternating vs one alias: {plan.alternating_rounds} rounds")
+        await alternating(http, contenders, work, ALIASES, plan.alternating_requests, plan.alternating_rounds,
+                          collected)
+        step(f"two aliases, {plan.two_alias_clients} clients each: {plan.two_alias_rounds} rounds")
+        await two_aliases_at_once(http, contenders, work, ALIASES, plan.two_alias_clients, plan.two_alias_rounds,
+                                  collected)
+    for server in servers:
+        step(f"GET /v1/models on {server.name}: {plan.models_seconds:.0f} s")
+        url = server.base_url + "/v1/models"
+        loadgen.measure(url, seconds=1, connections=plan.models_connections)  # warm-up
+        result = loadgen.measure(url, seconds=plan.models_seconds, connections=plan.models_connections)
+        collected.models[server.name] = vars(result)
+    return collected
+
+
+def step(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if not args.model.exists():
+        print(f"{args.model} is missing: run `make models`", file=sys.stderr)
+        return 2
+    engine = EngineSettings(model=args.model.resolve(), n_ctx=args.n_ctx, n_threads=args.threads,
+                            n_threads_batch=args.threads_batch)
+    work = ChatWork(max_tokens=args.max_tokens, ban_end_of_turn=(0, 2, 4) if args.ban_eos else ())
+    plan = Plan(single_rounds=4, concurrent_rounds=1, alternating_rounds=1, two_alias_rounds=1,
+                models_seconds=2) if args.quick else Plan()
+    out_dir = args.out.parent
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    started, load_before = time.time(), load_average()
+    servers: list[ServerProcess] = []
+    direct = None
+    try:
+        step("starting our server")
+        servers.append(start_ours(sys.executable, ROOT, out_dir, engine))
+        if args.baseline_python != "none":
+            if not Path(args.baseline_python).exists():
+                print(f"{args.baseline_python} is missing: run `make bench` (it builds that venv)", file=sys.stderr)
+                return 2
+            step("starting llama_cpp.server")
+            servers.append(start_llama_cpp_server(args.baseline_python, ROOT, out_dir, engine))
+        step("loading the model in process (direct baseline)")
+        direct = open_direct(engine)
+        collected = asyncio.run(run(args, engine, work, plan, servers, direct))
+        count_tokens(collected, direct)
+    finally:
+        if direct is not None:
+            direct.close()
+        for server in servers:
+            server.stop()
+
+    rows, checks, details = summarise(collected, work.max_tokens, ALIASES)
+    print(report.table(rows, checks))
+    paired = {k: v for k, v in details.get("single_stream", {}).get("ours", {}).items() if k.startswith("paired")}
+    for key, value in paired.items():
+        print(f"- single stream, median of per-round ratios ours/{key.removeprefix('paired_ratio_vs_')}: {value:.2f}x")
+    document = report.to_json(
+        rows, checks,
+        machine=machine(),
+        load_average={"before": load_before, "after": load_average()},
+        seconds=round(time.time() - started, 1),
+        settings={"engine": {k: str(v) for k, v in vars(engine).items()}, "request": work.body(ALIASES[0]),
+                  "plan": vars(plan), "contenders": [s.name for s in servers] + [DIRECT]},
+        details=details,
+    )
+    report.write_json(args.out, document)
+    print(f"\nwritten: {args.out} ({document['seconds']} s; load average before {load_before}, "
+          f"after {document['load_average']['after']})")
+    # A truncated stream or aliases that take turns is a bug, whatever the load; a ratio below its
+    # target on a busy machine is a number to look at, so it is reported, not failed.
+    return 0 if all(c.ok for c in checks) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""The two HTTP contenders: our server and `python -m llama_cpp.server`, each on a free port, with the
+same model file and the same engine settings, both serving the GGUF under two aliases."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+ALIASES = ("bench-a", "bench-b")
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """What every contender is given, so that none of them runs a different engine set-up."""
+
+    model: Path
+    n_ctx: int
+    n_threads: int
+    n_threads_batch: int
+    n_batch: int = 512
+
+
+@dataclass
+class ServerProcess:
+    name: str
+    base_url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_ours(python: str, root: Path, work: Path, engine: EngineSettings) -> ServerProcess:
+    """Our server as `make serve` runs it, on a models.yaml with two aliases of the one GGUF."""
+    alias_lines = []
+    for alias in ALIASES:
+        alias_lines += [
+            f"  {alias}:",
+            f"    path: {json.dumps(str(engine.model))}",
+            f"    n_ctx: {engine.n_ctx}",
+            f"    n_threads: {engine.n_threads}",
+            f"    n_threads_batch: {engine.n_threads_batch}",
+            f"    n_batch: {engine.n_batch}",
+        ]
+    config = work / "ours.yaml"
+    config.write_text("\n".join(["pool:", "  max_resident: 2", "models:", *alias_lines, ""]))
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLM_SERVER_")}
+    command = [python, "-m", "server", "--config", str(config), "--host", "127.0.0.1", "--port", str(port)]
+    return _start("ours", command, root, env, port, work / "ours.log")
+
+
+def start_llama_cpp_server(python: str, root: Path, work: Path, engine: EngineSettings) -> ServerProcess:
+    """llama-cpp-python's own server with its defaults except for the shared engine settings
+    (its `verbose` defaults to true, which prints timings per request: off, as for every contender)."""
+    port = free_port()
+    models = [
+        {
+            "model": str(engine.model), "model_alias": alias, "n_ctx": engine.n_ctx,
+            "n_threads": engine.n_threads, "n_threads_batch": engine.n_threads_batch,
+            "n_batch": engine.n_batch, "verbose": False,
+        }
+        for alias in ALIASES
+    ]
+    config = work / "llama_cpp_server.json"
+    config.write_text(json.dumps({"host": "127.0.0.1", "port": port, "models": models}, indent=2))
+    command = [python, "-m", "llama_cpp.server", "--config_file", str(config)]
+    return _start("llama_cpp.server", command, root, dict(os.environ), port, work / "llama_cpp_server.log")
+
+
+def _start(name: str, command: list[str], cwd: Path, env: dict[str, str], port: int, log_path: Path) -> ServerProcess:
+    log = log_path.open("wb")
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    server = ServerProcess(name, f"http://127.0.0.1:{port}", process, log_path)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited with {process.returncode}; its log:\n{log_path.read_text()[-4000:]}")
+        try:
+            if httpx.get(server.base_url + "/v1/models", timeout=2).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    server.stop()
+    raise RuntimeError(f"{name} did not answer GET /v1/models within 120 s; its log: {log_path}")
