@@ -35,14 +35,21 @@ check: install models
 test: install models
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# Benchmarks (docs/benchmarks.md): our server against direct in-process llama-cpp-python calls and
-# `python -m llama_cpp.server`, which runs from its own venv. Not part of `make test`.
+# Benchmarks (docs/benchmarks.md): our server against direct in-process llama-cpp-python calls,
+# `python -m llama_cpp.server` (from its own venv) and llama.cpp's own llama-server, built once from
+# the llama.cpp inside the pinned llama-cpp-python (15-20 minutes on 2 cores, then cached).
+# Not part of `make test`.
+LLAMA_SERVER := .cache/llama-server/build/bin/llama-server
+
+$(LLAMA_SERVER):
+	$(PYTHON) scripts/build_llama_server.py --cache .cache/llama-server
+
 $(BENCH_VENV)/.installed: bench/requirements.txt
 	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install --quiet -r bench/requirements.txt
 	touch $@
 
-bench: install models $(BENCH_VENV)/.installed
+bench: install models $(BENCH_VENV)/.installed $(LLAMA_SERVER)
 	sh scripts/install_wrk.sh
 	$(PY) -m bench $(BENCH_ARGS)
 
@@ -51,4 +58,4 @@ bench-profile: install models $(BENCH_VENV)/.installed
 	$(PY) -m bench.profile $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .bench
+	rm -rf $(VENV) build *.egg-info .pytest_cache .bench .cache

@@ -1,4 +1,5 @@
-"""python -m bench: our server against direct in-process `Llama` calls and `python -m llama_cpp.server`.
+"""python -m bench: our server against direct in-process `Llama` calls, `python -m llama_cpp.server`
+and llama.cpp's own llama-server.
 
 Runs in the product venv (ours and the direct calls use it); llama-cpp-python's server runs from its own
 venv (`--baseline-python`, `make bench` builds it under .bench/venv) so that its FastAPI dependencies
@@ -17,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from bench import loadgen, report
-from bench.servers import ALIASES, EngineSettings, ServerProcess, start_llama_cpp_server, start_ours
+from bench.servers import (
+    ALIASES, LLAMA_CPP, EngineSettings, ServerProcess, start_llama_cpp_server, start_llama_server, start_ours,
+)
 from bench.streams import ChatWork
 from bench.summary import DIRECT, summarise
 from bench.workloads import (
@@ -40,6 +43,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="also send logit_bias -100 for the end-of-turn token ids (the prompt already never ends early)")
     p.add_argument("--baseline-python", default=str(ROOT / ".bench" / "venv" / "bin" / "python"),
                    help="a Python with llama-cpp-python[server] installed; 'none' skips that baseline")
+    p.add_argument("--slots", type=int, default=4, help="our n_parallel and llama-server's --parallel")
+    p.add_argument("--llama-server", default=str(ROOT / ".cache" / "llama-server" / "build" / "bin" / "llama-server"),
+                   help="llama.cpp's server binary (scripts/build_llama_server.py builds it); 'none' skips it")
     p.add_argument("--quick", action="store_true", help="fewer rounds: a smoke run, not numbers to publish")
     p.add_argument("--out", type=Path, default=ROOT / ".bench" / "results.json")
     return p.parse_args(argv)
@@ -82,6 +88,8 @@ def count_tokens(collected: Collected, llm: Any) -> None:
 async def run(args: argparse.Namespace, engine: EngineSettings, work: ChatWork, plan: Plan,
               servers: list[ServerProcess], direct: Any) -> Collected:
     contenders = [Contender(s.name, s.base_url) for s in servers]
+    # llama-server serves one model: it takes part where one alias is enough.
+    by_alias = [c for c in contenders if c.name != LLAMA_CPP]
     collected = Collected()
     async with client() as http:
         step("warm-up (excluded)")
@@ -92,10 +100,10 @@ async def run(args: argparse.Namespace, engine: EngineSettings, work: ChatWork, 
         await concurrent_one_alias(http, contenders, work, ALIASES[0], plan.concurrent_streams,
                                    plan.concurrent_rounds, collected)
         step(f"two aliases alternating vs one alias: {plan.alternating_rounds} rounds")
-        await alternating(http, contenders, work, ALIASES, plan.alternating_requests, plan.alternating_rounds,
+        await alternating(http, by_alias, work, ALIASES, plan.alternating_requests, plan.alternating_rounds,
                           collected)
         step(f"two aliases, {plan.two_alias_clients} clients each: {plan.two_alias_rounds} rounds")
-        await two_aliases_at_once(http, contenders, work, ALIASES, plan.two_alias_clients, plan.two_alias_rounds,
+        await two_aliases_at_once(http, by_alias, work, ALIASES, plan.two_alias_clients, plan.two_alias_rounds,
                                   collected)
     for server in servers:
         step(f"GET /v1/models on {server.name}: {plan.models_seconds:.0f} s")
@@ -116,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.model} is missing: run `make models`", file=sys.stderr)
         return 2
     engine = EngineSettings(model=args.model.resolve(), n_ctx=args.n_ctx, n_threads=args.threads,
-                            n_threads_batch=args.threads_batch)
+                            n_threads_batch=args.threads_batch, slots=args.slots)
     work = ChatWork(max_tokens=args.max_tokens, ban_end_of_turn=(0, 2, 4) if args.ban_eos else ())
     plan = Plan(single_rounds=4, concurrent_rounds=1, alternating_rounds=1, two_alias_rounds=1,
                 models_seconds=2) if args.quick else Plan()
@@ -135,6 +143,13 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
             step("starting llama_cpp.server")
             servers.append(start_llama_cpp_server(args.baseline_python, ROOT, out_dir, engine))
+        if args.llama_server != "none":
+            if not Path(args.llama_server).exists():
+                print(f"{args.llama_server} is missing: run `make bench` (it builds llama-server once)",
+                      file=sys.stderr)
+                return 2
+            step("starting llama-server")
+            servers.append(start_llama_server(Path(args.llama_server), ROOT, out_dir, engine))
         step("loading the model in process (direct baseline)")
         direct = open_direct(engine)
         collected = asyncio.run(run(args, engine, work, plan, servers, direct))

@@ -1,5 +1,6 @@
-"""The two HTTP contenders: our server and `python -m llama_cpp.server`, each on a free port, with the
-same model file and the same engine settings, both serving the GGUF under two aliases."""
+"""The HTTP contenders: our server, `python -m llama_cpp.server` and llama.cpp's own `llama-server`,
+each on a free port, with the same model file and the same engine settings. The Python servers serve
+the GGUF under two aliases; llama-server serves one model (it joins only the one-alias workloads)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ class EngineSettings:
     n_threads: int
     n_threads_batch: int
     n_batch: int = 512
+    slots: int = 4  # sequences decoded together: ours `n_parallel`, llama-server `--parallel`
 
 
 @dataclass
@@ -64,6 +66,7 @@ def start_ours(python: str, root: Path, work: Path, engine: EngineSettings) -> S
             f"    n_threads: {engine.n_threads}",
             f"    n_threads_batch: {engine.n_threads_batch}",
             f"    n_batch: {engine.n_batch}",
+            f"    n_parallel: {engine.slots}",
         ]
     config = work / "ours.yaml"
     config.write_text("\n".join(["pool:", "  max_resident: 2", "models:", *alias_lines, ""]))
@@ -89,6 +92,22 @@ def start_llama_cpp_server(python: str, root: Path, work: Path, engine: EngineSe
     config.write_text(json.dumps({"host": "127.0.0.1", "port": port, "models": models}, indent=2))
     command = [python, "-m", "llama_cpp.server", "--config_file", str(config)]
     return _start("llama_cpp.server", command, root, dict(os.environ), port, work / "llama_cpp_server.log")
+
+
+def start_llama_server(binary: Path, root: Path, work: Path, engine: EngineSettings) -> ServerProcess:
+    """llama.cpp's server, built from the llama.cpp inside the pinned llama-cpp-python: `slots` slots of
+    n_ctx each (its -c is the total), the same threads and batch size, no web UI."""
+    port = free_port()
+    command = [
+        str(binary), "-m", str(engine.model), "--host", "127.0.0.1", "--port", str(port),
+        "-c", str(engine.n_ctx * engine.slots), "--parallel", str(engine.slots),
+        "-t", str(engine.n_threads), "-tb", str(engine.n_threads_batch), "-b", str(engine.n_batch),
+        "--alias", ALIASES[0], "--no-webui",
+    ]
+    return _start(LLAMA_CPP, command, root, dict(os.environ), port, work / "llama_server.log")
+
+
+LLAMA_CPP = "llama-server"
 
 
 def _start(name: str, command: list[str], cwd: Path, env: dict[str, str], port: int, log_path: Path) -> ServerProcess:

@@ -9,7 +9,9 @@ from bench.measures import StreamResult, overlap, percentile, problem, total_rat
 from bench.report import Check, Row
 from bench.workloads import Collected
 
-OURS, DIRECT, LLAMA_SERVER = "ours", "direct", "llama_cpp.server"
+OURS, DIRECT, LLAMA_SERVER, LLAMA_CPP = "ours", "direct", "llama_cpp.server", "llama-server"
+# Issue targets, as ratios ours/baseline in one run.
+SINGLE_TARGETS = {DIRECT: 1.0, LLAMA_CPP: 0.95}
 
 
 def rate_over_rounds(rounds: list[list[StreamResult]]) -> float:
@@ -58,14 +60,14 @@ def summarise(c: Collected, expected_tokens: int,
             "requests": len(runs)}
         for n, runs in single.items()
     }
-    for base in (DIRECT, LLAMA_SERVER):
+    for base in (DIRECT, LLAMA_SERVER, LLAMA_CPP):
         if OURS in single and base in single:
             details["single_stream"][OURS][f"paired_ratio_vs_{base}"] = paired_ratio(single[OURS], single[base])
     if OURS in single:
-        for base in (DIRECT, LLAMA_SERVER):
+        for base in (DIRECT, LLAMA_CPP, LLAMA_SERVER):
             if base not in single:
                 continue
-            target = 1.0 if base == DIRECT else None
+            target = SINGLE_TARGETS.get(base)
             rows.append(Row("single stream, 64 tokens", "tokens/s per stream, median", "tok/s",
                             rate[OURS], base, rate[base], target=target))
             for q in (50, 95):
@@ -77,9 +79,17 @@ def summarise(c: Collected, expected_tokens: int,
     details["concurrent_one_alias"] = {n: {"total_tokens_per_second": conc[n],
                                            "complete": complete_count([r for g in rounds for r in g], expected_tokens)}
                                        for n, rounds in c.concurrent.items()}
-    if OURS in conc and LLAMA_SERVER in conc:
-        rows.append(Row("4 streams at once, one alias", "total tokens/s", "tok/s", conc[OURS], LLAMA_SERVER,
-                        conc[LLAMA_SERVER]))
+    conc_ttft = {n: [r.ttft for g in rounds for r in g if r.ttft is not None] for n, rounds in c.concurrent.items()}
+    for n in details["concurrent_one_alias"]:
+        details["concurrent_one_alias"][n]["ttft_ms_p50"] = _ms(percentile(conc_ttft[n], 50))
+    for base, target in ((LLAMA_CPP, 0.9), (LLAMA_SERVER, None)):
+        if OURS in conc and base in conc:
+            rows.append(Row("4 streams at once, one alias", "total tokens/s", "tok/s", conc[OURS], base,
+                            conc[base], target=target))
+    if OURS in conc and LLAMA_CPP in conc:
+        rows.append(Row("4 streams at once, one alias", "time to first token p50", "ms",
+                        _ms(percentile(conc_ttft[OURS], 50)), LLAMA_CPP, _ms(percentile(conc_ttft[LLAMA_CPP], 50)),
+                        higher_is_better=False, target=1.2))
 
     alt = {n: rate_over_rounds(rounds) for n, rounds in c.alternating.items()}
     one = {n: rate_over_rounds(rounds) for n, rounds in c.single_alias.items()}

@@ -50,7 +50,7 @@ class ModelSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
     chat_format: str | None = None
     embedding: bool = False
     pooling_type: PoolingName | int = "unspecified"
-    flash_attn: bool = False
+    flash_attn: bool | None = None  # None: llama.cpp decides per backend (what llama-server does)
     use_mmap: bool = True
     use_mlock: bool = False
     offload_kqv: bool = True

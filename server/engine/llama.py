@@ -40,7 +40,7 @@ class LlamaEngine:
         self.spec = spec
         self.is_embedding = spec.embedding
         kwargs = {k: v for k, v in msgspec.structs.asdict(spec).items() if k not in _NOT_LLAMA_ARGS}
-        kwargs = {k: v for k, v in kwargs.items() if v is not None}
+        kwargs = {k: v for k, v in kwargs.items() if v is not None}  # flash_attn None: decided in SlotEngine
         pooling = spec.pooling_type
         kwargs["pooling_type"] = _POOLING[pooling] if isinstance(pooling, str) else pooling
         if not spec.embedding:
@@ -60,7 +60,7 @@ class LlamaEngine:
             if not spec.embedding:
                 self._chat_handler = chat_handler(self._llm)
                 self._slots = SlotEngine(self._llm, self._pieces, n_parallel=spec.n_parallel, n_ctx=self._n_ctx,
-                                         n_batch=spec.n_batch)
+                                         n_batch=spec.n_batch, flash_attn=spec.flash_attn)
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelLoadError(f"llama.cpp could not load {spec.path}: {exc}") from exc
 

@@ -58,7 +58,8 @@ class _Slot:
 class SlotEngine:
     """Runs sequences for one model. `generate` may be called from any number of threads at once."""
 
-    def __init__(self, llm: llama_cpp.Llama, pieces: TokenPieces, *, n_parallel: int, n_ctx: int, n_batch: int) -> None:
+    def __init__(self, llm: llama_cpp.Llama, pieces: TokenPieces, *, n_parallel: int, n_ctx: int, n_batch: int,
+                 flash_attn: bool | None = None) -> None:
         self._llm = llm
         self._pieces = pieces
         self.n_ctx = n_ctx  # per sequence
@@ -69,6 +70,13 @@ class SlotEngine:
         params.n_batch = n_batch
         params.n_ubatch = min(n_batch, params.n_ubatch)
         params.kv_unified = False  # each sequence gets its own n_ctx worth of cache
+        # llama-cpp-python can only force flash attention on or off; like llama-server, we let llama.cpp
+        # choose unless the alias says. On CPU it chooses on: measured +9% for one stream, +15% for four.
+        params.flash_attn_type = {
+            None: llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO,
+            True: llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED,
+            False: llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED,
+        }[flash_attn]
         self._ctx = LlamaContext(model=llm._model, params=params, verbose=False)  # noqa: SLF001
         self._mem = llama_cpp.llama_get_memory(self._ctx.ctx)
         self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
