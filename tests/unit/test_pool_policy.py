@@ -43,6 +43,20 @@ def spec(**kwargs: object) -> ModelSpec:
     return ModelSpec(path=str(Path("/nonexistent/x.gguf")), **kwargs)  # type: ignore[arg-type]
 
 
+
+async def until(condition, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    """Wait for a state the pool reaches through threads (load, close): no fixed delay to guess."""
+    for _ in range(int(timeout / 0.01)):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not reached")
+
+
+def busy(pool: ModelPool, alias: str, running: int = 1, waiting: int = 0) -> bool:  # type: ignore[type-arg]
+    row = next(r for r in pool.snapshot() if r["id"] == alias)
+    return row["running"] == running and row["waiting"] == waiting
+
 def test_pinned_models_load_at_start_and_are_never_evicted() -> None:
     async def scenario() -> None:
         loader = Loader()
@@ -130,9 +144,9 @@ def test_past_max_queue_a_request_is_refused_with_retry_after() -> None:
     async def scenario() -> None:
         pool = ModelPool(registry({"a": spec(max_queue=1)}), Loader())
         holder = asyncio.create_task(use(pool, "a", hold=0.3))
-        await asyncio.sleep(0.05)
+        await until(lambda: busy(pool, "a"))
         waiter = asyncio.create_task(use(pool, "a"))  # the one allowed to wait
-        await asyncio.sleep(0.05)
+        await until(lambda: busy(pool, "a", waiting=1))
         with pytest.raises(QueueFullError) as refused:
             await use(pool, "a")
         assert refused.value.status_code == 429 and refused.value.headers == {"Retry-After": "1"}
@@ -151,11 +165,10 @@ def test_admin_load_and_unload() -> None:
         assert await pool.unload("a") == "unloaded" and pool.resident() == []
         assert await pool.unload("a") == "not_loaded"
         holder = asyncio.create_task(use(pool, "a", hold=0.2))
-        await asyncio.sleep(0.05)
+        await until(lambda: busy(pool, "a"))
         assert await pool.unload("a") == "draining"  # closed after the running request, not under it
         await holder
-        await asyncio.sleep(0.05)
-        assert pool.resident() == []
+        await until(lambda: pool.resident() == [])
         with pytest.raises(ModelNotFoundError):
             await pool.load("zzz")
 
@@ -166,9 +179,9 @@ def test_snapshot_reports_each_alias() -> None:
     async def scenario() -> None:
         pool = ModelPool(registry({"a": spec(), "b": spec(pinned=True)}, max_resident=2), Loader())
         holder = asyncio.create_task(use(pool, "a", hold=0.2))
-        await asyncio.sleep(0.05)
+        await until(lambda: busy(pool, "a"))
         waiter = asyncio.create_task(use(pool, "a"))
-        await asyncio.sleep(0.05)
+        await until(lambda: busy(pool, "a", waiting=1))
         rows = {row["id"]: row for row in pool.snapshot()}
         assert rows["a"]["loaded"] and rows["a"]["busy"] and rows["a"]["running"] == 1
         assert rows["a"]["waiting"] == 1 and rows["a"]["last_used"] is not None
@@ -186,9 +199,9 @@ def test_reload_adds_removes_and_changes_aliases_without_cutting_running_request
         pool = ModelPool(registry({"a": spec(), "b": spec()}, max_resident=3), loader, events=events)
         await use(pool, "b")
         running = asyncio.create_task(use(pool, "a", hold=0.3))
-        await asyncio.sleep(0.05)
+        await until(lambda: busy(pool, "a"))
         queued = asyncio.create_task(use(pool, "a"))
-        await asyncio.sleep(0.05)
+        await until(lambda: busy(pool, "a", waiting=1))
         changes = pool.update_registry(registry({"b": spec(n_ctx=1024), "c": spec()}, max_resident=3))
         assert changes == {"added": ["c"], "removed": ["a"], "changed": ["b"]}
         with pytest.raises(ModelNotFoundError):
@@ -196,9 +209,7 @@ def test_reload_adds_removes_and_changes_aliases_without_cutting_running_request
         await running  # finished on its model: `use` checks it was not closed under it
         with pytest.raises(ModelNotFoundError):
             await queued  # it had not started: told the alias is gone
-        await asyncio.sleep(0.05)
-        assert "a" not in pool.resident()
-        assert ("evicted", "b", "reload") in events.seen  # idle and changed: closed, reloads on next use
+        await until(lambda: "a" not in pool.resident() and ("evicted", "b", "reload") in events.seen)  # idle and changed: closed, reloads on next use
         assert (await use(pool, "b")).alias == "b" and loader.loads.count("b") == 2
         await use(pool, "c")
         assert [row["id"] for row in pool.snapshot()] == ["b", "c"]
@@ -239,10 +250,13 @@ def test_a_drained_model_is_counted_with_the_reason_it_was_drained() -> None:
         events = Events()
         pool = ModelPool(registry({"a": spec()}), Loader(), events=events)
         holder = asyncio.create_task(use(pool, "a", hold=0.1))
-        await asyncio.sleep(0.05)
+        await until(lambda: busy(pool, "a"))
         assert await pool.unload("a") == "draining"
         await holder
-        await asyncio.sleep(0.05)
+        for _ in range(200):  # the close runs in a thread: give a busy machine time, don't guess a delay
+            if events.seen[-1][0] == "evicted":
+                break
+            await asyncio.sleep(0.01)
         assert events.seen[-1] == ("evicted", "a", "admin")
 
     asyncio.run(scenario())
@@ -260,7 +274,7 @@ def test_a_changed_alias_in_use_finishes_on_its_old_model_and_the_next_request_g
         events = Events()
         pool = ModelPool(registry({"a": spec(n_ctx=512)}), SpecLoader(), events=events)
         running = asyncio.create_task(use(pool, "a", hold=0.2))
-        await asyncio.sleep(0.05)
+        await until(lambda: busy(pool, "a"))
         pool.update_registry(registry({"a": spec(n_ctx=1024), "p": spec(pinned=True)}))
         first = await running  # `use` checks its model stayed open while it ran
         second = await use(pool, "a")
