@@ -226,10 +226,11 @@ class ModelPool(Generic[E]):
                 if self._entries.get(alias) is entry and entry.engine is None and entry.loading is None:
                     del self._entries[alias]
             if entry.engine is not None:
-                if entry.in_use == 0 and entry.holders == 0:
+                # Draining first, in this same step: a request that gets its turn before the close task
+                # runs must not pick up the old model and have it closed under it.
+                entry.draining, entry.drain_reason = True, "reload"
+                if entry.in_use == 0:
                     self._spawn(self._evict(entry, reason="reload"))
-                else:
-                    entry.draining, entry.drain_reason = True, "reload"
         self._notify()
         self._spawn(self._load_pinned())
         return {"added": added, "removed": removed, "changed": changed}
@@ -296,6 +297,10 @@ class ModelPool(Generic[E]):
             while True:
                 if entry.engine is not None and not entry.draining:
                     return entry.engine
+                if entry.engine is not None and entry.in_use == 0:
+                    # Drained (unload, reload) while nobody was using it: close it now, then load anew.
+                    await self._evict(entry, reason=entry.drain_reason)
+                    continue
                 if entry.loading is not None:
                     # Not returned directly: between the load finishing and this waiter resuming,
                     # another request may already have evicted it. Check again.

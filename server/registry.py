@@ -161,6 +161,9 @@ def _check_policy(models: dict[str, ModelSpec], pool: PoolSpec, problems: list[s
         problems.append(f"pool.max_resident: is {pool.max_resident}, but the pinned aliases ({', '.join(pinned)}) "
                         f"and the others need {needed} slot(s)")
     for alias, spec in models.items():
+        if spec.embedding and spec.n_parallel > 1:  # one llama.cpp context, used by one request at a time
+            problems.append(f"models.{alias}.n_parallel: embedding models serve one request at a time; "
+                            f"remove n_parallel or set it to 1")
         if spec.n_parallel > spec.n_batch:  # llama.cpp aborts the process on this, so refuse it here
             problems.append(f"models.{alias}.n_batch: is {spec.n_batch}, must be at least n_parallel "
                             f"({spec.n_parallel}): every slot may need an output in the same batch")

@@ -23,6 +23,7 @@ class ChatController(Controller):
     async def create(self, data: ChatCompletionRequest, pool: ModelPool, metrics: Metrics,
                      request: Request[Any, Any, Any]) -> Response[ChatCompletion]:
         if data.stream:
-            events = await started(stream_chat(pool, data, metrics))
+            # A client that leaves while queued or while its model loads gives its turn away.
+            events = await unless_disconnected(request, started(stream_chat(pool, data, metrics)))
             return Stream(events, media_type="text/event-stream", headers=SSE_HEADERS)  # type: ignore[return-value]
         return Response(await unless_disconnected(request, complete_chat(pool, data, metrics)))

@@ -21,6 +21,7 @@ class CompletionsController(Controller):
     async def create(self, data: CompletionRequest, pool: ModelPool, metrics: Metrics,
                      request: Request[Any, Any, Any]) -> Response[Completion]:
         if data.stream:
-            events = await started(stream_text(pool, data, metrics))
+            # A client that leaves while queued or while its model loads gives its turn away.
+            events = await unless_disconnected(request, started(stream_text(pool, data, metrics)))
             return Stream(events, media_type="text/event-stream", headers=SSE_HEADERS)  # type: ignore[return-value]
         return Response(await unless_disconnected(request, complete_text(pool, data, metrics)))

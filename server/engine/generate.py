@@ -15,7 +15,7 @@ import llama_cpp
 import numpy as np
 
 from server.engine.sampling import SamplingParams
-from server.errors import ContextLengthError
+from server.errors import ContextLengthError, InvalidRequestError
 
 
 class TopLogprob(NamedTuple):
@@ -58,6 +58,8 @@ class Request(NamedTuple):
 
 def check_context(prompt_tokens: int, max_tokens: int | None, n_ctx: int) -> int:
     """The number of tokens this request may generate, or a 400 before any decoding."""
+    if prompt_tokens == 0:
+        raise InvalidRequestError("The prompt is empty: there is nothing to continue from.", param="prompt")
     if prompt_tokens >= n_ctx:
         raise ContextLengthError(
             f"This model's context is {n_ctx} tokens and the prompt alone has {prompt_tokens}. "

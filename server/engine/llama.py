@@ -13,7 +13,8 @@ from typing import Any
 import llama_cpp
 import msgspec
 
-from server.engine.generate import Piece, Request, TokenPieces
+from server.engine.generate import Piece, Request, TokenPieces, check_context
+from server.engine.sampling import check_grammar
 from server.engine.slots import SlotEngine
 from server.engine.prompt import chat_handler, render_chat
 from server.errors import EngineError, InvalidRequestError, ModelLoadError
@@ -103,6 +104,18 @@ class LlamaEngine:
     def generate_many(self, requests: list[Request], stop: threading.Event) -> Iterator[tuple[int, Piece]]:
         """Each request as its own sequence, decoded together with every other request's on this model."""
         return self._slot_engine().generate(requests, stop)
+
+    def checked(self, requests: list[Request]) -> list[Request]:
+        """Refuse, before anything is queued, what the decode loop could not run: prompts past the
+        context, empty prompts, grammars llama.cpp cannot parse. Blocking: call it off the loop."""
+        grammars = set()
+        for request in requests:
+            check_context(len(request.prompt), request.max_tokens, self._n_ctx)
+            key = (request.sampling.grammar, request.sampling.grammar_trigger)
+            if request.sampling.grammar is not None and key not in grammars:
+                check_grammar(self._llm._model, request.sampling)  # noqa: SLF001
+                grammars.add(key)
+        return requests
 
     def submit(self, requests: list[Request], stop: threading.Event, sink: Callable[[object], None],
                on_done: Callable[[], None]) -> None:

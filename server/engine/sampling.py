@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import re
 
 import llama_cpp
@@ -46,13 +47,11 @@ def build_sampler(model: object, n_vocab: int, params: SamplingParams, seed: int
     if (repeat or 1.0) != 1.0 or freq or present:
         chain.add_penalties(n_vocab, PENALTY_LAST_N, repeat or 1.0, freq or 0.0, present or 0.0)
     if params.grammar is not None:
-        grammar = compile_grammar(params.grammar)
-        if params.grammar_trigger:
-            # Matched from the start of the output; the grammar is fed from the first group on.
-            pattern = "[\\s\\S]*?(" + re.escape(params.grammar_trigger) + "[\\s\\S]*)"
-            chain.add_grammar_lazy_patterns(model, grammar, [pattern], [])
-        else:
-            chain.add_grammar(model, grammar)
+        try:
+            llama_cpp.llama_sampler_chain_add(chain.sampler, grammar_sampler(model, params))
+        except BaseException:
+            chain.close()
+            raise
     temperature = DEFAULT_TEMPERATURE if params.temperature is None else params.temperature
     if temperature <= 0.0:
         chain.add_greedy()
@@ -63,6 +62,36 @@ def build_sampler(model: object, n_vocab: int, params: SamplingParams, seed: int
     chain.add_temp(temperature)
     chain.add_dist(seed)
     return chain
+
+
+def grammar_sampler(model: object, params: SamplingParams) -> object:
+    """llama.cpp's grammar sampler for this request, or a 400 when llama.cpp cannot parse the grammar.
+
+    llama-cpp-python's own `add_grammar` hands a failed (NULL) sampler to the chain, and the first
+    sample then crashes the process: a schema with an escaped quote in a string was enough.
+    """
+    assert params.grammar is not None
+    grammar = compile_grammar(params.grammar)
+    vocab = model.vocab  # type: ignore[attr-defined]
+    text, root = grammar._grammar.encode("utf-8"), grammar._root.encode("utf-8")  # noqa: SLF001
+    if params.grammar_trigger:
+        # Matched from the start of the output; the grammar is fed from the first group on.
+        pattern = "[\\s\\S]*?(" + re.escape(params.grammar_trigger) + "[\\s\\S]*)"
+        patterns = (ctypes.c_char_p * 1)(pattern.encode("utf-8"))
+        sampler = llama_cpp.llama_sampler_init_grammar_lazy_patterns(
+            vocab, text, root, patterns, 1, (llama_cpp.llama_token * 0)(), 0)
+    else:
+        sampler = llama_cpp.llama_sampler_init_grammar(vocab, text, root)
+    if not sampler:
+        raise InvalidRequestError("llama.cpp could not parse the grammar built for this request's schema "
+                                  "(response_format or tool parameters); simplify the schema.")
+    return sampler
+
+
+def check_grammar(model: object, params: SamplingParams) -> None:
+    """Build the grammar sampler once and free it: a bad schema is a 400 before anything is queued."""
+    if params.grammar is not None:
+        llama_cpp.llama_sampler_free(grammar_sampler(model, params))
 
 
 def compile_grammar(gbnf: str) -> llama_grammar.LlamaGrammar:

@@ -98,6 +98,8 @@ class SlotEngine:
         on the decode thread; `on_done` runs once every sequence has ended or been dropped (after `stop`
         is set, within a step). Context checks raise here, before anything is queued."""
         budgets = [check_context(len(r.prompt), r.max_tokens, self.n_ctx) for r in requests]
+        if self._closing:
+            raise EngineError("the model is being unloaded; try again")
         if not requests:
             on_done()
             return
@@ -130,11 +132,13 @@ class SlotEngine:
         inbox: queue.SimpleQueue[object] = queue.SimpleQueue()
         done = object()
         self.submit(requests, stop, inbox.put, lambda: inbox.put(done))
-        while (item := inbox.get()) is not done:
-            if isinstance(item, BaseException):
-                stop.set()  # the other sequences of this request are pointless now
-                raise item
-            yield item  # type: ignore[misc]
+        try:
+            while (item := inbox.get()) is not done:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item  # type: ignore[misc]
+        finally:
+            stop.set()  # a consumer that stops early (or an error) ends the other sequences too
 
     def close(self) -> None:
         with self._wake:
@@ -151,34 +155,60 @@ class SlotEngine:
             with self._wake:
                 while not self._closing and not self._waiting and not self._active:
                     self._wake.wait()
-                if self._closing:
-                    self._fail_all(EngineError("the model was unloaded"))
-                    return
-            self._drop_stopped()
-            with self._wake:
+                closing = self._closing
+            if closing:
+                self._fail(self._active + self._take_waiting(), EngineError("the model was unloaded"))
+                return
+            try:
+                self._drop_stopped()
                 self._admit()
-            if self._active:
-                self._step()
+                if self._active:
+                    self._step()
+            except Exception as exc:  # a bug must fail the requests it touched, never kill the loop
+                self._fail(list(self._active), EngineError(f"generation failed: {exc}"))
+
+    def _take_waiting(self) -> list[_Sequence]:
+        with self._wake:
+            waiting, self._waiting = list(self._waiting), deque()
+        return waiting
 
     def _admit(self) -> None:
-        while self._waiting:
+        """Move waiting sequences into free slots. Samplers are built outside the lock: `submit` on the
+        event loop never waits for a grammar to compile."""
+        while True:
             free = [s for s in self._slots if not s.busy]
-            if not free:
-                return
-            seq = self._waiting.popleft()
+            with self._wake:
+                if not free or not self._waiting:
+                    return
+                seq = self._waiting.popleft()
             if seq.stop.is_set():
                 seq.sink(None)
                 continue
-            prompt = seq.request.prompt
-            fresh = seq.request.sampling.seed is not None  # same seed, same output: no cache reuse
-            slot = max(free, key=lambda s: (0 if fresh else _shared(s.tokens, prompt), -s.last_used))
-            shared = 0 if fresh else min(_shared(slot.tokens, prompt), len(prompt) - 1)
-            llama_cpp.llama_memory_seq_rm(self._mem, slot.seq_id, shared, -1)
-            slot.tokens = slot.tokens[:shared]
-            slot.busy = True
-            seq.slot, seq.cached, seq.pending = slot, shared, list(prompt[shared:])
-            seq.sampler = build_sampler(self._llm._model, self._n_vocab, seq.request.sampling, seq.seed)  # noqa: SLF001
+            try:
+                seq.sampler = build_sampler(self._llm._model, self._n_vocab, seq.request.sampling, seq.seed)  # noqa: SLF001
+            except Exception as exc:
+                self._fail([seq], exc)
+                continue
+            self._place(seq, free)
             self._active.append(seq)
+
+    def _place(self, seq: _Sequence, free: list[_Slot]) -> None:
+        """The free slot whose cache shares the longest prefix with the prompt (least recently used on a
+        tie); its cache is cut back to that prefix, and the rest of the prompt is pending."""
+        prompt = seq.request.prompt
+        fresh = seq.request.sampling.seed is not None  # same seed, same output: no cache reuse
+        slot = max(free, key=lambda s: (0 if fresh else _shared(s.tokens, prompt), -s.last_used))
+        shared = 0 if fresh else max(0, min(_shared(slot.tokens, prompt), len(prompt) - 1))
+        # A cache that cannot be cut (recurrent memory) or no longer starts at 0 (sliding window) is
+        # not reused: the whole sequence is cleared and the prompt evaluated again.
+        if not llama_cpp.llama_memory_seq_rm(self._mem, slot.seq_id, shared, -1) or (
+            shared and llama_cpp.llama_memory_seq_pos_min(self._mem, slot.seq_id) > 0
+        ):
+            llama_cpp.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
+            shared = 0
+        slot.tokens = slot.tokens[:shared]
+        slot.busy = True
+        seq.slot, seq.cached, seq.pending = slot, shared, list(prompt[shared:])
 
     def _drop_stopped(self) -> None:
         """Sequences whose client left: active ones free their slot, waiting ones never start."""
@@ -224,8 +254,8 @@ class SlotEngine:
                 outputs.append((seq, n - 1))
         batch.n_tokens = n
         status = llama_cpp.llama_decode(self._ctx.ctx, batch)
-        if status != 0:
-            self._fail_all(EngineError(f"llama_decode failed with status {status}"))
+        if status != 0:  # only the sequences of this batch; queued ones are untouched
+            self._fail(list(self._active), EngineError(f"llama_decode failed with status {status}"))
             return
         for seq, index in outputs:
             self._advance(seq, index)
@@ -275,15 +305,15 @@ class SlotEngine:
             seq.sampler.close()  # type: ignore[attr-defined]
             seq.sampler = None
 
-    def _fail_all(self, error: BaseException) -> None:
-        for seq in list(self._active) + list(self._waiting):
+    def _fail(self, sequences: list[_Sequence], error: BaseException) -> None:
+        """End these sequences with `error` (then their end marker, so their requests let go)."""
+        for seq in sequences:
             self._release(seq)
             if seq.slot is not None:  # its cache may be half-written: forget it
                 llama_cpp.llama_memory_seq_rm(self._mem, seq.slot.seq_id, -1, -1)
                 seq.slot.tokens = []
             seq.sink(error)
             seq.sink(None)
-        self._waiting.clear()
 
 
 def _shared(cached: list[int], prompt: list[int]) -> int:

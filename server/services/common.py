@@ -24,8 +24,9 @@ R = TypeVar("R")
 log = structlog.get_logger("server.services")
 
 
-def record_usage(metrics: Metrics | None, model: str, usages: list[Usage | None]) -> None:
-    """Token metrics once per request, from the engine's per-sequence timings: nothing per token."""
+def record_usage(metrics: Metrics | None, model: str, usages: list[Usage | None], n: int = 1) -> None:
+    """Token metrics once per request, from the engine's per-sequence timings: nothing per token.
+    Sequences come n per prompt; each prompt counts once."""
     if metrics is None:
         return
     known = [u for u in usages if u is not None]
@@ -34,7 +35,7 @@ def record_usage(metrics: Metrics | None, model: str, usages: list[Usage | None]
             metrics.first_token(model, usage.first_token_seconds)
         if usage.completion_tokens > 1:
             metrics.inter_token(model, usage.decode_seconds / (usage.completion_tokens - 1))
-    prompt = known[0].prompt_tokens if known else 0
+    prompt = sum(u.prompt_tokens for u in usages[::n] if u is not None)
     metrics.tokens(model, prompt, sum(u.completion_tokens for u in known))
 
 
@@ -90,7 +91,8 @@ async def sequences_on_model(
     stop = threading.Event()
     loop = asyncio.get_running_loop()
     try:
-        prepared = loop.run_in_executor(None, prepare, lease.engine)
+        engine = lease.engine
+        prepared = loop.run_in_executor(None, lambda: engine.checked(prepare(engine)))
         try:
             requests = await asyncio.shield(prepared)
         except asyncio.CancelledError:
@@ -107,6 +109,10 @@ async def sequences_on_model(
         async for batch in channel.batches():
             yield batch
         finished = True
+    except Exception:
+        finished = True  # the engine failed: the error travels on, it is not a client that left
+        stop.set()
+        raise
     finally:
         if not finished:
             stop.set()

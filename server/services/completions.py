@@ -66,7 +66,7 @@ async def complete_text(pool: ModelPool[LlamaEngine], request: CompletionRequest
     plan = TextPlan(pool, request)
     total = len(plan.prompts) * plan.n
     collected = await collect_on_model(pool, request.model, plan.requests, total)
-    record_usage(metrics, request.model, [r.usage for r in collected])
+    record_usage(metrics, request.model, [r.usage for r in collected], plan.n)
     choices = []
     for i, result in enumerate(collected):
         prefix = plan.prompt_of(i) if plan.echo else ""
@@ -115,7 +115,7 @@ async def stream_text(pool: ModelPool[LlamaEngine], request: CompletionRequest,
     async with aclosing(batches):
         async for batch in batches:
             yield b"".join(chunk(index, piece) for index, piece in batch)
-    record_usage(metrics, model, usages)
+    record_usage(metrics, model, usages, plan.n)
     if request.stream_options and request.stream_options.include_usage:
         final = Completion(id=chunk_id, created=created, model=model, choices=[],
                            usage=wire_usage(*_usage(usages, plan.n)))

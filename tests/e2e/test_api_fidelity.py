@@ -301,3 +301,21 @@ def test_unsupported_parameters_are_named(client: openai.OpenAI, param: str, val
     with pytest.raises(openai.BadRequestError) as info:
         client.chat.completions.create(model="smollm2", messages=CLASSIC, extra_body={param: value})
     assert info.value.body["param"] == param and info.value.body["code"] == "unsupported_parameter"
+
+
+# Inputs that once crashed or confused the decode loop -------------------------------------------------
+
+def test_a_schema_llama_cpp_cannot_compile_is_a_400_and_the_server_lives_on(client: openai.OpenAI) -> None:
+    schema = {"type": "object", "properties": {"x": {"enum": ['a"b']}}}
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model="smollm2", messages=CLASSIC, max_tokens=5,
+                                       response_format={"type": "json_schema",
+                                                        "json_schema": {"name": "x", "schema": schema}})
+    assert "grammar" in info.value.body["message"]
+    assert client.chat.completions.create(model="smollm2", messages=CLASSIC, max_tokens=2).choices
+
+
+def test_an_empty_prompt_is_a_400(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        client.completions.create(model="smollm2", prompt="", max_tokens=3)
+    assert info.value.body["param"] == "prompt"

@@ -284,3 +284,16 @@ def test_a_changed_alias_in_use_finishes_on_its_old_model_and_the_next_request_g
         assert "p" in pool.resident()  # a newly pinned alias is loaded by the reload
 
     asyncio.run(scenario())
+
+
+def test_a_request_right_after_a_reload_never_gets_the_model_being_closed() -> None:
+    async def scenario() -> None:
+        loader = Loader()
+        pool = ModelPool(registry({"a": spec(n_ctx=512)}), loader)
+        first = await use(pool, "a")  # loaded and idle
+        pool.update_registry(registry({"a": spec(n_ctx=1024)}))
+        second = await use(pool, "a", hold=0.05)  # `use` asserts the model stayed open while it ran
+        assert first.closed and second is not first and loader.loads.count("a") == 2
+        await pool.close()
+
+    asyncio.run(scenario())

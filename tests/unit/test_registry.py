@@ -90,3 +90,9 @@ def test_slots_need_a_batch_at_least_as_large(tmp_path: Path, gguf: Path) -> Non
     with pytest.raises(RegistryError) as info:
         load_registry(write(tmp_path, "models:\n  a: {path: m.gguf, n_parallel: 8, n_batch: 4}\n"))
     assert "models.a.n_batch: is 4, must be at least n_parallel (8)" in info.value.problems[0]
+
+
+def test_embedding_models_have_no_slots(tmp_path: Path, gguf: Path) -> None:
+    with pytest.raises(RegistryError) as info:
+        load_registry(write(tmp_path, "models:\n  e: {path: m.gguf, embedding: true, n_parallel: 2}\n"))
+    assert "models.e.n_parallel" in info.value.problems[0]
