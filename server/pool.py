@@ -24,66 +24,33 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any
 
 import structlog
 
 from server.errors import ModelLoadError, ModelNotFoundError, ModelTooLargeError, QueueFullError
+from server.pool_admin import PoolAdmin
+from server.pool_entry import E, Entry, Lease, PoolEvents
 from server.registry import ModelSpec, Registry, format_size, kv_bytes
 
 log = structlog.get_logger("server.pool")
-
-
-class Closable(Protocol):
-    def close(self) -> None: ...
-
-
-class PoolEvents(Protocol):
-    """What the pool reports about model lifecycle (implemented by `server.metrics.Metrics`)."""
-
-    def model_loaded(self, alias: str, seconds: float) -> None: ...
-    def model_load_failed(self, alias: str) -> None: ...
-    def model_evicted(self, alias: str, reason: str) -> None: ...
-    def request_queued(self, alias: str, seconds: float) -> None: ...
-
-
-E = TypeVar("E", bound=Closable)
 RETRY_AFTER_SECONDS = 1
 
 
-@dataclass(eq=False)
-class _Entry(Generic[E]):
-    alias: str
-    spec: ModelSpec
-    turn: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
-    engine: E | None = None
-    loading: asyncio.Task[E] | None = None
-    draining: bool = False
-    drain_reason: str = "make_room"  # logged and counted when the drained model is closed
-    in_use: int = 0
-    holders: int = 0  # requests past their turn: using the model, or waiting for it to load
-    waiting: int = 0
-    last_used: float = 0.0
-    load_seconds: float | None = None
-    footprint: int = 0  # estimated bytes, counted against pool.memory_budget while loaded or loading
-    retired: bool = False  # removed from the registry by a reload: serves what it runs, takes nothing new
-
-
-class ModelPool(Generic[E]):
+class ModelPool(PoolAdmin[E]):
     def __init__(
         self, registry: Registry, loader: Callable[[str, ModelSpec], E], *, events: PoolEvents | None = None
     ) -> None:
         self._registry = registry
         self._loader = loader
         self._events = events
-        self._entries: dict[str, _Entry[E]] = {}
+        self._entries: dict[str, Entry[E]] = {}
         self._closing = 0
         self._closing_bytes = 0
         self._changed = asyncio.Event()
         self._closed = False
         self._tasks: set[asyncio.Task[None]] = set()
-        self._room_queue: list[_Entry[E]] = []
+        self._room_queue: list[Entry[E]] = []
         self._reaper: asyncio.Task[None] | None = None
 
     @property
@@ -151,14 +118,14 @@ class ModelPool(Generic[E]):
             raise ModelNotFoundError(alias)
         return spec
 
-    def _entry(self, alias: str) -> _Entry[E]:
+    def _entry(self, alias: str) -> Entry[E]:
         spec = self.spec(alias)
         entry = self._entries.get(alias)
         if entry is None or entry.retired:
-            entry = self._entries[alias] = _Entry(alias=alias, spec=spec, turn=asyncio.Semaphore(spec.n_parallel))
+            entry = self._entries[alias] = Entry(alias=alias, spec=spec, turn=asyncio.Semaphore(spec.n_parallel))
         return entry
 
-    def _release(self, entry: _Entry[E]) -> None:
+    def _release(self, entry: Entry[E]) -> None:
         """Synchronous on purpose: safe to call from a `finally` under cancellation or a done-callback."""
         entry.in_use -= 1
         entry.holders -= 1
@@ -172,105 +139,6 @@ class ModelPool(Generic[E]):
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    async def start(self) -> None:
-        """Load the pinned aliases and start unloading idle models. A pinned load that fails is logged;
-        the server still starts, and the next request for that alias tries again."""
-        self._reaper = asyncio.get_running_loop().create_task(self._unload_idle_forever())
-        await self._load_pinned()
-
-    async def _load_pinned(self) -> None:
-        for alias, spec in self._registry.models.items():
-            if spec.pinned:
-                try:
-                    await self.load(alias)
-                except Exception as exc:
-                    log.error("pinned_load_failed", alias=alias, error=str(exc))
-
-    async def load(self, alias: str) -> None:
-        """Make sure the alias is loaded (admin, pinned). Takes its turn like any request."""
-        entry = self._entry(alias)
-        if entry.engine is not None and not entry.draining:
-            return
-        lease = await self.acquire(alias)
-        lease.release()
-
-    async def unload(self, alias: str) -> str:
-        """Unload now if idle ("unloaded"); if in use, after its current request ("draining")."""
-        self.spec(alias)
-        entry = self._entries.get(alias)
-        if entry is None or (entry.engine is None and entry.loading is None):
-            return "not_loaded"
-        if entry.engine is not None and entry.in_use == 0 and entry.holders == 0:
-            await self._evict(entry, reason="admin")
-            return "unloaded"
-        entry.draining, entry.drain_reason = True, "admin"
-        return "draining"
-
-    def update_registry(self, registry: Registry) -> dict[str, list[str]]:
-        """Apply a re-read models.yaml. New aliases are served at once. A removed alias answers 404 to
-        new and queued requests and is closed when its running request ends. A changed alias is closed
-        when idle and loads with its new settings on next use. Nothing running is cut."""
-        old, self._registry = self._registry, registry
-        added = [a for a in registry.models if a not in old.models]
-        removed = [a for a in old.models if a not in registry.models]
-        changed = [a for a in registry.models if a in old.models and registry.models[a] != old.models[a]]
-        for alias in removed + changed:
-            entry = self._entries.get(alias)
-            if entry is None:
-                continue
-            if alias in registry.models:
-                entry.spec = registry.models[alias]
-            else:
-                entry.retired = True
-                if self._entries.get(alias) is entry and entry.engine is None and entry.loading is None:
-                    del self._entries[alias]
-            if entry.engine is not None:
-                # Draining first, in this same step: a request that gets its turn before the close task
-                # runs must not pick up the old model and have it closed under it.
-                entry.draining, entry.drain_reason = True, "reload"
-                if entry.in_use == 0:
-                    self._spawn(self._evict(entry, reason="reload"))
-        self._notify()
-        self._spawn(self._load_pinned())
-        return {"added": added, "removed": removed, "changed": changed}
-
-    def snapshot(self) -> list[dict[str, Any]]:
-        """Per alias (plus removed ones still closing): what the admin route and the metrics show."""
-        now_mono, now_wall = time.monotonic(), time.time()
-        aliases = list(self._registry.models) + [a for a, e in self._entries.items() if e.retired]
-        rows = []
-        for alias in aliases:
-            entry = self._entries.get(alias)
-            spec = entry.spec if entry is not None else self._registry.models[alias]
-            used = entry.last_used if entry is not None and entry.last_used else None
-            rows.append({
-                "id": alias,
-                "loaded": entry is not None and entry.engine is not None,
-                "loading": entry is not None and entry.loading is not None,
-                "busy": entry is not None and entry.in_use > 0,
-                "running": entry.in_use if entry is not None else 0,
-                "waiting": entry.waiting + entry.holders - entry.in_use if entry is not None else 0,
-                "draining": entry is not None and entry.draining,
-                "pinned": spec.pinned,
-                "removed": entry is not None and entry.retired,
-                "last_used": round(now_wall - (now_mono - used), 3) if used is not None else None,
-                "load_seconds": round(entry.load_seconds, 4) if entry and entry.load_seconds else None,
-                "estimated_bytes": self._footprint(spec),
-            })
-        return rows
-
-    async def _unload_idle_forever(self) -> None:
-        while not self._closed:
-            ttl = self._registry.pool.idle_ttl
-            await asyncio.sleep(min(ttl / 4, 1.0) if ttl else 1.0)
-            if ttl is None:
-                continue
-            cutoff = time.monotonic() - ttl
-            for entry in list(self._entries.values()):
-                idle = entry.in_use == 0 and entry.holders == 0 and entry.waiting == 0
-                if entry.engine is not None and idle and not entry.spec.pinned and entry.last_used <= cutoff:
-                    await self._evict(entry, reason="idle")
 
     async def close(self) -> None:
         """Close every model. Called once, at shutdown, after the requests have finished."""
@@ -292,7 +160,7 @@ class ModelPool(Generic[E]):
             except asyncio.CancelledError:
                 pass
 
-    async def _ensure_loaded(self, entry: _Entry[E]) -> E:
+    async def _ensure_loaded(self, entry: Entry[E]) -> E:
         try:
             while True:
                 if entry.engine is not None and not entry.draining:
@@ -339,7 +207,7 @@ class ModelPool(Generic[E]):
         except OSError:
             return 0
 
-    def _has_room(self, entry: _Entry[E]) -> bool:
+    def _has_room(self, entry: Entry[E]) -> bool:
         if self._occupied() >= self.max_resident:
             return False
         entry.footprint = self._footprint(entry.spec)
@@ -357,7 +225,7 @@ class ModelPool(Generic[E]):
         used = sum(e.footprint for e in self._entries.values() if e.engine is not None or e.loading)
         return used + self._closing_bytes + entry.footprint <= budget
 
-    def _idle_victim(self, exclude: _Entry[E]) -> _Entry[E] | None:
+    def _idle_victim(self, exclude: Entry[E]) -> Entry[E] | None:
         # A model whose turn-holder is waiting for it (just loaded, not yet picked up) is not idle,
         # unless it is draining: then its waiters wait for the reload, not for this copy.
         idle = [
@@ -368,7 +236,7 @@ class ModelPool(Generic[E]):
         # Prefer one already draining, then one nobody is queued for, then plain LRU.
         return min(idle, key=lambda e: (not e.draining, e.waiting > 0, e.last_used), default=None)
 
-    def _mark_draining(self, exclude: _Entry[E]) -> None:
+    def _mark_draining(self, exclude: Entry[E]) -> None:
         if any(e.draining for e in self._entries.values()):
             return
         # Only a model actually in use: one just loaded for a waiting request is left to serve it first.
@@ -381,7 +249,7 @@ class ModelPool(Generic[E]):
             victim.draining, victim.drain_reason = True, "make_room"
             log.info("model_draining", alias=victim.alias, waiting_for=exclude.alias)
 
-    async def _load(self, entry: _Entry[E]) -> E:
+    async def _load(self, entry: Entry[E]) -> E:
         spec = entry.spec
         log.info("model_loading", alias=entry.alias, file=spec.path)
         started = time.perf_counter()
@@ -404,7 +272,7 @@ class ModelPool(Generic[E]):
             self._events.model_loaded(entry.alias, entry.load_seconds)
         return engine
 
-    async def _evict(self, entry: _Entry[E], *, reason: str) -> None:
+    async def _evict(self, entry: Entry[E], *, reason: str) -> None:
         engine, entry.engine, entry.draining = entry.engine, None, False
         if engine is None:
             return
@@ -430,20 +298,3 @@ class ModelPool(Generic[E]):
 
     async def _wait_for_change(self) -> None:
         await self._changed.wait()
-
-
-class Lease(Generic[E]):
-    """One request's hold on a loaded model. `release()` is idempotent and never blocks."""
-
-    __slots__ = ("_pool", "_entry", "engine", "_released")
-
-    def __init__(self, pool: ModelPool[E], entry: _Entry[E], engine: E) -> None:
-        self._pool = pool
-        self._entry = entry
-        self.engine = engine
-        self._released = False
-
-    def release(self) -> None:
-        if not self._released:
-            self._released = True
-            self._pool._release(self._entry)
