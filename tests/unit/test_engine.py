@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from server.engine import LlamaEngine, Request, SamplingParams
-from server.errors import ContextLengthError
+from server.errors import ContextLengthError, EngineError
 from server.registry import ModelSpec
 from server.services.tools import OPEN, parse_calls, plan_tools
 from server.protocol.chat import ChatCompletionRequest, ChatMessage, Tool, FunctionDef
@@ -102,3 +102,23 @@ def test_tiny_batches_chunk_prompts_and_starve_nobody() -> None:
         assert together == alone
     finally:
         small.close()
+
+
+def test_a_failed_decode_fails_its_batch_and_the_loop_serves_the_next_request(
+    engine: LlamaEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import server.engine.slots as slots
+
+    real_decode = slots.llama_cpp.llama_decode
+    failures = iter([True])
+
+    def flaky_decode(ctx: object, batch: object) -> int:
+        return -1 if next(failures, False) else real_decode(ctx, batch)
+
+    monkeypatch.setattr(slots.llama_cpp, "llama_decode", flaky_decode)
+    request = Request(prompt=engine.tokenize("Once upon a time"), max_tokens=3, stop=[],
+                      sampling=SamplingParams(temperature=0.0))
+    with pytest.raises(EngineError, match="llama_decode failed"):
+        list(engine.generate(request, threading.Event()))
+    pieces = list(engine.generate(request, threading.Event()))  # the decode thread is still there
+    assert pieces[-1].finish_reason == "length" and pieces[-1].usage.completion_tokens == 3
