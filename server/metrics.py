@@ -44,6 +44,8 @@ class Metrics:
         self._queued = Histogram(PREFIX + "request_queue_time_seconds",
                                  "Time a request waited for its model: its turn, room, the load.",
                                  ["model"], buckets=LATENCY_BUCKETS, registry=r)
+        self._finished = Counter(PREFIX + "request_success", "Generated choices that finished, by finish reason.",
+                                 ["model", "finished_reason"], registry=r)
         self._prompt = Counter(PREFIX + "prompt_tokens", "Prompt tokens processed.", ["model"], registry=r)
         self._generated = Counter(PREFIX + "generation_tokens", "Tokens generated.", ["model"], registry=r)
         self._loads = Counter(PREFIX + "model_loads", "Models loaded.", ["model"], registry=r)
@@ -78,6 +80,11 @@ class Metrics:
     def inter_token(self, model: str, seconds: float) -> None:
         """One gap between tokens; a mean over a batch of tokens is fine."""
         self._itl.labels(model=model).observe(seconds)
+
+    def finished(self, model: str, reasons: list[str]) -> None:
+        """Once per request: each choice's finish reason (stop, length, tool_calls)."""
+        for reason in reasons:
+            self._finished.labels(model=model, finished_reason=reason).inc()
 
     def tokens(self, model: str, prompt: int, generated: int) -> None:
         """Once per request, when its usage is known. Also shows up in the request's log line."""

@@ -101,7 +101,6 @@ async def complete_chat(pool: ModelPool[LlamaEngine], request: ChatCompletionReq
                         metrics: Metrics | None = None) -> ChatCompletion:
     plan = plan_chat(pool, request)
     collected = await collect_on_model(pool, request.model, plan.requests, plan.n)
-    record_usage(metrics, request.model, [r.usage for r in collected])
     choices = []
     for index, result in enumerate(collected):
         content, calls = tools.parse_calls(result.text) if plan.tools else (result.text, [])
@@ -112,6 +111,7 @@ async def complete_chat(pool: ModelPool[LlamaEngine], request: ChatCompletionReq
             logprobs=chat_logprobs(result.logprobs) if plan.logprobs is not None else None,
         ))
     prompt_tokens, completion_tokens, cached = total_usage([r.usage for r in collected])
+    record_usage(metrics, request.model, [r.usage for r in collected], [c.finish_reason or "stop" for c in choices])
     return ChatCompletion(
         id=new_id("chatcmpl"), created=now(), model=request.model, choices=choices,
         usage=usage(prompt_tokens, completion_tokens, cached),
@@ -136,6 +136,6 @@ async def stream_chat(pool: ModelPool[LlamaEngine], request: ChatCompletionReque
     async with aclosing(batches):
         async for batch in batches:
             yield writer.write(batch)
-    record_usage(metrics, request.model, writer.usages)
+    record_usage(metrics, request.model, writer.usages, writer.finish_reasons)
     if include_usage:
         yield writer.usage_chunk(usage(*writer.usage()))

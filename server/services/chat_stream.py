@@ -24,6 +24,7 @@ class ChunkWriter:
         self._filters = [tools.ContentFilter() for _ in range(n)] if with_tools else None
         self._with_logprobs = with_logprobs
         self._usages: list[Usage | None] = [None] * n
+        self._finishes: list[str | None] = [None] * n
 
     def write(self, batch: list[Indexed]) -> bytes:
         """All the events for one batch of pieces, as one write."""
@@ -35,6 +36,10 @@ class ChunkWriter:
     @property
     def usages(self) -> list[Usage | None]:
         return self._usages
+
+    @property
+    def finish_reasons(self) -> list[str]:
+        return [f for f in self._finishes if f is not None]
 
     def usage(self) -> tuple[int, int, int]:
         return total_usage(self._usages)
@@ -76,5 +81,6 @@ class ChunkWriter:
                 rest = content_filter.remainder()
                 if rest:
                     out += self._chunk(index, ChatDelta(content=rest))
+        self._finishes[index] = finish
         return out + self._chunk(index, ChatDelta(), finish)
 

@@ -24,11 +24,13 @@ R = TypeVar("R")
 log = structlog.get_logger("server.services")
 
 
-def record_usage(metrics: Metrics | None, model: str, usages: list[Usage | None], n: int = 1) -> None:
+def record_usage(metrics: Metrics | None, model: str, usages: list[Usage | None], finish_reasons: list[str],
+                 n: int = 1) -> None:
     """Token metrics once per request, from the engine's per-sequence timings: nothing per token.
     Sequences come n per prompt; each prompt counts once."""
     if metrics is None:
         return
+    metrics.finished(model, finish_reasons)
     known = [u for u in usages if u is not None]
     for usage in known:
         if usage.completion_tokens:

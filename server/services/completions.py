@@ -66,7 +66,7 @@ async def complete_text(pool: ModelPool[LlamaEngine], request: CompletionRequest
     plan = TextPlan(pool, request)
     total = len(plan.prompts) * plan.n
     collected = await collect_on_model(pool, request.model, plan.requests, total)
-    record_usage(metrics, request.model, [r.usage for r in collected], plan.n)
+    record_usage(metrics, request.model, [r.usage for r in collected], [r.finish_reason for r in collected], plan.n)
     choices = []
     for i, result in enumerate(collected):
         prefix = plan.prompt_of(i) if plan.echo else ""
@@ -94,6 +94,7 @@ async def stream_text(pool: ModelPool[LlamaEngine], request: CompletionRequest,
     total = len(plan.prompts) * plan.n
     usages: list[Usage | None] = [None] * total
     offsets = [0] * total
+    finishes: list[str] = []
     echoed = [not plan.echo] * total
 
     def chunk(index: int, piece: Piece) -> bytes:
@@ -109,13 +110,14 @@ async def stream_text(pool: ModelPool[LlamaEngine], request: CompletionRequest,
                                   logprobs=logprobs)
         if piece.finish_reason:
             usages[index] = piece.usage
+            finishes.append(piece.finish_reason)
         return event(_encode(Completion(id=chunk_id, created=created, model=model, choices=[choice])))
 
     batches = sequences_on_model(pool, model, plan.requests)
     async with aclosing(batches):
         async for batch in batches:
             yield b"".join(chunk(index, piece) for index, piece in batch)
-    record_usage(metrics, model, usages, plan.n)
+    record_usage(metrics, model, usages, finishes, plan.n)
     if request.stream_options and request.stream_options.include_usage:
         final = Completion(id=chunk_id, created=created, model=model, choices=[],
                            usage=wire_usage(*_usage(usages, plan.n)))

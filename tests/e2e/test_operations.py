@@ -66,6 +66,7 @@ def test_metrics_after_a_chat_request(ops_server: RunningServer) -> None:
     assert 'llm_e2e_request_latency_seconds_count{model="smollm2",route="/v1/chat/completions"} 1.0' in scrape
     # Token metrics come from the generation path itself: 4 generated tokens, one first token, 3 gaps.
     assert 'llm_generation_tokens_total{model="smollm2"} 4.0' in scrape
+    assert 'llm_request_success_total{finished_reason="length",model="smollm2"} 1.0' in scrape
     assert 'llm_time_to_first_token_seconds_count{model="smollm2"} 1.0' in scrape
     assert 'llm_inter_token_latency_seconds_count{model="smollm2"} 1.0' in scrape
     assert re.search(r'llm_prompt_tokens_total\{model="smollm2"\} [1-9]', scrape)
