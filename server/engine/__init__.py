@@ -3,9 +3,9 @@
 from server.engine.generate import Piece, Request, TokenLogprob, TopLogprob, Usage, check_context
 from server.engine.llama import LlamaEngine, load_engine
 from server.engine.sampling import SamplingParams, any_json_object_grammar, schema_grammar
-from server.engine.threads import Channel, run_blocking
+from server.engine.threads import Channel
 
 __all__ = [
     "LlamaEngine", "Piece", "Request", "SamplingParams", "TokenLogprob", "TopLogprob", "Usage",
-    "any_json_object_grammar", "check_context", "load_engine", "run_blocking", "schema_grammar", "Channel",
+    "any_json_object_grammar", "check_context", "load_engine", "schema_grammar", "Channel",
 ]

@@ -15,11 +15,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
-R = TypeVar("R")
-
-
-async def run_blocking(fn: Callable[..., R], *args: object) -> R:
-    return await asyncio.to_thread(fn, *args)
 
 
 class Channel(Generic[T]):
