@@ -61,7 +61,7 @@ class LlamaEngine:
             if not spec.embedding:
                 self._chat_handler = chat_handler(self._llm)
                 self._slots = SlotEngine(self._llm, self._pieces, n_parallel=spec.n_parallel, n_ctx=self._n_ctx,
-                                         n_batch=spec.n_batch, flash_attn=spec.flash_attn)
+                                         n_batch=spec.n_batch, n_ubatch=spec.n_ubatch, flash_attn=spec.flash_attn)
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelLoadError(f"llama.cpp could not load {spec.path}: {exc}") from exc
 

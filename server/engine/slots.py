@@ -59,7 +59,7 @@ class SlotEngine:
     """Runs sequences for one model. `generate` may be called from any number of threads at once."""
 
     def __init__(self, llm: llama_cpp.Llama, pieces: TokenPieces, *, n_parallel: int, n_ctx: int, n_batch: int,
-                 flash_attn: bool | None = None) -> None:
+                 n_ubatch: int, flash_attn: bool | None = None) -> None:
         self._llm = llm
         self._pieces = pieces
         self.n_ctx = n_ctx  # per sequence
@@ -68,7 +68,8 @@ class SlotEngine:
         params.n_ctx = n_ctx * n_parallel
         params.n_seq_max = n_parallel
         params.n_batch = n_batch
-        params.n_ubatch = min(n_batch, params.n_ubatch)
+        # From the alias, not from `llm`: its own (unused) context is the smallest, with a batch to match.
+        params.n_ubatch = min(n_batch, n_ubatch)
         params.kv_unified = False  # each sequence gets its own n_ctx worth of cache
         # llama-cpp-python can only force flash attention on or off; like llama-server, we let llama.cpp
         # choose unless the alias says. On CPU it chooses on: measured +9% for one stream, +15% for four.
