@@ -13,7 +13,7 @@ from typing import Any
 import llama_cpp
 import msgspec
 
-from server.engine.generate import Piece, Request, TokenPieces, check_context
+from server.engine.sequence import Piece, Request, TokenPieces, check_context
 from server.engine.sampling import check_grammar
 from server.engine.slots import SlotEngine
 from server.engine.prompt import chat_handler, render_chat

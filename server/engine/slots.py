@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import llama_cpp
 from llama_cpp._internals import LlamaContext
 
-from server.engine.generate import Piece, Request, TokenPieces, Usage, check_context, logprobs_at
+from server.engine.sequence import Piece, Request, TokenPieces, Usage, check_context, logprobs_at
 from server.engine.sampling import build_sampler, random_seed
 from server.engine.text import StopMatcher, Utf8Stream
 from server.errors import EngineError
