@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -16,8 +16,8 @@ from litestar.di import Provide
 from server.auth import load_api_keys, require_api_key
 from server.controllers import ROUTES
 from server.controllers.deps import provide_metrics, provide_pool
-from server.engine import load_engine
-from server.errors import handle_exception
+from server.engine import start_worker
+from server.http_errors import handle_exception
 from server.logging import configure_logging
 from server.metrics import Metrics
 from server.observe import REQUEST_ID_HEADER, RequestObserver
@@ -32,7 +32,7 @@ def create_app(
     settings: Settings,
     *,
     registry: Registry | None = None,
-    loader: Callable[[str, ModelSpec], Any] = load_engine,
+    loader: Callable[[str, ModelSpec], Awaitable[Any]] = start_worker,
     metrics: Metrics | None = None,
     handle_signals: bool = False,
 ) -> Litestar:

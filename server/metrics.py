@@ -53,6 +53,8 @@ class Metrics:
                                        buckets=LOAD_BUCKETS, registry=r)
         self._load_failures = Counter(PREFIX + "model_load_failures", "Model loads that failed.", ["model"],
                                       registry=r)
+        self._crashes = Counter(PREFIX + "model_crashes", "Model worker processes that died without being "
+                                "closed (signal, abort, memory limit), by reason.", ["model", "reason"], registry=r)
         self._evictions = Counter(PREFIX + "model_evictions",
                                   "Models closed, by reason (lru, make_room, idle, admin, reload, shutdown).",
                                   ["model", "reason"], registry=r)
@@ -100,6 +102,9 @@ class Metrics:
 
     def model_load_failed(self, alias: str) -> None:
         self._load_failures.labels(model=alias).inc()
+
+    def model_crashed(self, alias: str, reason: str) -> None:
+        self._crashes.labels(model=alias, reason=reason).inc()
 
     def model_evicted(self, alias: str, reason: str) -> None:
         self._evictions.labels(model=alias, reason=reason).inc()

@@ -20,7 +20,7 @@ import structlog
 from litestar.datastructures import MutableScopeHeaders
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from server.errors import status_of
+from server.http_errors import status_of
 
 log = structlog.get_logger("server.access")
 

@@ -66,6 +66,9 @@ class ModelSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
     pinned: bool = False                          # loaded at start, never evicted
     max_queue: NonNegInt | None = None            # requests allowed to wait for this alias; past it: 429
     max_tokens_limit: PositiveInt | None = None   # ceiling on a request's max_tokens; above it: 400
+    # The worker process's resident memory past which it is killed (bytes; yaml also takes "2GiB").
+    # None: twice the footprint estimate plus 1 GiB (see `memory_limit`).
+    memory_limit: Annotated[int, Meta(ge=1)] | None = None
 
     def resolved_path(self, base_dir: Path) -> Path:
         path = Path(self.path).expanduser()
@@ -73,7 +76,7 @@ class ModelSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
 
 
 # ModelSpec keys that configure serving, not llama.cpp: the engine must not pass them to `Llama(...)`.
-SERVING_KEYS = frozenset({"pinned", "max_queue", "max_tokens_limit"})
+SERVING_KEYS = frozenset({"pinned", "max_queue", "max_tokens_limit", "memory_limit"})
 
 
 class PoolSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -121,13 +124,15 @@ def parse_registry(text: str, *, base_dir: Path, source: str = "models.yaml") ->
     for key in raw:
         if key not in ("models", "pool"):
             problems.append(f"{key}: unknown top-level key (expected `models` or `pool`)")
-    pool = _check_section(_with_sizes(raw.get("pool", {}), problems), PoolSpec, "pool", problems)
+    pool = _check_section(_with_sizes(raw.get("pool", {}), problems, where="pool", key="memory_budget"),
+                          PoolSpec, "pool", problems)
     models: dict[str, ModelSpec] = {}
     raw_models = raw.get("models")
     if not isinstance(raw_models, dict) or not raw_models:
         problems.append("models: expected a non-empty mapping of alias -> model spec")
         raw_models = {}
     for alias, spec in raw_models.items():
+        spec = _with_sizes(spec, problems, where=f"models.{alias}", key="memory_limit")
         if not isinstance(alias, str) or not alias:
             problems.append(f"models.{alias!r}: an alias must be a non-empty string")
             continue
@@ -150,6 +155,24 @@ def parse_registry(text: str, *, base_dir: Path, source: str = "models.yaml") ->
 def kv_bytes(spec: ModelSpec) -> int:
     """File plus KV cache: every slot has its own n_ctx."""
     return estimate_bytes(spec.path, spec.n_ctx * spec.n_parallel)
+
+
+# Beyond the estimate a worker holds compute buffers, the interpreter and llama.cpp's own allocations:
+# measured for the default alias, a worker used about 1.2x its estimate. The default limit is there to
+# stop a runaway request, not to bill memory tightly.
+DEFAULT_LIMIT_FACTOR = 2
+DEFAULT_LIMIT_HEADROOM = 1024**3
+
+
+def memory_limit(spec: ModelSpec) -> int:
+    """The resident memory past which the alias's worker is killed: the alias's own, or the default."""
+    if spec.memory_limit is not None:
+        return spec.memory_limit
+    try:
+        estimate = kv_bytes(spec)
+    except (OSError, ValueError, OverflowError):
+        estimate = 0
+    return estimate * DEFAULT_LIMIT_FACTOR + DEFAULT_LIMIT_HEADROOM
 
 
 def _check_policy(models: dict[str, ModelSpec], pool: PoolSpec, problems: list[str]) -> None:
@@ -202,14 +225,15 @@ def format_size(n: int) -> str:
     return f"{n / 1024**3:.2f} GiB" if n >= 1024**3 else f"{n / 1024**2:.1f} MiB"
 
 
-def _with_sizes(raw: Any, problems: list[str]) -> Any:
-    if isinstance(raw, dict) and isinstance(raw.get("memory_budget"), str):
+def _with_sizes(raw: Any, problems: list[str], *, where: str, key: str) -> Any:
+    """A size written as text (`2GiB`) at `key`, as bytes."""
+    if isinstance(raw, dict) and isinstance(raw.get(key), str):
         raw = dict(raw)
         try:
-            raw["memory_budget"] = parse_size(raw["memory_budget"])
+            raw[key] = parse_size(raw[key])
         except ValueError as exc:
-            problems.append(f"pool.memory_budget: {exc}")
-            del raw["memory_budget"]
+            problems.append(f"{where}.{key}: {exc}")
+            del raw[key]
     return raw
 
 

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import structlog
 
-from server.errors import error_event
+from server.http_errors import error_event
 
 log = structlog.get_logger("server.streaming")
 

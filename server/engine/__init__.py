@@ -1,11 +1,14 @@
-"""The only package that imports llama_cpp. Blocking engine calls run in worker threads."""
+"""The engine boundary. This package's top level never imports llama_cpp: `Model` (interface.py) is what
+services and the pool use, `start_worker` (client.py) runs a model in a process of its own, and only
+server/engine/worker/ (that process) imports llama_cpp."""
 
-from server.engine.sequence import Piece, Request, TokenLogprob, TopLogprob, Usage, check_context
-from server.engine.llama import LlamaEngine, load_engine
-from server.engine.sampling import SamplingParams, any_json_object_grammar, schema_grammar
-from server.engine.threads import Channel
+from server.engine.client import WorkerModel, start_worker
+from server.engine.interface import Exit, Indexed, Loader, Model
+from server.engine.types import (
+    ChatPrompt, Embeddings, Grammar, Piece, Request, SamplingParams, TokenLogprob, TopLogprob, Usage, check_context,
+)
 
 __all__ = [
-    "LlamaEngine", "Piece", "Request", "SamplingParams", "TokenLogprob", "TopLogprob", "Usage",
-    "any_json_object_grammar", "check_context", "load_engine", "schema_grammar", "Channel",
+    "ChatPrompt", "Embeddings", "Exit", "Grammar", "Indexed", "Loader", "Model", "Piece", "Request",
+    "SamplingParams", "TokenLogprob", "TopLogprob", "Usage", "WorkerModel", "check_context", "start_worker",
 ]

@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 
-from server.engine import LlamaEngine, Request, any_json_object_grammar, schema_grammar
+from server.engine import ChatPrompt, Grammar, Request
 from server.errors import InvalidRequestError
 from server.pool import ModelPool
 from server.protocol.chat import ChatCompletionRequest, ChatMessage, JsonObjectFormat, JsonSchemaResponseFormat
@@ -17,10 +17,10 @@ from server.protocol.chat_response import AssistantMessage, ChatChoice, ChatComp
 from server.protocol.common import PromptTokensDetails, Usage
 from server.services import chat_stream, tools
 from server.metrics import Metrics
-from server.services.choices import choice_requests, total_usage
-from server.services.common import collect_on_model, new_id, now, record_usage, require_kind, sequences_on_model
+from server.services.choices import choice_requests, collect, total_usage
+from server.services.common import new_id, now, record_usage, require_kind
 from server.services.logprobs import chat_logprobs
-from server.services.params import check_logit_bias, max_tokens, refuse_unsupported, sampling_params, stop_list
+from server.services.params import max_tokens, refuse_unsupported, sampling_params, stop_list
 
 UNSUPPORTED = (
     "functions", "function_call", "audio", "modalities", "prediction", "reasoning_effort",
@@ -42,10 +42,8 @@ class ChatPlan:
     logprobs: int | None
     tools: tools.ToolPlan | None
 
-    def requests(self, engine: LlamaEngine) -> list[Request]:
-        check_logit_bias(self.sampling.logit_bias, engine.n_vocab)
-        prompt, template_stops = engine.chat_prompt(self.messages)
-        return choice_requests(prompt, self.n, self.max_tokens, self.stop + template_stops, self.sampling,
+    def requests(self, prompt: ChatPrompt) -> list[Request]:
+        return choice_requests(prompt.tokens, self.n, self.max_tokens, self.stop + prompt.stop, self.sampling,
                                self.logprobs)
 
 
@@ -56,7 +54,7 @@ def _text(message: ChatMessage) -> str:
     return content or ""
 
 
-def plan_chat(pool: ModelPool[LlamaEngine], request: ChatCompletionRequest) -> ChatPlan:
+def plan_chat(pool: ModelPool[Any], request: ChatCompletionRequest) -> ChatPlan:
     spec = pool.spec(request.model)
     require_kind(request.model, spec, embedding=False)
     refuse_unsupported(request, UNSUPPORTED, NEUTRAL)
@@ -69,7 +67,7 @@ def plan_chat(pool: ModelPool[LlamaEngine], request: ChatCompletionRequest) -> C
     if tool_plan is not None and isinstance(fmt, (JsonObjectFormat, JsonSchemaResponseFormat)):
         raise InvalidRequestError("response_format cannot be combined with tool calls; set tool_choice to none.",
                                   param="response_format")
-    grammar, trigger = _grammar(fmt, tool_plan)
+    grammar = _grammar(fmt, tool_plan)
     messages = [{"role": m.role if m.role != "developer" else "system", "content": _text(m)} for m in request.messages]
     messages = tools.history(messages, request.messages, tool_plan.instructions if tool_plan else None)
     return ChatPlan(
@@ -78,29 +76,28 @@ def plan_chat(pool: ModelPool[LlamaEngine], request: ChatCompletionRequest) -> C
         max_tokens=max_tokens(request.model, spec, {"max_completion_tokens": request.max_completion_tokens,
                                                     "max_tokens": request.max_tokens}, fallback=None),
         stop=stop_list(request.stop),
-        sampling=sampling_params(spec, request, grammar=grammar, trigger=trigger),
+        sampling=sampling_params(spec, request, grammar=grammar),
         logprobs=(request.top_logprobs or 0) if request.logprobs else None,
         tools=tool_plan,
     )
 
 
-def _grammar(fmt: Any, tool_plan: tools.ToolPlan | None) -> tuple[str | None, str | None]:
+def _grammar(fmt: Any, tool_plan: tools.ToolPlan | None) -> Grammar | None:
     if tool_plan is not None:
-        return tool_plan.grammar, (tools.OPEN if tool_plan.lazy else None)
+        return tool_plan.grammar
     if isinstance(fmt, JsonObjectFormat):
-        return any_json_object_grammar(), None
+        return Grammar()  # any JSON object
     if isinstance(fmt, JsonSchemaResponseFormat):
         schema = fmt.json_schema.schema
-        if schema is msgspec.UNSET:
-            return any_json_object_grammar(), None
-        return schema_grammar(msgspec.json.encode(schema).decode()), None
-    return None, None
+        return Grammar(schema=None if schema is msgspec.UNSET else msgspec.json.encode(schema).decode())
+    return None
 
 
-async def complete_chat(pool: ModelPool[LlamaEngine], request: ChatCompletionRequest,
+async def complete_chat(pool: ModelPool[Any], request: ChatCompletionRequest,
                         metrics: Metrics | None = None) -> ChatCompletion:
     plan = plan_chat(pool, request)
-    collected = await collect_on_model(pool, request.model, plan.requests, plan.n)
+    async with pool.lease(request.model) as model:
+        collected = await collect(model, plan.requests(await model.chat_prompt(plan.messages)))
     choices = []
     for index, result in enumerate(collected):
         content, calls = tools.parse_calls(result.text) if plan.tools else (result.text, [])
@@ -126,16 +123,17 @@ def usage(prompt_tokens: int, completion_tokens: int, cached: int) -> Usage:
     )
 
 
-async def stream_chat(pool: ModelPool[LlamaEngine], request: ChatCompletionRequest,
+async def stream_chat(pool: ModelPool[Any], request: ChatCompletionRequest,
                       metrics: Metrics | None = None) -> AsyncIterator[bytes]:
     plan = plan_chat(pool, request)
     include_usage = bool(request.stream_options and request.stream_options.include_usage)
     writer = chat_stream.ChunkWriter(new_id("chatcmpl"), now(), request.model, plan.n,
                                      with_tools=plan.tools is not None, with_logprobs=plan.logprobs is not None)
-    batches = sequences_on_model(pool, request.model, plan.requests)
-    async with aclosing(batches):
-        async for batch in batches:
-            yield writer.write(batch)
+    async with pool.lease(request.model) as model:
+        requests = plan.requests(await model.chat_prompt(plan.messages))
+        async with aclosing(model.generate(requests)) as batches:
+            async for batch in batches:
+                yield writer.write(batch)
     record_usage(metrics, request.model, writer.usages, writer.finish_reasons)
     if include_usage:
         yield writer.usage_chunk(usage(*writer.usage()))

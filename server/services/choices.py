@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
+from contextlib import aclosing
 from dataclasses import dataclass, field
 
 import msgspec
 
-from server.engine import Piece, Request, SamplingParams, TokenLogprob, Usage
-
-Indexed = tuple[int, Piece]
+from server.engine import Indexed, Model, Request, SamplingParams, TokenLogprob, Usage
 
 
-def choice_requests(prompt: list[int], n: int, max_tokens: int | None, stop: list[str],
+def choice_requests(prompt: list[int] | str, n: int, max_tokens: int | None, stop: list[str],
                     sampling: SamplingParams, logprobs: int | None) -> list[Request]:
     """One engine request per choice. With a seed, choice i uses seed + i: different, yet repeatable."""
     requests = []
@@ -46,3 +45,13 @@ def total_usage(usages: list[Usage | None]) -> tuple[int, int, int]:
     if not known:
         return 0, 0, 0
     return known[0].prompt_tokens, sum(u.completion_tokens for u in known), known[0].cached_tokens
+
+
+async def collect(model: Model, requests: list[Request]) -> list[Collected]:
+    """Generate every request to its end, gathered into one result per sequence (non-streamed requests).
+    If this is cancelled (the client left), leaving `generate` drops the sequences at the next step."""
+    collected = [Collected() for _ in requests]
+    async with aclosing(model.generate(requests)) as batches:
+        async for batch in batches:
+            add_pieces(collected, batch)
+    return collected

@@ -8,16 +8,16 @@ from typing import Any
 
 import msgspec
 
-from server.engine import LlamaEngine, Piece, Request, Usage
+from server.engine import Piece, Request, Usage
 from server.errors import InvalidRequestError
 from server.pool import ModelPool
 from server.protocol.completions import Completion, CompletionChoice, CompletionRequest
 from server.services.chat import usage as wire_usage
 from server.metrics import Metrics
-from server.services.choices import choice_requests, total_usage
-from server.services.common import collect_on_model, new_id, now, record_usage, require_kind, sequences_on_model
+from server.services.choices import choice_requests, collect, total_usage
+from server.services.common import new_id, now, record_usage, require_kind
 from server.services.logprobs import completion_logprobs
-from server.services.params import check_logit_bias, max_tokens, refuse_unsupported, sampling_params, stop_list
+from server.services.params import max_tokens, refuse_unsupported, sampling_params, stop_list
 from server.streaming import event
 
 UNSUPPORTED = ("best_of", "suffix")
@@ -31,7 +31,7 @@ _encode = msgspec.json.Encoder().encode
 class TextPlan:
     """Prompt i, choice j is output choice i * n + j, as OpenAI numbers them."""
 
-    def __init__(self, pool: ModelPool[LlamaEngine], request: CompletionRequest) -> None:
+    def __init__(self, pool: ModelPool[Any], request: CompletionRequest) -> None:
         spec = pool.spec(request.model)
         require_kind(request.model, spec, embedding=False)
         refuse_unsupported(request, UNSUPPORTED, NEUTRAL)
@@ -48,24 +48,23 @@ class TextPlan:
         self.sampling = sampling_params(spec, request)
         self.logprobs = request.logprobs
 
-    def requests(self, engine: LlamaEngine) -> list[Request]:
-        """Every prompt's n choices, all decoded together: request p * n + j is prompt p, choice j."""
-        check_logit_bias(self.sampling.logit_bias, engine.n_vocab)
+    def requests(self) -> list[Request]:
+        """Every prompt's n choices, all decoded together: request p * n + j is prompt p, choice j. The
+        model's worker tokenizes the prompts."""
         requests: list[Request] = []
         for prompt in self.prompts:
-            tokens = engine.tokenize(prompt)
-            requests += choice_requests(tokens, self.n, self.max_tokens, self.stop, self.sampling, self.logprobs)
+            requests += choice_requests(prompt, self.n, self.max_tokens, self.stop, self.sampling, self.logprobs)
         return requests
 
     def prompt_of(self, index: int) -> str:
         return self.prompts[index // self.n]
 
 
-async def complete_text(pool: ModelPool[LlamaEngine], request: CompletionRequest,
+async def complete_text(pool: ModelPool[Any], request: CompletionRequest,
                         metrics: Metrics | None = None) -> Completion:
     plan = TextPlan(pool, request)
-    total = len(plan.prompts) * plan.n
-    collected = await collect_on_model(pool, request.model, plan.requests, total)
+    async with pool.lease(request.model) as model:
+        collected = await collect(model, plan.requests())
     record_usage(metrics, request.model, [r.usage for r in collected], [r.finish_reason for r in collected], plan.n)
     choices = []
     for i, result in enumerate(collected):
@@ -87,7 +86,7 @@ def _usage(usages: list[Usage | None], n: int) -> tuple[int, int, int]:
     return prompt, completion, cached
 
 
-async def stream_text(pool: ModelPool[LlamaEngine], request: CompletionRequest,
+async def stream_text(pool: ModelPool[Any], request: CompletionRequest,
                       metrics: Metrics | None = None) -> AsyncIterator[bytes]:
     plan = TextPlan(pool, request)
     chunk_id, created, model = new_id("cmpl"), now(), request.model
@@ -113,8 +112,7 @@ async def stream_text(pool: ModelPool[LlamaEngine], request: CompletionRequest,
             finishes.append(piece.finish_reason)
         return event(_encode(Completion(id=chunk_id, created=created, model=model, choices=[choice])))
 
-    batches = sequences_on_model(pool, model, plan.requests)
-    async with aclosing(batches):
+    async with pool.lease(model) as engine, aclosing(engine.generate(plan.requests())) as batches:
         async for batch in batches:
             yield b"".join(chunk(index, piece) for index, piece in batch)
     record_usage(metrics, model, usages, finishes, plan.n)

@@ -7,11 +7,12 @@ import struct
 
 from msgspec import UNSET
 
-from server.engine import LlamaEngine
+from typing import Any
+
 from server.errors import UnsupportedParameterError
 from server.pool import ModelPool
 from server.protocol.embeddings import Embedding, EmbeddingList, EmbeddingRequest, EmbeddingUsage
-from server.services.common import require_kind, run_on_model
+from server.services.common import require_kind
 
 
 def _base64(vector: list[float]) -> str:
@@ -19,7 +20,7 @@ def _base64(vector: list[float]) -> str:
     return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
 
 
-async def embed(pool: ModelPool[LlamaEngine], request: EmbeddingRequest) -> EmbeddingList:
+async def embed(pool: ModelPool[Any], request: EmbeddingRequest) -> EmbeddingList:
     spec = pool.spec(request.model)
     require_kind(request.model, spec, embedding=True)
     if request.dimensions is not UNSET and request.dimensions is not None:
@@ -28,7 +29,8 @@ async def embed(pool: ModelPool[LlamaEngine], request: EmbeddingRequest) -> Embe
             param="dimensions",
         )
     inputs = [request.input] if isinstance(request.input, str) else request.input
-    vectors, tokens = await run_on_model(pool, request.model, lambda engine, _stop: engine.embed(inputs))
+    async with pool.lease(request.model) as model:
+        vectors, tokens = await model.embed(inputs)
     as_base64 = request.encoding_format == "base64"
     return EmbeddingList(
         data=[

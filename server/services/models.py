@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from server.engine import LlamaEngine
+from typing import Any
+
 from server.pool import ModelPool
 from server.protocol.models import ModelCard, ModelList
 
 
-def model_card(pool: ModelPool[LlamaEngine], alias: str, created: int) -> ModelCard:
+def model_card(pool: ModelPool[Any], alias: str, created: int) -> ModelCard:
     spec = pool.spec(alias)
     return ModelCard(
         id=alias,
@@ -18,5 +19,5 @@ def model_card(pool: ModelPool[LlamaEngine], alias: str, created: int) -> ModelC
     )
 
 
-def list_models(pool: ModelPool[LlamaEngine], created: int) -> ModelList:
+def list_models(pool: ModelPool[Any], created: int) -> ModelList:
     return ModelList(data=[model_card(pool, alias, created) for alias in pool.registry.models])

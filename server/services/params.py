@@ -6,7 +6,7 @@ from typing import Any
 
 from msgspec import UNSET
 
-from server.engine import SamplingParams
+from server.engine import Grammar, SamplingParams
 from server.errors import InvalidRequestError, UnsupportedParameterError
 from server.limits import limit_max_tokens
 from server.registry import ModelSpec
@@ -46,17 +46,7 @@ def logit_bias(raw: dict[str, float] | None) -> dict[int, float]:
         raise InvalidRequestError("logit_bias keys must be token ids (integers as strings).", param="logit_bias") from exc
 
 
-def check_logit_bias(bias: dict[int, float], n_vocab: int) -> None:
-    bad = next((t for t in bias if not 0 <= t < n_vocab), None)
-    if bad is not None:
-        raise InvalidRequestError(
-            f"logit_bias names token {bad}, outside this model's vocabulary (0..{n_vocab - 1}).", param="logit_bias"
-        )
-
-
-def sampling_params(
-    spec: ModelSpec, request: Any, *, grammar: str | None = None, trigger: str | None = None
-) -> SamplingParams:
+def sampling_params(spec: ModelSpec, request: Any, *, grammar: Grammar | None = None) -> SamplingParams:
     defaults = spec.sampling
     return SamplingParams(
         temperature=pick(request.temperature, defaults.temperature),
@@ -69,7 +59,6 @@ def sampling_params(
         seed=request.seed,
         logit_bias=logit_bias(request.logit_bias),
         grammar=grammar,
-        grammar_trigger=trigger,
     )
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from msgspec import UNSET
 
-from server.engine import schema_grammar
+from server.engine import Grammar
 from server.errors import InvalidRequestError
 from server.protocol.chat import ChatCompletionRequest, ChatMessage, NamedToolChoice, Tool, ToolCall, FunctionCall
 
@@ -30,8 +30,7 @@ EMPTY_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}
 @dataclass(frozen=True)
 class ToolPlan:
     instructions: str
-    grammar: str
-    lazy: bool  # auto: grammar from the opening tag on; otherwise from the first token
+    grammar: Grammar  # lazy for auto: from the opening tag on; otherwise from the first token
 
 
 def plan_tools(request: ChatCompletionRequest) -> ToolPlan | None:
@@ -51,8 +50,7 @@ def plan_tools(request: ChatCompletionRequest) -> ToolPlan | None:
                                       param="tool_choice")
     return ToolPlan(
         instructions=_instructions(tools, choice),
-        grammar=_grammar(callable_tools),
-        lazy=choice == "auto",
+        grammar=_grammar(callable_tools, lazy=choice == "auto"),
     )
 
 
@@ -83,7 +81,7 @@ def _instructions(tools: list[Tool], choice: Any) -> str:
     )
 
 
-def _grammar(tools: list[Tool]) -> str:
+def _grammar(tools: list[Tool], *, lazy: bool) -> Grammar:
     schema = {
         "anyOf": [
             {
@@ -94,8 +92,7 @@ def _grammar(tools: list[Tool]) -> str:
             for t in tools
         ]
     }
-    call_rules = schema_grammar(json.dumps(schema), root="tool-call")
-    return f'root ::= "{OPEN}" "\\n"? tool-call "\\n"? "{CLOSE}"\n' + call_rules
+    return Grammar(schema=json.dumps(schema), open=OPEN, close=CLOSE, lazy=lazy, param="tools")
 
 
 def history(messages: list[dict[str, Any]], source: list[ChatMessage], instructions: str | None) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ from server.registry import ModelSpec, PoolSpec, Registry
 from server.settings import Settings
 
 
-def refuse_to_load(alias: str, spec: ModelSpec) -> object:
+async def refuse_to_load(alias: str, spec: ModelSpec) -> object:
     raise AssertionError(f"no request in this module should load a model (asked for {alias})")
 
 

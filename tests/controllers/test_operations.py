@@ -20,7 +20,7 @@ models:
 """
 
 
-def fake_loader(alias: str, spec: object) -> FakeEngine:
+async def fake_loader(alias: str, spec: object) -> FakeEngine:
     return FakeEngine(alias)
 
 

@@ -37,15 +37,26 @@ def stream_text(client: openai.OpenAI, model: str, max_tokens: int) -> tuple[str
     return text, finish, times
 
 
+def counted_stream(client: openai.OpenAI, max_tokens: int) -> tuple[str, str | None, int]:
+    text, finish, generated = "", None, 0
+    for chunk in client.chat.completions.create(model="smollm2", messages=STORY, max_tokens=max_tokens,
+                                                temperature=0, stream=True, stream_options={"include_usage": True}):
+        if chunk.usage is not None:
+            generated = chunk.usage.completion_tokens
+        elif chunk.choices:
+            text += chunk.choices[0].delta.content or ""
+            finish = chunk.choices[0].finish_reason or finish
+    return text, finish, generated
+
+
 def test_four_concurrent_streams_on_one_alias_all_complete(client: openai.OpenAI) -> None:
-    reference = client.chat.completions.create(model="smollm2", messages=STORY, max_tokens=48, temperature=0)
-    expected = reference.choices[0].message.content
-    assert reference.choices[0].finish_reason == "length"
+    # Not compared with a lone answer's text: llama.cpp does not promise bit-identical logits across
+    # batch shapes and cached prefixes, and greedy decoding of a small model can drift on one token.
     with ThreadPoolExecutor(4) as executor:
-        results = list(executor.map(lambda _: stream_text(client, "smollm2", 48), range(4)))
-    for text, finish, _ in results:
-        assert finish == "length"
-        assert text == expected  # every token arrived; nothing was cut short by the others
+        results = list(executor.map(lambda _: counted_stream(client, 48), range(4)))
+    for text, finish, generated in results:
+        assert finish == "length" and generated == 48  # every token arrived; nothing was cut short
+        assert len(text) > 48
 
 
 def test_two_aliases_stream_at_the_same_time(make_server) -> None:  # type: ignore[no-untyped-def]

@@ -1,15 +1,18 @@
-"""The engine with the real model, below the HTTP layer: grammars, context checks, stop flag."""
+"""The worker-side engine with the real model, in this process: grammars, context checks, cancel,
+prefix reuse, chunked prompts, a failing decode. (The process wall itself: tests/unit/test_worker.py.)"""
 
 from __future__ import annotations
 
+import itertools
 import json
-import threading
+import queue
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from server.engine import LlamaEngine, Request, SamplingParams
+from server.engine import Piece, Request, SamplingParams
+from server.engine.worker.llama import LlamaEngine
 from server.errors import ContextLengthError, EngineError
 from server.registry import ModelSpec
 from server.services.tools import OPEN, parse_calls, plan_tools
@@ -18,35 +21,72 @@ from server.protocol.chat import ChatCompletionRequest, ChatMessage, Tool, Funct
 MODEL = Path(__file__).resolve().parents[2] / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
+class Harness:
+    """A LlamaEngine whose steps land in a queue, read back per job as the worker's client would."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.steps: queue.SimpleQueue[tuple[list, list, list]] = queue.SimpleQueue()
+        self.engine = LlamaEngine("t", spec, lambda *step: self.steps.put(step))
+        self._ids = itertools.count(1)
+
+    def tokenize(self, text: str) -> list[int]:
+        return self.engine.tokenize(text)
+
+    def start(self, requests: list[Request]) -> int:
+        job = next(self._ids)
+        self.engine.generate(job, requests)
+        return job
+
+    def pieces(self, job: int) -> Iterator[tuple[int, Piece]]:
+        while True:
+            pieces, ended, failed = self.steps.get(timeout=60)
+            for failed_job, exc in failed:
+                if failed_job == job:
+                    raise exc
+            yield from ((i, p) for j, i, p in pieces if j == job)
+            if job in ended:
+                return
+
+    def generate_many(self, requests: list[Request]) -> Iterator[tuple[int, Piece]]:
+        return self.pieces(self.start(requests))
+
+    def generate(self, request: Request) -> Iterator[Piece]:
+        return (piece for _, piece in self.generate_many([request]))
+
+    def close(self) -> None:
+        assert self.engine._slots is not None
+        self.engine._slots.close()
+
+
 @pytest.fixture(scope="module")
-def engine() -> Iterator[LlamaEngine]:
+def engine() -> Iterator[Harness]:
     if not MODEL.exists():
         pytest.fail("run `make models` first")
-    loaded = LlamaEngine("t", ModelSpec(path=str(MODEL), n_ctx=512))
+    loaded = Harness(ModelSpec(path=str(MODEL), n_ctx=512))
     yield loaded
     loaded.close()
 
 
-def text_of(engine: LlamaEngine, request: Request, stop: threading.Event | None = None) -> tuple[str, str | None]:
+def text_of(engine: Harness, request: Request) -> tuple[str, str | None]:
     text, finish = "", None
-    for piece in engine.generate(request, stop or threading.Event()):
+    for piece in engine.generate(request):
         text += piece.text
         finish = piece.finish_reason or finish
     return text, finish
 
 
-def test_lazy_grammar_constrains_only_after_the_trigger(engine: LlamaEngine) -> None:
+def test_lazy_grammar_constrains_only_after_the_trigger(engine: Harness) -> None:
     """The examples show calls without `days`; once the model writes the tag, the grammar demands it."""
     tool = Tool(function=FunctionDef(name="get_weather", parameters={
         "type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
         "required": ["city", "days"]}))
     plan = plan_tools(ChatCompletionRequest(model="t", messages=[ChatMessage(role="user", content="x")],
                                             tools=[tool]))
-    assert plan is not None and plan.lazy
+    assert plan is not None and plan.grammar.lazy
     example = f'{OPEN}{{"name": "get_weather", "arguments": {{"city": "Rome"}}}}</tool_call>'
     prompt = engine.tokenize(f"Weather lookups.\nQ: Rome?\nA: {example}\nQ: Oslo?\nA: {example.replace('Rome', 'Oslo')}"
                              "\nQ: Paris?\nA:")
-    sampling = SamplingParams(temperature=0.0, grammar=plan.grammar, grammar_trigger=OPEN)
+    sampling = SamplingParams(temperature=0.0, grammar=plan.grammar)
     text, _ = text_of(engine, Request(prompt=prompt, max_tokens=60, stop=["\nQ:"], sampling=sampling))
     assert OPEN in text, text
     _, calls = parse_calls(text)
@@ -54,31 +94,30 @@ def test_lazy_grammar_constrains_only_after_the_trigger(engine: LlamaEngine) -> 
     assert set(arguments) == {"city", "days"} and isinstance(arguments["days"], int)
 
 
-def test_context_is_checked_before_decoding(engine: LlamaEngine) -> None:
+def test_context_is_checked_before_decoding(engine: Harness) -> None:
     prompt = engine.tokenize("hello " * 10)
     with pytest.raises(ContextLengthError) as info:
-        list(engine.generate(Request(prompt=prompt, max_tokens=600, stop=[], sampling=SamplingParams()),
-                             threading.Event()))
+        list(engine.generate(Request(prompt=prompt, max_tokens=600, stop=[], sampling=SamplingParams())))
     assert "512" in info.value.message and "600" in info.value.message
 
 
-def test_a_set_stop_flag_ends_generation_without_a_finish(engine: LlamaEngine) -> None:
-    stop = threading.Event()
+def test_a_cancelled_request_ends_without_a_finish(engine: Harness) -> None:
+    job = engine.start([Request(prompt=engine.tokenize("Once upon a time"), max_tokens=200, stop=[],
+                                sampling=SamplingParams(temperature=0.0))])
     pieces = []
-    for piece in engine.generate(Request(prompt=engine.tokenize("Once upon a time"), max_tokens=200, stop=[],
-                                         sampling=SamplingParams(temperature=0.0)), stop):
+    for _, piece in engine.pieces(job):
         pieces.append(piece)
         if len(pieces) == 3:
-            stop.set()
+            engine.engine.cancel(job)
     # The decode loop runs on its own thread: a token or two may already be on their way.
     assert 3 <= len(pieces) <= 6 and all(p.finish_reason is None for p in pieces)
 
 
-def test_usage_counts_cached_prefix(engine: LlamaEngine) -> None:
+def test_usage_counts_cached_prefix(engine: Harness) -> None:
     prompt = engine.tokenize("The quick brown fox jumps over the lazy dog. " * 3)
     request = Request(prompt=prompt, max_tokens=4, stop=[], sampling=SamplingParams(temperature=0.0))
-    first = list(engine.generate(request, threading.Event()))[-1].usage
-    second = list(engine.generate(request, threading.Event()))[-1].usage
+    first = list(engine.generate(request))[-1].usage
+    second = list(engine.generate(request))[-1].usage
     assert first.completion_tokens == second.completion_tokens == 4
     assert second.cached_tokens == len(prompt) - 1 and second.prompt_tokens == len(prompt)
 
@@ -86,15 +125,15 @@ def test_usage_counts_cached_prefix(engine: LlamaEngine) -> None:
 def test_tiny_batches_chunk_prompts_and_starve_nobody() -> None:
     """Three sequences share a batch of 3 tokens: prompts go in chunks, every sequence still finishes,
     with the same text as when it ran alone."""
-    small = LlamaEngine("s", ModelSpec(path=str(MODEL), n_ctx=256, n_parallel=3, n_batch=3))
+    small = Harness(ModelSpec(path=str(MODEL), n_ctx=256, n_parallel=3, n_batch=3))
     try:
         prompts = [small.tokenize(t) for t in ("Once upon a time", "The capital of France is", "1, 2, 3,")]
         requests = [Request(prompt=p, max_tokens=6, stop=[], sampling=SamplingParams(temperature=0.0))
                     for p in prompts]
-        alone = ["".join(piece.text for piece in small.generate(r, threading.Event())) for r in requests]
+        alone = ["".join(piece.text for piece in small.generate(r)) for r in requests]
         together = [""] * 3
         finished = set()
-        for index, piece in small.generate_many(requests, threading.Event()):
+        for index, piece in small.generate_many(requests):
             together[index] += piece.text
             if piece.finish_reason:
                 finished.add(index)
@@ -105,9 +144,9 @@ def test_tiny_batches_chunk_prompts_and_starve_nobody() -> None:
 
 
 def test_a_failed_decode_fails_its_batch_and_the_loop_serves_the_next_request(
-    engine: LlamaEngine, monkeypatch: pytest.MonkeyPatch
+    engine: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import server.engine.slots as slots
+    import server.engine.worker.slots as slots
 
     real_decode = slots.llama_cpp.llama_decode
     failures = iter([True])
@@ -119,6 +158,31 @@ def test_a_failed_decode_fails_its_batch_and_the_loop_serves_the_next_request(
     request = Request(prompt=engine.tokenize("Once upon a time"), max_tokens=3, stop=[],
                       sampling=SamplingParams(temperature=0.0))
     with pytest.raises(EngineError, match="llama_decode failed"):
-        list(engine.generate(request, threading.Event()))
-    pieces = list(engine.generate(request, threading.Event()))  # the decode thread is still there
+        list(engine.generate(request))
+    pieces = list(engine.generate(request))  # the decode thread is still there
     assert pieces[-1].finish_reason == "length" and pieces[-1].usage.completion_tokens == 3
+
+
+def test_a_seeded_request_reuses_the_cached_prefix_and_keeps_its_output(engine: Harness) -> None:
+    """A seed decides sampling, not the prompt's keys and values: the cache is reused, the text is the same."""
+    prompt = engine.tokenize("Write a short poem about the sea. " * 3)
+    request = Request(prompt=prompt, max_tokens=8, stop=[], sampling=SamplingParams(temperature=0.8, seed=7))
+    first = list(engine.generate(request))
+    second = list(engine.generate(request))
+    assert second[-1].usage.cached_tokens == len(prompt) - 1
+    assert "".join(p.text for p in first) == "".join(p.text for p in second)
+
+
+def test_a_big_request_does_not_hold_a_small_one_back(engine: Harness) -> None:
+    """Requests take turns for slots: a one-sequence request queued behind one of many sequences is
+    admitted before the many are all done."""
+    many = engine.start([Request(prompt=engine.tokenize(f"Count to {i}:"), max_tokens=12, stop=[],
+                                 sampling=SamplingParams(temperature=0.0)) for i in range(12)])
+    small = engine.start([Request(prompt=engine.tokenize("Hi"), max_tokens=2, stop=[],
+                                  sampling=SamplingParams(temperature=0.0))])
+    ended: list[int] = []
+    while len(ended) < 2:
+        _, done, _ = engine.steps.get(timeout=60)
+        ended += done
+    assert ended[0] == small, ended
+    assert many in ended

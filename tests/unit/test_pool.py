@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -14,13 +14,35 @@ from server.pool import ModelPool
 from server.registry import ModelSpec, PoolSpec, Registry
 
 
+# A file with GGUF's magic and nothing else: enough for the pool's check before it evicts for a model.
+STUB = Path(tempfile.mkdtemp(prefix="pool-test-")) / "stub.gguf"
+STUB.write_bytes(b"GGUF" + b"\0" * 60)
+
+
 class FakeEngine:
+    """Enough of the engine interface for the pool: closing, and ending on its own (a crash)."""
+
     def __init__(self, alias: str) -> None:
         self.alias = alias
         self.closed = False
+        self._ended: asyncio.Future[str] | None = None
 
-    def close(self) -> None:
+    def _end(self) -> asyncio.Future[str]:
+        if self._ended is None:
+            self._ended = asyncio.get_running_loop().create_future()
+        return self._ended
+
+    async def close(self) -> None:
         self.closed = True
+        if not self._end().done():
+            self._end().set_result("closed")
+
+    def crash(self) -> None:
+        if not self._end().done():
+            self._end().set_result("crashed")
+
+    async def exited(self) -> str:
+        return await asyncio.shield(self._end())
 
 
 class Loader:
@@ -31,10 +53,10 @@ class Loader:
         self.engines: list[FakeEngine] = []
         self._lock = threading.Lock()
 
-    def __call__(self, alias: str, spec: ModelSpec) -> FakeEngine:
+    async def __call__(self, alias: str, spec: ModelSpec) -> FakeEngine:
         with self._lock:
             self.loads.append(alias)
-        time.sleep(self.delay)
+        await asyncio.sleep(self.delay)
         if alias in self.fail:
             raise RuntimeError(f"corrupt file for {alias}")
         engine = FakeEngine(alias)
@@ -43,12 +65,12 @@ class Loader:
 
 
 def make_pool(loader: Loader, aliases: str = "abc", max_resident: int = 2) -> ModelPool[FakeEngine]:
-    models = {a: ModelSpec(path=str(Path("/nonexistent") / f"{a}.gguf")) for a in aliases}
+    models = {a: ModelSpec(path=str(STUB)) for a in aliases}
     return ModelPool(Registry(models=models, pool=PoolSpec(max_resident=max_resident)), loader)
 
 
 async def use(pool: ModelPool[FakeEngine], alias: str, hold: float = 0.0) -> FakeEngine:
-    async with pool.using(alias) as engine:
+    async with pool.lease(alias) as engine:
         assert not engine.closed
         await asyncio.sleep(hold)
         assert not engine.closed, "a model was closed under a running request"
@@ -100,7 +122,7 @@ def test_one_request_at_a_time_per_alias_and_aliases_in_parallel() -> None:
 
         async def request(alias: str) -> None:
             nonlocal both_at_once
-            async with pool.using(alias):
+            async with pool.lease(alias):
                 active[alias] += 1
                 peak[alias] = max(peak[alias], active[alias])
                 both_at_once = both_at_once or (active["a"] and active["b"]) > 0

@@ -12,7 +12,7 @@ from server.errors import ModelNotFoundError, ModelTooLargeError, QueueFullError
 from server.footprint import FALLBACK_KV_PER_TOKEN
 from server.pool import ModelPool
 from server.registry import ModelSpec, PoolSpec, Registry
-from tests.unit.test_pool import FakeEngine, Loader, use
+from tests.unit.test_pool import STUB, FakeEngine, Loader, use
 
 MiB = 1024 * 1024
 
@@ -31,6 +31,9 @@ class Events:
     def model_evicted(self, alias: str, reason: str) -> None:
         self.seen.append(("evicted", alias, reason))
 
+    def model_crashed(self, alias: str, reason: str) -> None:
+        self.seen.append(("crashed", alias, reason))
+
     def request_queued(self, alias: str, seconds: float) -> None:
         self.queued.append((alias, seconds))
 
@@ -40,7 +43,7 @@ def registry(specs: dict[str, ModelSpec], **pool: object) -> Registry:
 
 
 def spec(**kwargs: object) -> ModelSpec:
-    return ModelSpec(path=str(Path("/nonexistent/x.gguf")), **kwargs)  # type: ignore[arg-type]
+    return ModelSpec(path=str(STUB), **kwargs)  # type: ignore[arg-type]
 
 
 
@@ -104,7 +107,7 @@ def files(tmp_path: Path, sizes: dict[str, int]) -> dict[str, ModelSpec]:
     specs = {}
     for alias, size in sizes.items():
         path = tmp_path / f"{alias}.gguf"
-        path.write_bytes(b"\0" * size)  # not GGUF: the footprint uses the fallback KV estimate
+        path.write_bytes(b"GGUF" + b"\0" * (size - 4))  # no header: the footprint uses the fallback KV estimate
         specs[alias] = ModelSpec(path=str(path), n_ctx=4)
     return specs
 
@@ -267,9 +270,9 @@ def test_a_changed_alias_in_use_finishes_on_its_old_model_and_the_next_request_g
         specs_seen: list[int] = []
 
         class SpecLoader(Loader):
-            def __call__(self, alias: str, spec: ModelSpec) -> FakeEngine:
+            async def __call__(self, alias: str, spec: ModelSpec) -> FakeEngine:
                 specs_seen.append(spec.n_ctx)
-                return super().__call__(alias, spec)
+                return await super().__call__(alias, spec)
 
         events = Events()
         pool = ModelPool(registry({"a": spec(n_ctx=512)}), SpecLoader(), events=events)

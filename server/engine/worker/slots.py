@@ -1,38 +1,52 @@
 """Continuous batching: every active sequence of one model advances in one shared decode per step.
 
-One llama.cpp context holds one KV sequence per slot. One thread per loaded model runs the loop:
-admit waiting sequences into free slots (preferring the slot whose cache shares the longest prefix
-with the prompt), gather the next token of each generating sequence plus pending prompt chunks into
-one batch, decode once, sample each sequence with its own sampler chain, hand each token to its
-request. New sequences join between steps; a sequence whose client left is dropped at the next step.
-A free slot keeps its cache, so a follow-up request skips re-evaluating the shared prefix.
+One llama.cpp context holds one KV sequence per slot. One thread runs the loop: admit waiting
+sequences into free slots (taking turns between requests, and preferring the slot whose cache shares
+the longest prefix with the prompt), gather the next token of each generating sequence plus pending
+prompt chunks into one batch, decode once, sample each sequence with its own sampler chain. What a
+step produced (every sequence's pieces, the requests that ended or failed) leaves in one `emit` call.
+New sequences join between steps; a cancelled request's sequences are dropped at the next step. A free
+slot keeps its cache, so a follow-up request skips re-evaluating the shared prefix (whatever its seed).
 """
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import llama_cpp
-from llama_cpp._internals import LlamaContext
 
-from server.engine.sequence import Piece, Request, TokenPieces, Usage, check_context, logprobs_at
-from server.engine.sampling import build_sampler, random_seed
 from server.engine.text import StopMatcher, Utf8Stream
+from server.engine.types import Piece, Request, Usage
+from server.engine.worker.compat import LlamaContext, model_of
+from server.engine.worker.sampling import RANDOM_SEED, build_sampler
+from server.engine.worker.tokens import TokenPieces, logprobs_at
 from server.errors import EngineError
 
-Sink = Callable[[object], None]  # receives Pieces, then None at the end, or an exception
+# One step's output: (request id, sequence index, piece)s, ids of requests that ended, (id, error)s.
+Emit = Callable[[list[tuple[int, int, Piece]], list[int], list[tuple[int, BaseException]]], None]
+
+
+@dataclass(eq=False)
+class _Job:
+    """One request's sequences. `stopped`: cancelled or failed, its sequences leave at the next step."""
+
+    id: int
+    remaining: int
+    waiting: deque[_Sequence] = field(default_factory=deque)
+    stopped: bool = False
+    failed: bool = False
 
 
 @dataclass(eq=False)
 class _Sequence:
+    job: _Job
+    index: int
     request: Request
-    sink: Sink
-    stop: threading.Event
+    prompt: list[int]
     budget: int
     seed: int
     slot: _Slot | None = None
@@ -56,12 +70,13 @@ class _Slot:
 
 
 class SlotEngine:
-    """Runs sequences for one model. `generate` may be called from any number of threads at once."""
+    """Runs sequences for one model. `submit` and `cancel` may be called from any thread."""
 
-    def __init__(self, llm: llama_cpp.Llama, pieces: TokenPieces, *, n_parallel: int, n_ctx: int, n_batch: int,
-                 n_ubatch: int, flash_attn: bool | None = None) -> None:
+    def __init__(self, llm: llama_cpp.Llama, pieces: TokenPieces, emit: Emit, *, n_parallel: int, n_ctx: int,
+                 n_batch: int, n_ubatch: int, flash_attn: bool | None = None) -> None:
         self._llm = llm
         self._pieces = pieces
+        self._emit = emit
         self.n_ctx = n_ctx  # per sequence
         self._n_batch = n_batch
         params = type(llm.context_params).from_buffer_copy(llm.context_params)
@@ -78,68 +93,46 @@ class SlotEngine:
             True: llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED,
             False: llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED,
         }[flash_attn]
-        self._ctx = LlamaContext(model=llm._model, params=params, verbose=False)  # noqa: SLF001
+        self._ctx = LlamaContext(model=model_of(llm), params=params, verbose=False)
         self._mem = llama_cpp.llama_get_memory(self._ctx.ctx)
         self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
         self._vocab = llama_cpp.llama_model_get_vocab(llm.model)
         self._n_vocab = llm.n_vocab()
         self._slots = [_Slot(seq_id=i) for i in range(n_parallel)]
-        self._waiting: deque[_Sequence] = deque()
+        self._waiting: deque[_Job] = deque()  # jobs with sequences not yet admitted, in turn order
+        self._jobs: dict[int, _Job] = {}
         self._active: list[_Sequence] = []
         self._wake = threading.Condition()
         self._closing = False
+        self._out_pieces: list[tuple[int, int, Piece]] = []
+        self._out_ended: list[int] = []
+        self._out_failed: list[tuple[int, BaseException]] = []
         self._thread = threading.Thread(target=self._run, name="decode", daemon=True)
         self._thread.start()
 
     # -- requests (any thread) ---------------------------------------------------------------------
 
-    def submit(self, requests: list[Request], stop: threading.Event, sink: Callable[[object], None],
-               on_done: Callable[[], None]) -> None:
-        """Queue every request as its own sequence. `sink` receives (index, piece) pairs, or an exception,
-        on the decode thread; `on_done` runs once every sequence has ended or been dropped (after `stop`
-        is set, within a step). Context checks raise here, before anything is queued."""
-        budgets = [check_context(len(r.prompt), r.max_tokens, self.n_ctx) for r in requests]
-        if self._closing:
-            raise EngineError("the model is being unloaded; try again")
-        if not requests:
-            on_done()
-            return
-        remaining = [len(requests)]
-        lock = threading.Lock()
-
-        def tagged(index: int) -> Sink:
-            def put(item: object) -> None:
-                if item is None:
-                    with lock:
-                        remaining[0] -= 1
-                        last = remaining[0] == 0
-                    if last:
-                        on_done()
-                else:
-                    sink(item if isinstance(item, BaseException) else (index, item))
-            return put
-
-        sequences = []
-        for index, (request, budget) in enumerate(zip(requests, budgets)):
-            seed = request.sampling.seed if request.sampling.seed is not None else random_seed()
-            sequences.append(_Sequence(request=request, sink=tagged(index), stop=stop, budget=budget, seed=seed,
-                                       stops=StopMatcher(request.stop)))
+    def submit(self, job_id: int, requests: list[Request], prompts: list[list[int]], budgets: list[int]) -> None:
+        """Queue every request as its own sequence (already checked: prompts tokenized, budgets known)."""
+        job = _Job(id=job_id, remaining=len(requests))
+        for index, (request, prompt, budget) in enumerate(zip(requests, prompts, budgets)):
+            seed = request.sampling.seed if request.sampling.seed is not None else RANDOM_SEED
+            job.waiting.append(_Sequence(job=job, index=index, request=request, prompt=prompt, budget=budget,
+                                         seed=seed, stops=StopMatcher(request.stop)))
         with self._wake:
-            self._waiting.extend(sequences)
+            if self._closing:
+                raise EngineError("the model is being unloaded; try again")
+            self._jobs[job_id] = job
+            self._waiting.append(job)
             self._wake.notify()
 
-    def generate(self, requests: list[Request], stop: threading.Event) -> Iterator[tuple[int, Piece]]:
-        """The same, as a blocking iterator (for callers on a thread of their own)."""
-        inbox: queue.SimpleQueue[object] = queue.SimpleQueue()
-        done = object()
-        self.submit(requests, stop, inbox.put, lambda: inbox.put(done))
-        try:
-            while (item := inbox.get()) is not done:
-                if isinstance(item, BaseException):
-                    raise item
-                yield item  # type: ignore[misc]
-        finally:
-            stop.set()  # a consumer that stops early (or an error) ends the other sequences too
+    def cancel(self, job_id: int) -> None:
+        """The client left: its sequences are dropped at the next step (an unknown id is already done)."""
+        with self._wake:
+            job = self._jobs.get(job_id)
+            if job is not None:
+                job.stopped = True
+                self._wake.notify()
 
     def close(self) -> None:
         with self._wake:
@@ -159,6 +152,7 @@ class SlotEngine:
                 closing = self._closing
             if closing:
                 self._fail(self._active + self._take_waiting(), EngineError("the model was unloaded"))
+                self._flush()
                 return
             try:
                 self._drop_stopped()
@@ -167,39 +161,61 @@ class SlotEngine:
                     self._step()
             except Exception as exc:  # a bug must fail the requests it touched, never kill the loop
                 self._fail(list(self._active), EngineError(f"generation failed: {exc}"))
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._out_pieces or self._out_ended or self._out_failed:
+            pieces, ended, failed = self._out_pieces, self._out_ended, self._out_failed
+            self._out_pieces, self._out_ended, self._out_failed = [], [], []
+            self._emit(pieces, ended, failed)
 
     def _take_waiting(self) -> list[_Sequence]:
         with self._wake:
-            waiting, self._waiting = list(self._waiting), deque()
+            waiting = [seq for job in self._waiting for seq in job.waiting]
+            for job in self._waiting:
+                job.waiting.clear()
+            self._waiting.clear()
         return waiting
 
+    def _next_waiting(self) -> _Sequence | None:
+        """Requests take turns: one sequence from the front request, which then goes to the back. A
+        request of many sequences (prompts x n) cannot hold a small one back for its whole length."""
+        with self._wake:
+            while self._waiting:
+                job = self._waiting.popleft()
+                if not job.waiting:
+                    continue
+                seq = job.waiting.popleft()
+                if job.waiting:
+                    self._waiting.append(job)
+                return seq
+        return None
+
     def _admit(self) -> None:
-        """Move waiting sequences into free slots. Samplers are built outside the lock: `submit` on the
-        event loop never waits for a grammar to compile."""
-        while True:
-            free = [s for s in self._slots if not s.busy]
-            with self._wake:
-                if not free or not self._waiting:
-                    return
-                seq = self._waiting.popleft()
-            if seq.stop.is_set():
-                seq.sink(None)
+        """Move waiting sequences into free slots. Samplers are built outside the lock: `submit` never
+        waits for a grammar to compile."""
+        while any(not s.busy for s in self._slots):
+            seq = self._next_waiting()
+            if seq is None:
+                return
+            if seq.job.stopped:
+                self._end(seq)
                 continue
             try:
-                seq.sampler = build_sampler(self._llm._model, self._n_vocab, seq.request.sampling, seq.seed)  # noqa: SLF001
+                seq.sampler = build_sampler(model_of(self._llm), self._n_vocab, seq.request.sampling, seq.seed)
             except Exception as exc:
                 self._fail([seq], exc)
                 continue
-            self._place(seq, free)
+            self._place(seq, [s for s in self._slots if not s.busy])
             self._active.append(seq)
 
     def _place(self, seq: _Sequence, free: list[_Slot]) -> None:
         """The free slot whose cache shares the longest prefix with the prompt (least recently used on a
-        tie); its cache is cut back to that prefix, and the rest of the prompt is pending."""
-        prompt = seq.request.prompt
-        fresh = seq.request.sampling.seed is not None  # same seed, same output: no cache reuse
-        slot = max(free, key=lambda s: (0 if fresh else _shared(s.tokens, prompt), -s.last_used))
-        shared = 0 if fresh else max(0, min(_shared(slot.tokens, prompt), len(prompt) - 1))
+        tie); its cache is cut back to that prefix, and the rest of the prompt is pending. A seed does not
+        change this: the cached prefix holds the same keys and values a fresh evaluation would."""
+        prompt = seq.prompt
+        slot = max(free, key=lambda s: (_shared(s.tokens, prompt), -s.last_used))
+        shared = max(0, min(_shared(slot.tokens, prompt), len(prompt) - 1))
         # A cache that cannot be cut (recurrent memory) or no longer starts at 0 (sliding window) is
         # not reused: the whole sequence is cleared and the prompt evaluated again.
         if not llama_cpp.llama_memory_seq_rm(self._mem, slot.seq_id, shared, -1) or (
@@ -212,15 +228,27 @@ class SlotEngine:
         seq.slot, seq.cached, seq.pending = slot, shared, list(prompt[shared:])
 
     def _drop_stopped(self) -> None:
-        """Sequences whose client left: active ones free their slot, waiting ones never start."""
+        """Sequences of cancelled or failed requests: active ones free their slot, waiting ones never start."""
         with self._wake:
-            gone = [s for s in self._waiting if s.stop.is_set()]
-            for seq in gone:
-                self._waiting.remove(seq)
-        gone += [s for s in self._active if s.stop.is_set()]
+            stopped = [job for job in self._waiting if job.stopped]
+            for job in stopped:
+                self._waiting.remove(job)
+            gone = [seq for job in stopped for seq in job.waiting]
+            for job in stopped:
+                job.waiting.clear()
+        gone += [s for s in self._active if s.job.stopped]
         for seq in gone:
             self._release(seq)
-            seq.sink(None)
+            self._end(seq)
+
+    def _end(self, seq: _Sequence) -> None:
+        """This sequence is over; its request ends with its last sequence."""
+        job = seq.job
+        job.remaining -= 1
+        if job.remaining == 0:
+            with self._wake:
+                self._jobs.pop(job.id, None)
+            self._out_ended.append(job.id)
 
     def _step(self) -> None:
         """One decode for every active sequence: a token each, or a chunk of a pending prompt."""
@@ -278,7 +306,7 @@ class SlotEngine:
         assert seq.stops is not None
         text, hit = seq.stops.feed(seq.utf8.feed(self._pieces(token)))
         if text or logprobs:
-            seq.sink(Piece(text, logprobs=logprobs))
+            self._out_pieces.append((seq.job.id, seq.index, Piece(text, logprobs=logprobs)))
         if hit:
             self._finish(seq, "stop", hit_stop=True)
         elif seq.generated >= seq.budget:
@@ -290,11 +318,11 @@ class SlotEngine:
         assert seq.stops is not None
         tail = "" if hit_stop else seq.stops.feed(seq.utf8.flush())[0] + seq.stops.flush()
         first = seq.first_at or time.perf_counter()
-        usage = Usage(len(seq.request.prompt), seq.generated, seq.cached,
+        usage = Usage(len(seq.prompt), seq.generated, seq.cached,
                       first_token_seconds=first - seq.submitted, decode_seconds=time.perf_counter() - first)
-        seq.sink(Piece(tail, finish_reason=reason, usage=usage))
-        seq.sink(None)
+        self._out_pieces.append((seq.job.id, seq.index, Piece(tail, finish_reason=reason, usage=usage)))
         self._release(seq)
+        self._end(seq)
 
     def _release(self, seq: _Sequence) -> None:
         if seq in self._active:
@@ -307,14 +335,17 @@ class SlotEngine:
             seq.sampler = None
 
     def _fail(self, sequences: list[_Sequence], error: BaseException) -> None:
-        """End these sequences with `error` (then their end marker, so their requests let go)."""
+        """End these sequences, and fail their requests with `error` (their other sequences are dropped)."""
         for seq in sequences:
             self._release(seq)
             if seq.slot is not None:  # its cache may be half-written: forget it
                 llama_cpp.llama_memory_seq_rm(self._mem, seq.slot.seq_id, -1, -1)
                 seq.slot.tokens = []
-            seq.sink(error)
-            seq.sink(None)
+            job = seq.job
+            if not job.failed:
+                job.failed = job.stopped = True
+                self._out_failed.append((job.id, error))
+            self._end(seq)
 
 
 def _shared(cached: list[int], prompt: list[int]) -> int:

@@ -1,20 +1,15 @@
-"""What a generation is made of: requests, pieces of output, usage, token text and logprobs.
+"""What crosses the engine boundary: requests, sampling settings, pieces of output, usage, logprobs.
 
-The loop that produces them is in slots.py. It is ours rather than `Llama.create_completion`, so that
-each request gets exact usage (prompt, generated and cached tokens), a stop flag checked between
-tokens (a client that leaves frees its slot within one token, streamed or not), logprobs, logit_bias
-and lazy grammars.
+Plain msgspec Structs and NamedTuples with no llama_cpp in sight: the HTTP process builds and reads
+them, and they travel to and from the model's worker process as msgpack (server/engine/messages.py).
 """
 
 from __future__ import annotations
 
-import ctypes
 from typing import NamedTuple
 
-import llama_cpp
-import numpy as np
+import msgspec
 
-from server.engine.sampling import SamplingParams
 from server.errors import ContextLengthError, InvalidRequestError
 
 
@@ -48,12 +43,56 @@ class Piece(NamedTuple):
     usage: Usage | None = None
 
 
+class Grammar(msgspec.Struct, frozen=True, kw_only=True):
+    """Constrained output, described rather than compiled: the worker turns it into llama.cpp's GBNF.
+
+    `schema`: a JSON schema as JSON text, or None for any JSON object. `open`/`close`: literal text
+    around the JSON (a tool call's tags). `lazy`: free text until the model writes `open`, the grammar
+    from there on. `param`: the request field a schema problem is reported against.
+    """
+
+    schema: str | None = None
+    open: str = ""
+    close: str = ""
+    lazy: bool = False
+    param: str = "response_format"
+
+
+class SamplingParams(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything that decides the next token. None: the engine's default."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    repeat_penalty: float | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    seed: int | None = None
+    logit_bias: dict[int, float] = {}
+    grammar: Grammar | None = None
+
+
 class Request(NamedTuple):
-    prompt: list[int]
+    """One sequence to generate. A text prompt is tokenized by the worker (with the BOS token)."""
+
+    prompt: list[int] | str
     max_tokens: int | None  # None: up to the end of the context
     stop: list[str]
     sampling: SamplingParams
     logprobs: int | None = None  # None: none; k: the chosen token's logprob and the k most likely
+
+
+class ChatPrompt(NamedTuple):
+    """A chat rendered by the model's template: its tokens, and the stop strings the template adds."""
+
+    tokens: list[int]
+    stop: list[str]
+
+
+class Embeddings(NamedTuple):
+    vectors: list[list[float]]
+    prompt_tokens: int
 
 
 def check_context(prompt_tokens: int, max_tokens: int | None, n_ctx: int) -> int:
@@ -75,34 +114,3 @@ def check_context(prompt_tokens: int, max_tokens: int | None, n_ctx: int) -> int
             param="max_tokens",
         )
     return max_tokens
-
-
-class TokenPieces:
-    """Token id -> its bytes, memoised: a vocabulary is fixed, and a dict lookup beats a C call per token."""
-
-    def __init__(self, llm: llama_cpp.Llama) -> None:
-        self._vocab = llama_cpp.llama_model_get_vocab(llm.model)
-        self._buffer = ctypes.create_string_buffer(256)
-        self._known: dict[int, bytes] = {}
-
-    def __call__(self, token: int) -> bytes:
-        piece = self._known.get(token)
-        if piece is None:
-            size = llama_cpp.llama_token_to_piece(self._vocab, token, self._buffer, len(self._buffer), 0, False)
-            piece = self._known[token] = self._buffer.raw[: max(size, 0)]
-        return piece
-
-
-def logprobs_at(ctx: object, index: int, n_vocab: int, pieces: TokenPieces, token: int, top: int) -> TokenLogprob:
-    """The chosen token's logprob and the `top` most likely ones, from the logits at batch `index`."""
-    logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, index), shape=(n_vocab,))
-    shifted = logits - logits.max()
-    logprobs = shifted - np.log(np.exp(shifted).sum())
-
-    def entry(tok: int) -> tuple[str, float, list[int]]:
-        raw = pieces(int(tok))
-        return raw.decode("utf-8", errors="replace"), float(logprobs[tok]), list(raw)
-
-    best = np.argpartition(-logprobs, top)[:top] if top else []
-    tops = sorted((TopLogprob(*entry(t)) for t in best), key=lambda t: -t.logprob)
-    return TokenLogprob(*entry(token), top=tops)

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from server.registry import ModelSpec
 
-if TYPE_CHECKING:
-    from server.pool import ModelPool
-
 
 class Closable(Protocol):
-    def close(self) -> None: ...
+    """What the pool needs of a model: closing it, and learning when it ended (a crash, for one)."""
+
+    async def close(self) -> None: ...
+    async def exited(self) -> object: ...
 
 
 class PoolEvents(Protocol):
@@ -22,10 +24,19 @@ class PoolEvents(Protocol):
     def model_loaded(self, alias: str, seconds: float) -> None: ...
     def model_load_failed(self, alias: str) -> None: ...
     def model_evicted(self, alias: str, reason: str) -> None: ...
+    def model_crashed(self, alias: str, reason: str) -> None: ...
     def request_queued(self, alias: str, seconds: float) -> None: ...
 
 
 E = TypeVar("E", bound=Closable)
+
+
+class State(enum.Enum):
+    UNLOADED = "unloaded"
+    LOADING = "loading"
+    LOADED = "loaded"
+    DRAINING = "draining"  # loaded, takes no new request, closed once its running ones end
+    CLOSING = "closing"    # its model is being closed; the alias loads again once it is
 
 
 @dataclass(eq=False)
@@ -33,9 +44,9 @@ class Entry(Generic[E]):
     alias: str
     spec: ModelSpec
     turn: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
-    engine: E | None = None
-    loading: asyncio.Task[E] | None = None
-    draining: bool = False
+    state: State = State.UNLOADED
+    engine: E | None = None  # set while LOADED or DRAINING
+    loading: asyncio.Task[E] | None = None  # set while LOADING
     drain_reason: str = "make_room"  # logged and counted when the drained model is closed
     in_use: int = 0
     holders: int = 0  # requests past their turn: using the model, or waiting for it to load
@@ -44,22 +55,30 @@ class Entry(Generic[E]):
     load_seconds: float | None = None
     footprint: int = 0  # estimated bytes, counted against pool.memory_budget while loaded or loading
     retired: bool = False  # removed from the registry by a reload: serves what it runs, takes nothing new
+    crashes: int = 0  # since the server started; each one a restart on next use
+    recent_crashes: list[float] = field(default_factory=list)
+    cool_down_until: float = 0.0
 
+    @property
+    def resident(self) -> bool:
+        """Holding memory, or about to: counts against max_resident and the memory budget."""
+        return self.state is not State.UNLOADED
+
+    @property
+    def serving(self) -> bool:
+        return self.state is State.LOADED
 
 
 class Lease(Generic[E]):
     """One request's hold on a loaded model. `release()` is idempotent and never blocks."""
 
-    __slots__ = ("_pool", "_entry", "engine", "_released")
+    __slots__ = ("engine", "_release")
 
-    def __init__(self, pool: ModelPool[E], entry: Entry[E], engine: E) -> None:
-        self._pool = pool
-        self._entry = entry
+    def __init__(self, engine: E, release: Callable[[], None]) -> None:
         self.engine = engine
-        self._released = False
+        self._release: Callable[[], None] | None = release
 
     def release(self) -> None:
-        if not self._released:
-            self._released = True
-            self._pool._release(self._entry)
-
+        release, self._release = self._release, None
+        if release is not None:
+            release()

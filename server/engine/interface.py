@@ -1,0 +1,65 @@
+"""The one engine interface services and the pool use: a loaded model, wherever it runs.
+
+`WorkerModel` (client.py) runs it in a worker process; tests script a fake that implements the same
+Protocol. Nothing here imports llama_cpp.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, NamedTuple, Protocol
+
+from server.engine.types import ChatPrompt, Embeddings, Piece, Request
+from server.registry import ModelSpec
+
+Indexed = tuple[int, Piece]  # (sequence index within the request, piece)
+
+
+class Exit(NamedTuple):
+    """How a model's process ended. `reason`: "closed" (the pool closed it), "memory_limit", "crashed"."""
+
+    reason: str
+    code: int | None = None
+    signal: int | None = None
+
+    def describe(self) -> str:
+        if self.signal is not None:
+            return f"killed by signal {self.signal}"
+        return f"exited with code {self.code}"
+
+
+class Model(Protocol):
+    alias: str
+    n_ctx: int
+    n_vocab: int
+
+    async def chat_prompt(self, messages: list[dict[str, Any]]) -> ChatPrompt:
+        """The chat rendered by the model's template, tokenized, with the template's stop strings."""
+        ...
+
+    async def tokenize(self, text: str, *, add_special: bool = True) -> list[int]: ...
+
+    async def detokenize(self, tokens: list[int]) -> str: ...
+
+    def generate(self, requests: list[Request]) -> AsyncIterator[list[Indexed]]:
+        """Each request as its own sequence, decoded together with every other on this model. Yields the
+        pieces of one decode step at a time. A request the model cannot run (prompt past the context,
+        bad grammar) raises before any piece. Leaving the iterator early cancels what is left."""
+        ...
+
+    async def embed(self, inputs: list[str]) -> Embeddings: ...
+
+    async def close(self) -> None:
+        """End the model and give its memory back. Requests still running on it fail."""
+        ...
+
+    async def exited(self) -> Exit:
+        """Wait until the model has ended, for whatever reason."""
+        ...
+
+    def stats(self) -> dict[str, Any]:
+        """What /admin/pool shows of it: process id, resident memory, thread counts."""
+        ...
+
+
+Loader = Callable[[str, ModelSpec], Awaitable[Model]]

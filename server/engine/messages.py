@@ -1,0 +1,107 @@
+"""The wire between the HTTP process and a model's worker process: msgspec Structs as msgpack frames.
+
+A frame is a 4-byte big-endian length and one msgpack-encoded message. Calls carry an id that their
+answer repeats. A generation is answered by `Step` messages, one per decode step, each holding every
+sequence's new pieces (never one message per token), until the request's id shows up in `ended`.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import msgspec
+
+from server.engine.types import Piece, Request
+from server.registry import ModelSpec
+
+HEADER = struct.Struct(">I")
+MAX_FRAME = 256 * 1024 * 1024  # a frame past this is a broken peer, not a message
+
+
+class Load(msgspec.Struct, tag=True, frozen=True):
+    alias: str
+    spec: ModelSpec
+
+
+class ChatPromptCall(msgspec.Struct, tag=True, frozen=True):
+    id: int
+    messages: list[dict[str, Any]]
+
+
+class TokenizeCall(msgspec.Struct, tag=True, frozen=True):
+    id: int
+    text: str
+    add_special: bool
+
+
+class DetokenizeCall(msgspec.Struct, tag=True, frozen=True):
+    id: int
+    tokens: list[int]
+
+
+class EmbedCall(msgspec.Struct, tag=True, frozen=True):
+    id: int
+    inputs: list[str]
+
+
+class Generate(msgspec.Struct, tag=True, frozen=True):
+    id: int
+    requests: list[Request]
+
+
+class Cancel(msgspec.Struct, tag=True, frozen=True):
+    id: int
+
+
+class Shutdown(msgspec.Struct, tag=True, frozen=True):
+    pass
+
+
+ToWorker = Load | ChatPromptCall | TokenizeCall | DetokenizeCall | EmbedCall | Generate | Cancel | Shutdown
+
+
+class Loaded(msgspec.Struct, tag=True, frozen=True):
+    n_ctx: int
+    n_vocab: int
+    n_threads: int
+    n_threads_batch: int
+
+
+class Fault(msgspec.Struct, frozen=True):
+    """One of our own exceptions (server.errors), by class name, as it crossed the process wall."""
+
+    kind: str
+    message: str
+    param: str | None = None
+    code: str | None = None
+
+
+class Result(msgspec.Struct, tag=True, frozen=True):
+    id: int
+    value: Any
+
+
+class Failed(msgspec.Struct, tag=True, frozen=True):
+    id: int  # 0: the load itself
+    fault: Fault
+
+
+class Step(msgspec.Struct, tag=True, frozen=True):
+    pieces: list[tuple[int, int, Piece]]  # (request id, sequence index, piece)
+    ended: list[int] = []  # requests whose every sequence has ended or been dropped
+
+
+FromWorker = Loaded | Result | Failed | Step
+
+
+def frame(encoder: msgspec.msgpack.Encoder, message: msgspec.Struct) -> bytes:
+    body = encoder.encode(message)
+    return HEADER.pack(len(body)) + body
+
+
+def body_size(header: bytes) -> int:
+    (size,) = HEADER.unpack(header)
+    if size > MAX_FRAME:
+        raise ValueError(f"frame of {size} bytes")
+    return size

@@ -1,0 +1,119 @@
+"""`python -m server.engine.worker FD`: one loaded model in a process of its own.
+
+Started by the HTTP process (server/engine/client.py) with one end of a socket pair as FD. The first
+message is `Load`; the answer is `Loaded` or `Failed(id=0)`. Then calls are answered in order by this
+thread, while generations run on the slot engine's decode thread and answer with one `Step` per decode
+step. The process ends on `Shutdown`, or when the socket closes (the HTTP process is gone): exiting is
+how a model gives all its memory back.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import threading
+from typing import Any, BinaryIO
+
+import msgspec
+
+from server.engine import messages as m
+from server.engine.types import Piece
+from server.errors import EngineError, ServerError
+
+
+class Connection:
+    """Framed messages over the socket; `send` may be called from the main and the decode thread."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._reader: BinaryIO = sock.makefile("rb")
+        self._lock = threading.Lock()
+        self._encoder = msgspec.msgpack.Encoder()
+        self._decoder = msgspec.msgpack.Decoder(m.ToWorker)
+
+    def receive(self) -> m.ToWorker | None:
+        """The next message, or None once the HTTP process has closed its end."""
+        header = self._reader.read(m.HEADER.size)
+        if len(header) < m.HEADER.size:
+            return None
+        body = self._reader.read(m.body_size(header))
+        return self._decoder.decode(body)
+
+    def send(self, *messages: msgspec.Struct) -> None:
+        data = b"".join(m.frame(self._encoder, message) for message in messages)
+        with self._lock:
+            self._sock.sendall(data)
+
+    def emit(self, pieces: list[tuple[int, int, Piece]], ended: list[int],
+             failed: list[tuple[int, BaseException]]) -> None:
+        """One decode step's output as one write: failures first, so an ended id never hides one."""
+        faults = [m.Failed(id=job, fault=fault_of(exc)) for job, exc in failed]
+        self.send(*faults, m.Step(pieces=pieces, ended=ended))
+
+
+def fault_of(exc: BaseException) -> m.Fault:
+    if isinstance(exc, ServerError):
+        return m.Fault(kind=type(exc).__name__, message=exc.message, param=exc.param, code=exc.code)
+    return m.Fault(kind=EngineError.__name__, message=f"the engine failed: {type(exc).__name__}: {exc}")
+
+
+def answer(engine: Any, message: m.ToWorker) -> Any:
+    if isinstance(message, m.ChatPromptCall):
+        return engine.chat_prompt(message.messages)
+    if isinstance(message, m.TokenizeCall):
+        return engine.tokenize(message.text, add_special=message.add_special)
+    if isinstance(message, m.DetokenizeCall):
+        return engine.detokenize(message.tokens)
+    if isinstance(message, m.EmbedCall):
+        return engine.embed(message.inputs)
+    if isinstance(message, m.Generate):
+        return engine.generate(message.id, message.requests)
+    raise EngineError(f"unexpected message {type(message).__name__}")
+
+
+def serve(conn: Connection) -> int:
+    from server.engine.worker.llama import LlamaEngine  # imports llama_cpp: only in this process
+
+    load = conn.receive()
+    if not isinstance(load, m.Load):
+        return 2
+    try:
+        engine = LlamaEngine(load.alias, load.spec, conn.emit)
+    except Exception as exc:
+        conn.send(m.Failed(id=0, fault=fault_of(exc)))
+        return 1
+    conn.send(m.Loaded(n_ctx=engine.n_ctx, n_vocab=engine.n_vocab, n_threads=engine.n_threads,
+                       n_threads_batch=engine.n_threads_batch))
+    while True:
+        message = conn.receive()
+        if message is None or isinstance(message, m.Shutdown):
+            return 0
+        if isinstance(message, m.Cancel):
+            engine.cancel(message.id)
+            continue
+        try:
+            value = answer(engine, message)
+        except Exception as exc:
+            conn.send(m.Failed(id=message.id, fault=fault_of(exc)))  # type: ignore[union-attr]
+            continue
+        if not isinstance(message, m.Generate):  # a generation answers with its steps
+            conn.send(m.Result(id=message.id, value=value))  # type: ignore[union-attr]
+
+
+def main(argv: list[str]) -> int:
+    # Ctrl-C and SIGHUP reach the whole process group: the HTTP process decides when a model ends.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    sock = socket.socket(fileno=int(argv[0]))
+    code = serve(Connection(sock))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # No interpreter teardown: llama.cpp's destructors have nothing to give back that exiting does not,
+    # and a native bug in one of them must not turn a clean unload into a crash.
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

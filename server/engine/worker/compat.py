@@ -1,0 +1,88 @@
+"""Every private llama-cpp-python name the worker relies on, in one place, each with why the public API
+does not serve. A llama-cpp-python upgrade that breaks one of them breaks it here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jinja2
+import llama_cpp
+from llama_cpp import llama_chat_format, llama_grammar
+from llama_cpp._internals import LlamaContext, LlamaSampler
+
+from server.engine.types import ChatPrompt
+from server.errors import InvalidRequestError
+
+__all__ = ["LlamaContext", "LlamaSampler", "chat_handler", "grammar_parts", "model_of", "n_ctx_train", "render_chat"]
+
+
+def model_of(llm: llama_cpp.Llama) -> Any:
+    """The wrapped `llama_model` (`Llama._model`): our slot engine builds its own context and samplers on
+    it, and `Llama` exposes no public handle for that."""
+    return llm._model  # noqa: SLF001
+
+
+def n_ctx_train(llm: llama_cpp.Llama) -> int:
+    """The context length the model was trained with: only the private model wrapper reports it."""
+    return int(model_of(llm).n_ctx_train())
+
+
+def chat_handler(llm: llama_cpp.Llama) -> Any:
+    """The handler `Llama.create_chat_completion` would use. The GGUF's own Jinja template lives in the
+    private `_chat_handlers` table; the public API only offers running the whole completion."""
+    return (
+        llm.chat_handler
+        or llm._chat_handlers.get(llm.chat_format)  # noqa: SLF001
+        or llama_chat_format.get_chat_completion_handler(llm.chat_format)
+    )
+
+
+def grammar_parts(gbnf: str) -> tuple[bytes, bytes]:
+    """GBNF text and root rule name, as llama.cpp's grammar sampler takes them. `LlamaGrammar` parses and
+    checks the text in Python but keeps both in private fields; its own sampler hook cannot report a
+    grammar llama.cpp refuses (it hands a NULL sampler on, which crashes the first sample)."""
+    grammar = llama_grammar.LlamaGrammar.from_string(gbnf, verbose=False)
+    return grammar._grammar.encode("utf-8"), grammar._root.encode("utf-8")  # noqa: SLF001
+
+
+# The prompt-capture trick. llama-cpp-python keeps its chat formats behind its chat-completion handlers
+# (the GGUF's Jinja template, or a named format such as `chatml`); each renders the prompt, tokenizes it
+# and hands it to `create_completion`. There is no public "render only" call, so we call the handler
+# with a stand-in for the model that captures the tokenized prompt at that hand-over instead of
+# generating: every format llama-cpp-python knows works, and generation stays in our own loop.
+
+class _Captured(Exception):
+    def __init__(self, prompt: list[int], stop: list[str]) -> None:
+        self.prompt = prompt
+        self.stop = stop
+
+
+class _PromptCapture:
+    """Looks like a `Llama` to a chat handler; stops it at `create_completion` with the prompt."""
+
+    verbose = False
+
+    def __init__(self, llm: llama_cpp.Llama) -> None:
+        self._llm = llm
+
+    def tokenize(self, text: bytes, add_bos: bool = True, special: bool = False) -> list[int]:
+        return self._llm.tokenize(text, add_bos=add_bos, special=special)
+
+    def create_completion(self, prompt: Any, stop: Any = None, **_: Any) -> Any:
+        if isinstance(prompt, str):
+            prompt = self._llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
+        stops = [stop] if isinstance(stop, str) else list(stop or [])
+        raise _Captured(list(prompt), stops)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._llm, name)
+
+
+def render_chat(llm: llama_cpp.Llama, handler: Any, messages: list[dict[str, Any]]) -> ChatPrompt:
+    try:
+        handler(llama=_PromptCapture(llm), messages=messages, stream=False)
+    except _Captured as captured:
+        return ChatPrompt(captured.prompt, [s for s in captured.stop if s])
+    except (jinja2.TemplateError, ValueError, TypeError, KeyError) as exc:
+        raise InvalidRequestError(f"The model's chat template rejected these messages: {exc}", param="messages") from exc
+    raise InvalidRequestError("This alias's chat format does not produce a plain prompt.", param="messages")

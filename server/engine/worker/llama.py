@@ -1,0 +1,145 @@
+"""One loaded GGUF model, inside its worker process: the `Llama`, its slot engine, template and tokenizer.
+
+Blocking calls, made by the worker's main thread; generation runs on the slot engine's decode thread.
+llama.cpp failures become our own exceptions here; callers never see llama_cpp types or messages.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import llama_cpp
+import msgspec
+
+from server.engine.types import ChatPrompt, Embeddings, Request, check_context
+from server.engine.worker.compat import chat_handler, model_of, n_ctx_train, render_chat
+from server.engine.worker.sampling import check_grammar
+from server.engine.worker.slots import Emit, SlotEngine
+from server.engine.worker.tokens import TokenPieces
+from server.errors import ContextLengthError, EngineError, InvalidRequestError, ModelLoadError
+from server.registry import SERVING_KEYS, ModelSpec
+
+_POOLING = {
+    "unspecified": llama_cpp.LLAMA_POOLING_TYPE_UNSPECIFIED,
+    "none": llama_cpp.LLAMA_POOLING_TYPE_NONE,
+    "mean": llama_cpp.LLAMA_POOLING_TYPE_MEAN,
+    "cls": llama_cpp.LLAMA_POOLING_TYPE_CLS,
+    "last": llama_cpp.LLAMA_POOLING_TYPE_LAST,
+    "rank": llama_cpp.LLAMA_POOLING_TYPE_RANK,
+}
+
+# ModelSpec keys that are ours, not `Llama(...)` arguments.
+_NOT_LLAMA_ARGS = {"path", "sampling", "pooling_type", "n_parallel", "memory_limit"} | SERVING_KEYS
+# A chat model generates in the slot engine's own context; the one `Llama` makes is left at the smallest.
+_UNUSED_CTX = 256
+
+
+def default_threads() -> int:
+    """Every core this process may run on, as llama-server uses. The HTTP process is another process
+    now: measured on 2 cores, 2 compute threads beat 1 on a quiet machine and lose nothing on a busy one."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+class LlamaEngine:
+    def __init__(self, alias: str, spec: ModelSpec, emit: Emit) -> None:
+        self.alias = alias
+        self.spec = spec
+        kwargs = {k: v for k, v in msgspec.structs.asdict(spec).items() if k not in _NOT_LLAMA_ARGS}
+        kwargs = {k: v for k, v in kwargs.items() if v is not None}  # flash_attn None: decided in SlotEngine
+        pooling = spec.pooling_type
+        kwargs["pooling_type"] = _POOLING[pooling] if isinstance(pooling, str) else pooling
+        self.n_threads = spec.n_threads or default_threads()
+        self.n_threads_batch = spec.n_threads_batch or self.n_threads
+        kwargs["n_threads"], kwargs["n_threads_batch"] = self.n_threads, self.n_threads_batch
+        if spec.embedding:
+            # One input is one batch: a batch smaller than the context would cut longer inputs short.
+            kwargs["n_batch"] = kwargs["n_ubatch"] = max(spec.n_ctx, 1) if spec.n_ctx else spec.n_batch
+        else:
+            kwargs["n_ctx"] = _UNUSED_CTX
+        try:
+            self._llm = llama_cpp.Llama(model_path=spec.path, **kwargs)
+            self.n_ctx = spec.n_ctx or n_ctx_train(self._llm)
+            self.n_vocab = self._llm.n_vocab()
+            self._slots: SlotEngine | None = None
+            self._chat_handler = None
+            if not spec.embedding:
+                self._chat_handler = chat_handler(self._llm)
+                self._slots = SlotEngine(self._llm, TokenPieces(self._llm), emit, n_parallel=spec.n_parallel,
+                                         n_ctx=self.n_ctx, n_batch=spec.n_batch, n_ubatch=spec.n_ubatch,
+                                         flash_attn=spec.flash_attn)
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise ModelLoadError(f"llama.cpp could not load the model file: {exc}") from exc
+
+    # -- tokens -----------------------------------------------------------------------------------
+
+    def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
+        return self._llm.tokenize(text.encode("utf-8"), add_bos=add_special, special=True)
+
+    def detokenize(self, tokens: list[int]) -> str:
+        self._check_tokens(tokens, "tokens")
+        return self._llm.detokenize(tokens).decode("utf-8", errors="replace")
+
+    def _check_tokens(self, tokens: list[int], param: str) -> None:
+        bad = next((t for t in tokens if not 0 <= t < self.n_vocab), None)
+        if bad is not None:
+            raise InvalidRequestError(f"Token id {bad} is outside this model's vocabulary (0..{self.n_vocab - 1}).",
+                                      param=param)
+
+    def chat_prompt(self, messages: list[dict[str, Any]]) -> ChatPrompt:
+        return render_chat(self._llm, self._chat_handler, messages)
+
+    # -- generation -------------------------------------------------------------------------------
+
+    def generate(self, job_id: int, requests: list[Request]) -> None:
+        """Check every request (prompt and context, logit_bias, grammar) and queue them as one job; a bad
+        one refuses the whole job before anything is queued. Pieces leave through the engine's `emit`."""
+        slots = self._slot_engine()
+        prompts = [r.prompt if isinstance(r.prompt, list) else self.tokenize(r.prompt) for r in requests]
+        budgets = []
+        grammars = set()
+        for request, prompt in zip(requests, prompts):
+            self._check_tokens(prompt, "prompt")
+            budgets.append(check_context(len(prompt), request.max_tokens, self.n_ctx))
+            bias = request.sampling.logit_bias
+            bad = next((t for t in bias if not 0 <= t < self.n_vocab), None)
+            if bad is not None:
+                raise InvalidRequestError(f"logit_bias names token {bad}, outside this model's vocabulary "
+                                          f"(0..{self.n_vocab - 1}).", param="logit_bias")
+            grammar = request.sampling.grammar
+            if grammar is not None and grammar not in grammars:
+                check_grammar(model_of(self._llm), grammar)
+                grammars.add(grammar)
+        slots.submit(job_id, requests, prompts, budgets)
+
+    def cancel(self, job_id: int) -> None:
+        if self._slots is not None:
+            self._slots.cancel(job_id)
+
+    def _slot_engine(self) -> SlotEngine:
+        if self._slots is None:
+            raise InvalidRequestError(f"The model `{self.alias}` is an embedding model.", param="model")
+        return self._slots
+
+    # -- embeddings -------------------------------------------------------------------------------
+
+    def embed(self, inputs: list[str]) -> Embeddings:
+        """One pooled, normalised vector per input. Every input is checked first: empty ones and ones
+        past the context are refused (llama.cpp would write out of bounds or cut them short)."""
+        token_lists = [self.tokenize(i) for i in inputs]
+        for index, tokens in enumerate(token_lists):
+            where = f"input[{index}]" if len(inputs) > 1 else "input"
+            if not tokens:
+                raise InvalidRequestError(f"`{where}` is empty: there is nothing to embed.", param="input")
+            self._check_tokens(tokens, "input")
+            if len(tokens) > self.n_ctx:
+                raise ContextLengthError(f"`{where}` has {len(tokens)} tokens; this model's context is "
+                                         f"{self.n_ctx}. Shorten it.", param="input")
+        try:
+            vectors = self._llm.embed(inputs, normalize=True)
+        except (ValueError, RuntimeError) as exc:
+            raise EngineError(f"embedding failed: {exc}") from exc
+        return Embeddings(vectors, sum(len(t) for t in token_lists))  # type: ignore[arg-type]

@@ -1,0 +1,86 @@
+"""The one translator from exceptions to OpenAI's error envelope, for responses and for SSE streams.
+
+Every handler result, Litestar's own validation and routing errors included, leaves the server as
+`{"error": {"message", "type", "param", "code"}}`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import msgspec
+import structlog
+from litestar import MediaType, Request, Response
+from litestar.exceptions import HTTPException, SerializationException, ValidationException
+
+from server.errors import ServerError
+from server.protocol.errors import ErrorBody, ErrorResponse
+
+log = structlog.get_logger("server.errors")
+
+
+def error_response(status_code: int, body: ErrorBody, headers: dict[str, str] | None = None) -> Response[Any]:
+    return Response(
+        content=ErrorResponse(error=body),
+        status_code=status_code,
+        media_type=MediaType.JSON,
+        headers=headers,
+    )
+
+
+def error_event(exc: BaseException) -> bytes:
+    """The body of the SSE event sent when a stream fails after its headers went out."""
+    _, body = _describe(exc)
+    return msgspec.json.encode(ErrorResponse(error=body))
+
+
+def status_of(exc: BaseException) -> int:
+    """The HTTP status an exception leaves as (for logs and metrics of failed requests)."""
+    return _describe(exc)[0]
+
+
+def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    status, body = _describe(exc)
+    if status >= 500:
+        log.error("request_failed", path=request.url.path, status=status, error=body.message, exc_info=exc)
+    headers = getattr(exc, "headers", None) if status == 405 or isinstance(exc, ServerError) else None
+    return error_response(status, body, headers)
+
+
+def _describe(exc: BaseException) -> tuple[int, ErrorBody]:
+    if isinstance(exc, ServerError):
+        return exc.status_code, ErrorBody(
+            message=exc.message, type=exc.error_type, param=exc.param, code=exc.code
+        )
+    if isinstance(exc, ValidationException):
+        return 400, _validation_body(exc)
+    if isinstance(exc, HTTPException) and isinstance(exc.__cause__, SerializationException):
+        return 400, ErrorBody(message=f"Request body is not valid JSON: {exc.detail}",
+                              type="invalid_request_error", code="invalid_json")
+    if isinstance(exc, HTTPException):
+        error_type = "invalid_request_error" if exc.status_code < 500 else "server_error"
+        code = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}.get(exc.status_code)
+        return exc.status_code, ErrorBody(message=str(exc.detail), type=error_type, code=code)
+    return 500, ErrorBody(message="Internal server error.", type="server_error")
+
+
+def _validation_body(exc: ValidationException) -> ErrorBody:
+    """Turn Litestar's report (`extra=[{"message", "key", "source"}]`) into one message naming the field."""
+    extra = exc.extra if isinstance(exc.extra, list) else []
+    first = extra[0] if extra and isinstance(extra[0], dict) else {}
+    key = first.get("key")
+    detail = first.get("message") or str(exc.detail)
+    if key == "data":  # the body as a whole: name the missing field when msgspec says which
+        missing = _MISSING_FIELD.search(detail)
+        key = missing.group(1) if missing else None
+    if key:
+        return ErrorBody(message=f"Invalid value for `{key}`: {detail}", type="invalid_request_error",
+                         param=key, code="invalid_value")
+    if not extra:  # Litestar reports undecodable bodies without per-field details
+        return ErrorBody(message=f"Request body is not valid JSON: {detail}", type="invalid_request_error",
+                         code="invalid_json")
+    return ErrorBody(message=f"Invalid request body: {detail}", type="invalid_request_error", code="invalid_value")
+
+
+_MISSING_FIELD = re.compile(r"missing required field `([^`]+)`")

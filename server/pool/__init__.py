@@ -1,0 +1,10 @@
+"""The one owner of model lifecycle: `ModelPool` (turns, policy, administration) over `Residency` (which
+models are in memory: load, room, eviction, crashes). No llama_cpp here: a model is anything with the
+engine interface's `close()` and `exited()`."""
+
+from server.pool.entry import Lease, PoolEvents, State
+from server.pool.model_pool import RETRY_AFTER_SECONDS, ModelPool
+from server.pool.residency import CRASH_COOL_DOWN_SECONDS, CRASH_LIMIT, CRASH_WINDOW_SECONDS
+
+__all__ = ["CRASH_COOL_DOWN_SECONDS", "CRASH_LIMIT", "CRASH_WINDOW_SECONDS", "RETRY_AFTER_SECONDS", "Lease",
+           "ModelPool", "PoolEvents", "State"]

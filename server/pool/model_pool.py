@@ -1,0 +1,249 @@
+"""`ModelPool`: the one owner of model lifecycle, as services, admin routes and the app see it.
+
+Requests take turns per alias (up to `n_parallel` at a time, a FIFO semaphore; past `max_queue`
+waiting, a 429), then get the model from `Residency`, which loads and evicts. Policy from models.yaml:
+`pinned` aliases load at start and are never evicted; `pool.idle_ttl` unloads models unused that long;
+`update_registry` applies a re-read models.yaml without cutting anything running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, Generic
+
+import structlog
+
+from server.errors import ModelCrashedError, ModelNotFoundError, QueueFullError
+from server.pool.entry import E, Entry, Lease, PoolEvents, State
+from server.pool.residency import CRASH_LIMIT, CRASH_WINDOW_SECONDS, Residency
+from server.registry import ModelSpec, Registry
+
+log = structlog.get_logger("server.pool")
+RETRY_AFTER_SECONDS = 1
+
+
+class ModelPool(Generic[E]):
+    def __init__(self, registry: Registry, loader: Callable[[str, ModelSpec], Awaitable[E]], *,
+                 events: PoolEvents | None = None) -> None:
+        self._registry = registry
+        self._events = events
+        self._models: Residency[E] = Residency(loader, registry.pool, events)
+        self._closed = False
+        self._reaper: asyncio.Task[None] | None = None
+
+    @property
+    def registry(self) -> Registry:
+        return self._registry
+
+    @property
+    def max_resident(self) -> int:
+        return self._registry.pool.max_resident
+
+    @property
+    def memory_budget(self) -> int | None:
+        return self._registry.pool.memory_budget
+
+    def spec(self, alias: str) -> ModelSpec:
+        spec = self._registry.get(alias)
+        if spec is None:
+            raise ModelNotFoundError(alias)
+        return spec
+
+    def is_loaded(self, alias: str) -> bool:
+        entry = self._models.entries.get(alias)
+        return entry is not None and entry.engine is not None
+
+    def resident(self) -> list[str]:
+        """Loaded aliases, least recently used first."""
+        loaded = [e for e in self._models.entries.values() if e.engine is not None]
+        return [e.alias for e in sorted(loaded, key=lambda e: e.last_used)]
+
+    # -- requests ---------------------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def lease(self, alias: str) -> AsyncIterator[E]:
+        """`async with pool.lease(alias) as model`: the model is this request's until the block ends."""
+        lease = await self.acquire(alias)
+        try:
+            yield lease.engine
+        finally:
+            lease.release()
+
+    async def acquire(self, alias: str) -> Lease[E]:
+        """Wait for this alias's turn, load it if needed, and hand it over until `Lease.release()`."""
+        entry = self._entry(alias)
+        arrived = time.perf_counter()
+        cooling = entry.cool_down_until - time.monotonic()
+        if cooling > 0:
+            raise ModelCrashedError(
+                f"The model `{alias}` crashed {CRASH_LIMIT} times within {CRASH_WINDOW_SECONDS:.0f} s; it is not "
+                f"started again for another {math.ceil(cooling)} s.", retry_after=math.ceil(cooling))
+        limit = entry.spec.max_queue
+        if limit is not None and entry.turn.locked() and entry.waiting >= limit:
+            raise QueueFullError(alias, entry.waiting, RETRY_AFTER_SECONDS)
+        entry.waiting += 1
+        try:
+            await entry.turn.acquire()
+        finally:
+            entry.waiting -= 1
+        if entry.retired:  # removed by a reload while this request waited
+            entry.turn.release()
+            self._models.notify()
+            raise ModelNotFoundError(alias)
+        entry.holders += 1
+        try:
+            engine = await self._models.ensure_loaded(entry)
+        except BaseException:
+            entry.holders -= 1
+            entry.turn.release()
+            self._models.notify()
+            raise
+        entry.in_use += 1
+        entry.last_used = time.monotonic()
+        if self._events is not None:
+            self._events.request_queued(alias, time.perf_counter() - arrived)
+        return Lease(engine, lambda: self._release(entry))
+
+    def _entry(self, alias: str) -> Entry[E]:
+        spec = self.spec(alias)
+        entry = self._models.entries.get(alias)
+        if entry is None or entry.retired:
+            entry = Entry(alias=alias, spec=spec, turn=asyncio.Semaphore(spec.n_parallel))
+            self._models.entries[alias] = entry
+        return entry
+
+    def _release(self, entry: Entry[E]) -> None:
+        """Synchronous on purpose: safe to call from a `finally` under cancellation or a done-callback."""
+        entry.in_use -= 1
+        entry.holders -= 1
+        entry.last_used = time.monotonic()
+        entry.turn.release()
+        if (entry.state is State.DRAINING or entry.retired) and entry.in_use == 0:
+            reason = entry.drain_reason if entry.state is State.DRAINING else "reload"
+            self._models.spawn(self._models.evict(entry, reason=reason))
+        self._models.notify()
+
+    # -- lifecycle and administration -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load the pinned aliases and start unloading idle models. A pinned load that fails is logged;
+        the server still starts, and the next request for that alias tries again."""
+        self._reaper = asyncio.get_running_loop().create_task(self._unload_idle_forever())
+        await self._load_pinned()
+
+    async def _load_pinned(self) -> None:
+        for alias, spec in self._registry.models.items():
+            if spec.pinned:
+                try:
+                    await self.load(alias)
+                except Exception as exc:
+                    log.error("pinned_load_failed", alias=alias, error=str(exc))
+
+    async def load(self, alias: str) -> None:
+        """Make sure the alias is loaded (admin, pinned). Takes its turn like any request."""
+        if self._entry(alias).state is State.LOADED:
+            return
+        lease = await self.acquire(alias)
+        lease.release()
+
+    async def unload(self, alias: str) -> str:
+        """Unload now if idle ("unloaded"); if in use, after its current request ("draining")."""
+        self.spec(alias)
+        entry = self._models.entries.get(alias)
+        if entry is None or entry.state in (State.UNLOADED, State.CLOSING):
+            return "not_loaded"
+        if entry.state is not State.LOADING and entry.in_use == 0 and entry.holders == 0:
+            await self._models.evict(entry, reason="admin")
+            return "unloaded"
+        if entry.state is State.LOADING:
+            return "loading"
+        self._models.drain(entry, "admin")
+        return "draining"
+
+    def update_registry(self, registry: Registry) -> dict[str, list[str]]:
+        """Apply a re-read models.yaml. New aliases are served at once. A removed alias answers 404 to
+        new and queued requests and is closed when its running request ends. A changed alias is closed
+        when idle and loads with its new settings on next use. Nothing running is cut."""
+        old, self._registry = self._registry, registry
+        self._models.limits = registry.pool
+        added = [a for a in registry.models if a not in old.models]
+        removed = [a for a in old.models if a not in registry.models]
+        changed = [a for a in registry.models if a in old.models and registry.models[a] != old.models[a]]
+        for alias in removed + changed:
+            entry = self._models.entries.get(alias)
+            if entry is None:
+                continue
+            if alias in registry.models:
+                entry.spec = registry.models[alias]
+            else:
+                entry.retired = True
+                if entry.state is State.UNLOADED:
+                    del self._models.entries[alias]
+            if entry.engine is not None:
+                # Draining first, in this same step: a request that gets its turn before the close task
+                # runs must not pick up the old model and have it closed under it.
+                self._models.drain(entry, "reload")
+                if entry.in_use == 0:
+                    self._models.spawn(self._models.evict(entry, reason="reload"))
+        self._models.notify()
+        self._models.spawn(self._load_pinned())
+        return {"added": added, "removed": removed, "changed": changed}
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """Per alias (plus removed ones still closing): what the admin route and the metrics show."""
+        now_mono, now_wall = time.monotonic(), time.time()
+        entries = self._models.entries
+        aliases = list(self._registry.models) + [a for a, e in entries.items() if e.retired]
+        rows = []
+        for alias in aliases:
+            entry = entries.get(alias)
+            spec = entry.spec if entry is not None else self._registry.models[alias]
+            used = entry.last_used if entry is not None and entry.last_used else None
+            rows.append({
+                "id": alias,
+                "state": entry.state.value if entry is not None else State.UNLOADED.value,
+                "loaded": entry is not None and entry.engine is not None,
+                "loading": entry is not None and entry.state is State.LOADING,
+                "busy": entry is not None and entry.in_use > 0,
+                "running": entry.in_use if entry is not None else 0,
+                "waiting": entry.waiting + entry.holders - entry.in_use if entry is not None else 0,
+                "draining": entry is not None and entry.state is State.DRAINING,
+                "pinned": spec.pinned,
+                "removed": entry is not None and entry.retired,
+                "last_used": round(now_wall - (now_mono - used), 3) if used is not None else None,
+                "load_seconds": round(entry.load_seconds, 4) if entry and entry.load_seconds else None,
+                "estimated_bytes": self._models.footprint(spec),
+                "restarts": entry.crashes if entry is not None else 0,
+                **_process(entry),
+            })
+        return rows
+
+    async def _unload_idle_forever(self) -> None:
+        while not self._closed:
+            ttl = self._registry.pool.idle_ttl
+            await asyncio.sleep(min(ttl / 4, 1.0) if ttl else 1.0)
+            if ttl is None:
+                continue
+            cutoff = time.monotonic() - ttl
+            for entry in list(self._models.entries.values()):
+                idle = entry.in_use == 0 and entry.holders == 0 and entry.waiting == 0
+                if entry.state is State.LOADED and idle and not entry.spec.pinned and entry.last_used <= cutoff:
+                    await self._models.evict(entry, reason="idle")
+
+    async def close(self) -> None:
+        """Close every model. Called once, at shutdown, after the requests have finished."""
+        self._closed = True
+        if self._reaper is not None:
+            self._reaper.cancel()
+            await asyncio.gather(self._reaper, return_exceptions=True)
+        await self._models.close_all()
+
+
+def _process(entry: Entry[Any] | None) -> dict[str, Any]:
+    """The loaded model's process: pid, resident memory, limit, threads (None when not loaded)."""
+    stats = getattr(entry.engine, "stats", None) if entry is not None else None
+    return dict(stats()) if stats is not None else {"pid": None, "rss_bytes": None}

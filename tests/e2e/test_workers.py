@@ -1,0 +1,117 @@
+"""Model workers seen from outside: a crash of one alias's process (injected with a signal) fails only
+that alias's requests, with OpenAI's error shape; every other alias keeps serving, /health stays 200,
+the next request starts a new process; unloading gives the memory back."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import RunningServer
+
+TWO_ALIASES = """
+pool: {max_resident: 2}
+models:
+  alpha: {path: "{model}", n_ctx: 1024, n_parallel: 2}
+  beta: {path: "{model}", n_ctx: 1024, n_parallel: 2}
+"""
+STORY = [{"role": "user", "content": "Tell me a long story about a dragon."}]
+
+
+def pool_row(server: RunningServer, alias: str) -> dict:  # type: ignore[type-arg]
+    rows = httpx.get(server.base_url + "/admin/pool", timeout=5).json()["models"]
+    return next(r for r in rows if r["id"] == alias)
+
+
+def stream_lines(server: RunningServer, alias: str, max_tokens: int, lines: list[str],
+                 first: threading.Event) -> threading.Thread:
+    def run() -> None:
+        body = {"model": alias, "messages": STORY, "max_tokens": max_tokens, "temperature": 0, "stream": True}
+        with httpx.stream("POST", server.base_url + "/v1/chat/completions", json=body, timeout=60) as response:
+            for line in response.iter_lines():
+                if line:
+                    lines.append(line)
+                    first.set()
+        lines.append("END")
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGSEGV])
+def test_a_crashed_worker_fails_only_its_own_alias(make_server, signum: int) -> None:  # type: ignore[no-untyped-def]
+    server: RunningServer = make_server(TWO_ALIASES)
+    client = server.client()
+    for alias in ("alpha", "beta"):
+        client.chat.completions.create(model=alias, messages=STORY, max_tokens=1)
+    victim_pid = pool_row(server, "alpha")["pid"]
+    beta_pid = pool_row(server, "beta")["pid"]
+    assert victim_pid and beta_pid and victim_pid != beta_pid
+
+    other, doomed = [], []
+    other_started, doomed_started = threading.Event(), threading.Event()
+    other_thread = stream_lines(server, "beta", 120, other, other_started)
+    doomed_thread = stream_lines(server, "alpha", 400, doomed, doomed_started)
+    assert other_started.wait(30) and doomed_started.wait(30)
+    os.kill(victim_pid, signum)
+    killed_at = time.monotonic()
+    doomed_thread.join(30)
+    doomed_ended = time.monotonic()
+    assert httpx.get(server.base_url + "/health", timeout=5).status_code == 200
+    other_thread.join(60)
+
+    # The killed alias's stream: an error event (model_crashed, no paths), then [DONE], within 1 s.
+    assert doomed_ended - killed_at < 1.5
+    errors = [line for line in doomed if '"error"' in line]
+    assert errors and '"model_crashed"' in errors[0] and "/models/" not in errors[0]
+    assert doomed[-2:] == ["data: [DONE]", "END"]
+    # The other alias's stream ran to its end.
+    assert any('"finish_reason":"length"' in line for line in other), other[-3:]
+    assert other[-2:] == ["data: [DONE]", "END"]
+    assert pool_row(server, "beta")["pid"] == beta_pid
+
+    # The next request to the crashed alias is served by a new process.
+    reply = client.chat.completions.create(model="alpha", messages=STORY, max_tokens=4)
+    assert reply.choices[0].finish_reason == "length"
+    row = pool_row(server, "alpha")
+    assert row["pid"] not in (None, victim_pid) and row["restarts"] == 1
+    scrape = httpx.get(server.base_url + "/metrics", timeout=5).text
+    assert 'llm_model_crashes_total{model="alpha",reason="crashed"} 1.0' in scrape
+    assert "worker_died" in server.log() and f'"signal": {signum}' in server.log()
+
+
+def tree_rss(pid: int) -> int:
+    """Resident memory of a process and all its descendants, in bytes."""
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            total += int(Path(f"/proc/{current}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, ValueError):
+            continue
+    return total
+
+
+def test_unloading_gives_the_memory_back(make_server) -> None:  # type: ignore[no-untyped-def]
+    server: RunningServer = make_server(TWO_ALIASES)
+    client = server.client()
+    client.chat.completions.create(model="beta", messages=STORY, max_tokens=1)  # warm the HTTP side
+    httpx.post(server.base_url + "/admin/models/beta/unload", timeout=10)
+    time.sleep(0.5)
+    before = tree_rss(server.process.pid)
+    client.chat.completions.create(model="alpha", messages=STORY, max_tokens=32)
+    loaded = tree_rss(server.process.pid)
+    assert httpx.post(server.base_url + "/admin/models/alpha/unload", timeout=10).json()["status"] == "unloaded"
+    time.sleep(0.5)
+    after = tree_rss(server.process.pid)
+    assert loaded > before * 1.2, (before, loaded)  # the model was really resident
+    assert abs(after - before) <= before * 0.05, (before, loaded, after)

@@ -1,0 +1,127 @@
+"""The process wall with the real model: a worker loads, answers, streams, cancels, and when it dies
+(signal, memory limit) fails only its own requests, with our error and no file paths."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from contextlib import aclosing
+from pathlib import Path
+
+import pytest
+
+from server.engine import Request, SamplingParams, WorkerModel
+from server.errors import EngineError, ModelCrashedError, ModelLoadError
+from server.registry import ModelSpec
+
+MODEL = Path(__file__).resolve().parents[2] / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+SPEC = ModelSpec(path=str(MODEL), n_ctx=512, n_parallel=2)
+
+
+def run(coro):  # type: ignore[no-untyped-def]
+    return asyncio.run(asyncio.wait_for(coro, 120))
+
+
+async def answer(model: WorkerModel, question: str, max_tokens: int = 16) -> str:
+    prompt = await model.chat_prompt([{"role": "system", "content": "You are a helpful assistant."},
+                                      {"role": "user", "content": question}])
+    request = Request(prompt=prompt.tokens, max_tokens=max_tokens, stop=prompt.stop,
+                      sampling=SamplingParams(temperature=0.0))
+    text = ""
+    async with aclosing(model.generate([request])) as batches:
+        async for batch in batches:
+            text += "".join(piece.text for _, piece in batch)
+    return text
+
+
+def test_a_worker_answers_and_its_pieces_come_in_steps() -> None:
+    async def scenario() -> None:
+        model = await WorkerModel.start("t", SPEC)
+        try:
+            assert "Paris" in await answer(model, "What is the capital of France?")
+            assert await model.detokenize(await model.tokenize("hello world", add_special=False)) == "hello world"
+            stats = model.stats()
+            assert stats["pid"] != os.getpid() and stats["rss_bytes"] > 0
+        finally:
+            await model.close()
+        exit = await model.exited()
+        assert exit.reason == "closed" and exit.code == 0
+
+    run(scenario())
+
+
+def test_errors_cross_the_wall_as_our_own_classes() -> None:
+    async def scenario() -> None:
+        model = await WorkerModel.start("t", SPEC)
+        try:
+            request = Request(prompt=[1] * 600, max_tokens=4, stop=[], sampling=SamplingParams())
+            with pytest.raises(Exception) as info:
+                async for _ in model.generate([request]):
+                    pass
+            assert type(info.value).__name__ == "ContextLengthError" and info.value.status_code == 400
+            assert "Paris" in await answer(model, "What is the capital of France?")  # still serving
+        finally:
+            await model.close()
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGSEGV])
+def test_a_killed_worker_fails_its_running_request_at_once(signum: int) -> None:
+    async def scenario() -> None:
+        model = await WorkerModel.start("t", SPEC)
+        request = Request(prompt=await model.tokenize("Once upon a time"), max_tokens=400, stop=[],
+                          sampling=SamplingParams(temperature=0.0))
+        killed_at = 0.0
+        with pytest.raises(ModelCrashedError) as info:
+            async with aclosing(model.generate([request])) as batches:
+                async for _ in batches:
+                    if not killed_at:
+                        os.kill(model.stats()["pid"], signum)
+                        killed_at = time.monotonic()
+        assert time.monotonic() - killed_at < 1.0
+        assert info.value.status_code == 503 and info.value.code == "model_crashed"
+        assert "/" not in info.value.message  # no file paths
+        exit = await model.exited()
+        assert exit.reason == "crashed" and exit.signal == signum
+        with pytest.raises(ModelCrashedError):
+            await model.tokenize("after")
+
+    run(scenario())
+
+
+def test_a_worker_past_its_memory_limit_is_ended() -> None:
+    async def scenario() -> None:
+        model = await WorkerModel.start("t", SPEC, memory_limit=32 * 1024**2)  # less than the model itself
+        exit = await asyncio.wait_for(model.exited(), 10)
+        assert exit.reason == "memory_limit" and exit.signal == signal.SIGKILL
+        with pytest.raises(ModelCrashedError, match="memory limit"):
+            await model.tokenize("x")
+
+    run(scenario())
+
+
+def test_a_file_that_is_not_a_model_fails_to_load_without_killing_anything(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF" + os.urandom(4096))
+
+    async def scenario() -> None:
+        with pytest.raises(ModelLoadError):
+            await WorkerModel.start("bad", ModelSpec(path=str(bad)))
+
+    run(scenario())
+
+
+def test_closing_fails_what_still_runs_as_unloaded() -> None:
+    async def scenario() -> None:
+        model = await WorkerModel.start("t", SPEC)
+        request = Request(prompt=await model.tokenize("Once upon a time"), max_tokens=400, stop=[],
+                          sampling=SamplingParams(temperature=0.0))
+        with pytest.raises(EngineError, match="unloaded"):
+            async with aclosing(model.generate([request])) as batches:
+                async for _ in batches:
+                    await model.close()
+
+    run(scenario())
