@@ -46,7 +46,11 @@ def handle_sighup(pool: ModelPool[Any], path: str) -> Callable[[], None]:
         task.add_done_callback(tasks.discard)
 
     loop.add_signal_handler(signal.SIGHUP, on_sighup)
-    return lambda: loop.remove_signal_handler(signal.SIGHUP)
+
+    def stop_handling() -> None:
+        loop.remove_signal_handler(signal.SIGHUP)
+
+    return stop_handling
 
 
 async def _reload_logged(pool: ModelPool[Any], path: str) -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
 
 import structlog
 
@@ -20,25 +21,32 @@ def event(payload: bytes) -> bytes:
     return b"data: " + payload + b"\n\n"
 
 
-async def sse(events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """Frame already-encoded events; a failure after the headers went out becomes an error event."""
+async def sse(events: AsyncGenerator[bytes, None]) -> AsyncIterator[bytes]:
+    """Frame already-encoded events; a failure after the headers went out becomes an error event.
+    Closing this stream (the client left) closes `events` at once, and with it the generation."""
     try:
-        async for chunk in events:
-            yield chunk
+        async with aclosing(events):
+            async for chunk in events:
+                yield chunk
     except Exception as exc:  # the status line is gone: the error must travel inside the stream
         log.error("stream_failed", error=str(exc), exc_info=exc)
         yield event(error_event(exc))
     yield DONE
 
 
-async def started(stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def started(stream: AsyncGenerator[bytes, None]) -> AsyncIterator[bytes]:
     """Run a stream up to its first event now, so that errors before any output (unknown model, load
     failure, prompt too long) still become a proper HTTP error status instead of an SSE error event."""
-    first = await stream.__anext__()
+    try:
+        first = await stream.__anext__()
+    except BaseException:
+        await stream.aclose()
+        raise
 
-    async def rest() -> AsyncIterator[bytes]:
-        yield first
-        async for chunk in stream:
-            yield chunk
+    async def rest() -> AsyncGenerator[bytes, None]:
+        async with aclosing(stream):
+            yield first
+            async for chunk in stream:
+                yield chunk
 
     return sse(rest())

@@ -14,7 +14,7 @@ import itertools
 import os
 import socket
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import msgspec
@@ -144,7 +144,7 @@ class WorkerModel:
         value = await self._call(lambda id: m.EmbedCall(id=id, inputs=inputs))
         return msgspec.convert(value, Embeddings)
 
-    async def generate(self, requests: list[Request]) -> AsyncIterator[list[Indexed]]:
+    async def generate(self, requests: list[Request]) -> AsyncGenerator[list[Indexed], None]:
         job_id, job = next(self._ids), _Job()
         self._check_alive()
         self._jobs[job_id] = job

@@ -6,7 +6,7 @@ Protocol. Nothing here imports llama_cpp.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, NamedTuple, Protocol
 
 from server.engine.types import ChatPrompt, Embeddings, Piece, Request
@@ -41,7 +41,7 @@ class Model(Protocol):
 
     async def detokenize(self, tokens: list[int]) -> str: ...
 
-    def generate(self, requests: list[Request]) -> AsyncIterator[list[Indexed]]:
+    def generate(self, requests: list[Request]) -> AsyncGenerator[list[Indexed], None]:
         """Each request as its own sequence, decoded together with every other on this model. Yields the
         pieces of one decode step at a time. A request the model cannot run (prompt past the context,
         bad grammar) raises before any piece. Leaving the iterator early cancels what is left."""

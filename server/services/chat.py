@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
@@ -124,7 +124,7 @@ def usage(prompt_tokens: int, completion_tokens: int, cached: int) -> Usage:
 
 
 async def stream_chat(pool: ModelPool[Any], request: ChatCompletionRequest,
-                      metrics: Metrics | None = None) -> AsyncIterator[bytes]:
+                      metrics: Metrics | None = None) -> AsyncGenerator[bytes, None]:
     plan = plan_chat(pool, request)
     include_usage = bool(request.stream_options and request.stream_options.include_usage)
     writer = chat_stream.ChunkWriter(new_id("chatcmpl"), now(), request.model, plan.n,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
 
@@ -87,7 +87,7 @@ def _usage(usages: list[Usage | None], n: int) -> tuple[int, int, int]:
 
 
 async def stream_text(pool: ModelPool[Any], request: CompletionRequest,
-                      metrics: Metrics | None = None) -> AsyncIterator[bytes]:
+                      metrics: Metrics | None = None) -> AsyncGenerator[bytes, None]:
     plan = TextPlan(pool, request)
     chunk_id, created, model = new_id("cmpl"), now(), request.model
     total = len(plan.prompts) * plan.n

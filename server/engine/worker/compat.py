@@ -19,7 +19,7 @@ __all__ = ["LlamaContext", "LlamaSampler", "chat_handler", "grammar_parts", "mod
 def model_of(llm: llama_cpp.Llama) -> Any:
     """The wrapped `llama_model` (`Llama._model`): our slot engine builds its own context and samplers on
     it, and `Llama` exposes no public handle for that."""
-    return llm._model  # noqa: SLF001
+    return llm._model
 
 
 def n_ctx_train(llm: llama_cpp.Llama) -> int:
@@ -30,10 +30,11 @@ def n_ctx_train(llm: llama_cpp.Llama) -> int:
 def chat_handler(llm: llama_cpp.Llama) -> Any:
     """The handler `Llama.create_chat_completion` would use. The GGUF's own Jinja template lives in the
     private `_chat_handlers` table; the public API only offers running the whole completion."""
+    name = llm.chat_format or "llama-2"  # llama-cpp-python's own fallback when neither GGUF nor alias says
     return (
         llm.chat_handler
-        or llm._chat_handlers.get(llm.chat_format)  # noqa: SLF001
-        or llama_chat_format.get_chat_completion_handler(llm.chat_format)
+        or llm._chat_handlers.get(name)
+        or llama_chat_format.get_chat_completion_handler(name)
     )
 
 
@@ -42,7 +43,7 @@ def grammar_parts(gbnf: str) -> tuple[bytes, bytes]:
     checks the text in Python but keeps both in private fields; its own sampler hook cannot report a
     grammar llama.cpp refuses (it hands a NULL sampler on, which crashes the first sample)."""
     grammar = llama_grammar.LlamaGrammar.from_string(gbnf, verbose=False)
-    return grammar._grammar.encode("utf-8"), grammar._root.encode("utf-8")  # noqa: SLF001
+    return grammar._grammar.encode("utf-8"), grammar._root.encode("utf-8")
 
 
 # The prompt-capture trick. llama-cpp-python keeps its chat formats behind its chat-completion handlers

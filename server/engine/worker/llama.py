@@ -142,4 +142,4 @@ class LlamaEngine:
             vectors = self._llm.embed(inputs, normalize=True)
         except (ValueError, RuntimeError) as exc:
             raise EngineError(f"embedding failed: {exc}") from exc
-        return Embeddings(vectors, sum(len(t) for t in token_lists))  # type: ignore[arg-type]
+        return Embeddings(vectors, sum(len(t) for t in token_lists))

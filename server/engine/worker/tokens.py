@@ -36,6 +36,6 @@ def logprobs_at(ctx: object, index: int, n_vocab: int, pieces: TokenPieces, toke
         raw = pieces(int(tok))
         return raw.decode("utf-8", errors="replace"), float(logprobs[tok]), list(raw)
 
-    best = np.argpartition(-logprobs, top)[:top] if top else []
+    best: list[int] = list(np.argpartition(-logprobs, top)[:top]) if top else []
     tops = sorted((TopLogprob(*entry(t)) for t in best), key=lambda t: -t.logprob)
     return TokenLogprob(*entry(token), top=tops)
