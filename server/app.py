@@ -16,7 +16,7 @@ from litestar.di import Provide
 from server.auth import load_api_keys, require_api_key
 from server.controllers import ROUTES
 from server.controllers.deps import provide_metrics, provide_pool
-from server.engine import start_worker
+from server.engine.client import WorkerLauncher
 from server.http_errors import handle_exception
 from server.logging import configure_logging
 from server.metrics import Metrics
@@ -32,12 +32,13 @@ def create_app(
     settings: Settings,
     *,
     registry: Registry | None = None,
-    loader: Callable[[str, ModelSpec], Awaitable[Any]] = start_worker,
+    loader: Callable[[str, ModelSpec], Awaitable[Any]] | None = None,
     metrics: Metrics | None = None,
     handle_signals: bool = False,
 ) -> Litestar:
     """Build the app. The registry and key file are read here, so a bad one stops the server before it
-    listens. `handle_signals`: SIGHUP reloads the registry (the served process; not under test clients)."""
+    listens. `loader`: how a model is loaded (default: a worker process per alias; tests pass fakes).
+    `handle_signals`: SIGHUP reloads the registry (the served process; not under test clients)."""
     registry = registry if registry is not None else load_registry(settings.config)
     metrics = metrics if metrics is not None else Metrics()
     state = State({
@@ -47,7 +48,10 @@ def create_app(
 
     @asynccontextmanager
     async def pool_lifespan(app: Litestar) -> AsyncIterator[None]:
-        pool = ModelPool(registry, loader, events=metrics)
+        launcher = WorkerLauncher() if loader is None else None
+        if launcher is not None:
+            launcher.prepare()
+        pool = ModelPool(registry, loader or launcher, events=metrics)  # type: ignore[arg-type]
         app.state.pool = pool
         metrics.watch_pool(pool.snapshot)
         stop_handling = handle_sighup(pool, settings.config) if handle_signals else None
@@ -61,6 +65,8 @@ def create_app(
             if stop_handling is not None:
                 stop_handling()
             await pool.close()
+            if launcher is not None:
+                await launcher.close()
 
     return Litestar(
         route_handlers=[*ROUTES, docs_assets()],

@@ -1,8 +1,8 @@
 """The engine boundary. This package's top level never imports llama_cpp: `Model` (interface.py) is what
-services and the pool use, `start_worker` (client.py) runs a model in a process of its own, and only
+services and the pool use, `server.engine.client.start_worker` runs a model in a process of its own
+(imported by the app only: the worker process must not pay for the client's imports), and only
 server/engine/worker/ (that process) imports llama_cpp."""
 
-from server.engine.client import WorkerModel, start_worker
 from server.engine.interface import Exit, Indexed, Loader, Model
 from server.engine.types import (
     ChatPrompt, Embeddings, Grammar, Piece, Request, SamplingParams, TokenLogprob, TopLogprob, Usage, check_context,
@@ -10,5 +10,5 @@ from server.engine.types import (
 
 __all__ = [
     "ChatPrompt", "Embeddings", "Exit", "Grammar", "Indexed", "Loader", "Model", "Piece", "Request",
-    "SamplingParams", "TokenLogprob", "TopLogprob", "Usage", "WorkerModel", "check_context", "start_worker",
+    "SamplingParams", "TokenLogprob", "TopLogprob", "Usage", "check_context",
 ]

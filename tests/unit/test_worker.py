@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from server.engine import Request, SamplingParams, WorkerModel
+from server.engine import Request, SamplingParams
+from server.engine.client import WorkerModel
 from server.errors import EngineError, ModelCrashedError, ModelLoadError
 from server.registry import ModelSpec
 
