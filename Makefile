@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 BENCH_VENV := .bench/venv
 BENCH_ARGS ?=
 
-.PHONY: serve test models check install clean bench bench-profile
+.PHONY: serve test lint models check install clean bench bench-profile
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,8 +32,12 @@ check: install models
 	$(PY) -m server check $(CONFIG)
 
 # pytest exits 5 when it collects nothing; that must fail loudly, not pass silently.
-test: install models
+test: install models lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(PY) -m ruff check server
+	$(PY) -m mypy server
 
 # Benchmarks (docs/benchmarks.md): our server against direct in-process llama-cpp-python calls,
 # `python -m llama_cpp.server` (from its own venv) and llama.cpp's own llama-server, built once from

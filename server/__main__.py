@@ -58,13 +58,15 @@ def serve(argv: list[str]) -> int:
     parser.add_argument("--port", type=int, help="port (env LLM_SERVER_PORT; default 8000)")
     parser.add_argument("--log-level", help="debug, info, warning, error (env LLM_SERVER_LOG_LEVEL)")
     parser.add_argument("--api-key", action="append", dest="api_keys", metavar="KEY",
-                        help="require `Authorization: Bearer KEY`; repeatable (env LLM_SERVER_API_KEYS, comma separated)")
+                        help="require `Authorization: Bearer KEY`; repeatable "
+                             "(env LLM_SERVER_API_KEYS, comma separated)")
     parser.add_argument("--api-key-file", metavar="PATH",
                         help="more keys, one per line (env LLM_SERVER_API_KEY_FILE)")
     parser.add_argument("--metrics-need-key", action="store_const", const=True,
                         help="put /metrics behind the key too (env LLM_SERVER_METRICS_NEED_KEY)")
     parser.add_argument("--cors-origin", action="append", dest="cors_origins", metavar="ORIGIN",
-                        help="allow browser requests from ORIGIN; repeatable, `*` for any (env LLM_SERVER_CORS_ORIGINS)")
+                        help="allow browser requests from ORIGIN; repeatable, `*` for any "
+                             "(env LLM_SERVER_CORS_ORIGINS)")
     parser.add_argument("--max-body-bytes", type=int, help="request body size limit (default 4 MiB)")
     parser.add_argument("--shutdown-timeout", type=float,
                         help="seconds running requests get to finish after SIGTERM (default 30)")

@@ -6,7 +6,6 @@ Errors are raised, never returned.
 from __future__ import annotations
 
 
-
 class ServerError(Exception):
     status_code = 500
     error_type = "server_error"

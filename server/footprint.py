@@ -65,7 +65,8 @@ def _header(path: str, mtime: float) -> dict[str, float]:
                 if key == "general.architecture":
                     arch = str(value)
                 elif arch and key.startswith(arch + ".") and key[len(arch) + 1:] in _WANTED:
-                    found[key[len(arch) + 1:]] = value
+                    if isinstance(value, (int, float)):
+                        found[key[len(arch) + 1:]] = value
                     if len(found) == len(_WANTED):
                         break
             return found

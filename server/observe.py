@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 import structlog
 from litestar.datastructures import MutableScopeHeaders
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import ASGIApp, HTTPScope, Message, Receive, ReceiveMessage, Scope, Send
 
 from server.http_errors import status_of
 
@@ -81,7 +81,7 @@ class RequestObserver:
 
         model = "-"
         try:
-            receive, model = await _peek_model(scope, receive, state)
+            receive, model = await _peek_model(scope, receive, state)  # type: ignore[arg-type]  # http only
             await self.app(scope, receive, send_with_id)
         except BaseException as exc:
             if not sent_start:
@@ -91,7 +91,7 @@ class RequestObserver:
             seconds = time.perf_counter() - started
             route = scope.get("path_template") or scope["path"]
             state.metrics.request(route, model, status, seconds)
-            fields = {"method": scope["method"], "route": route, "model": model, "status": status,
+            fields = {"method": scope.get("method"), "route": route, "model": model, "status": status,
                       "duration_s": round(seconds, 4)}
             if record.prompt_tokens is not None:
                 fields.update(prompt_tokens=record.prompt_tokens, completion_tokens=record.completion_tokens)
@@ -110,7 +110,7 @@ def _request_id(scope: Scope) -> str:
     return secrets.token_hex(16)
 
 
-async def _peek_model(scope: Scope, receive: Receive, state: Any) -> tuple[Receive, str]:
+async def _peek_model(scope: HTTPScope, receive: Receive, state: Any) -> tuple[Receive, str]:
     """Read a small JSON body ahead of Litestar to label the request with its model, then hand the
     same bytes on. Bodies without a length, or above the size limit, are left alone (Litestar refuses
     the latter with a 413)."""
@@ -119,7 +119,7 @@ async def _peek_model(scope: Scope, receive: Receive, state: Any) -> tuple[Recei
     length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
     if length is None or not length.isdigit() or int(length) > state.settings.max_body_bytes:
         return receive, "-"
-    messages: list[Message] = []
+    messages: list[ReceiveMessage] = []
     body = b""
     while True:
         message = await receive()
@@ -130,7 +130,7 @@ async def _peek_model(scope: Scope, receive: Receive, state: Any) -> tuple[Recei
         if not message.get("more_body", False):
             break
 
-    async def replay() -> Message:
+    async def replay() -> ReceiveMessage:
         return messages.pop(0) if messages else await receive()
 
     try:

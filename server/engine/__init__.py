@@ -5,7 +5,16 @@ server/engine/worker/ (that process) imports llama_cpp."""
 
 from server.engine.interface import Exit, Indexed, Loader, Model
 from server.engine.types import (
-    ChatPrompt, Embeddings, Grammar, Piece, Request, SamplingParams, TokenLogprob, TopLogprob, Usage, check_context,
+    ChatPrompt,
+    Embeddings,
+    Grammar,
+    Piece,
+    Request,
+    SamplingParams,
+    TokenLogprob,
+    TopLogprob,
+    Usage,
+    check_context,
 )
 
 __all__ = [

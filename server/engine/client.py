@@ -95,9 +95,9 @@ class WorkerModel:
 
     @classmethod
     async def start(cls, alias: str, spec: ModelSpec, *, memory_limit: int | None = None,
-                    process: Spawned | None = None) -> WorkerModel:
-        """Load the model in a worker process (`process`, or a new one); ModelLoadError if it cannot."""
-        process, reader, writer = process or await spawn()
+                    spawned: Spawned | None = None) -> WorkerModel:
+        """Load the model in a worker process (`spawned`, or a new one); ModelLoadError if it cannot."""
+        process, reader, writer = spawned or await spawn()
         writer.write(m.frame(msgspec.msgpack.Encoder(), m.Load(alias=alias, spec=spec)))
         decoder = msgspec.msgpack.Decoder(m.FromWorker)
         try:
@@ -113,7 +113,8 @@ class WorkerModel:
             writer.close()
             if first is None:
                 code = await process.wait()
-                raise ModelLoadError(f"The model `{alias}` failed to load: its worker {_exit_of(code, 'crashed').describe()}.")
+                how = _exit_of(code, "crashed").describe()
+                raise ModelLoadError(f"The model `{alias}` failed to load: its worker {how}.")
             process.kill()
             await process.wait()
             fault = first.fault if isinstance(first, m.Failed) else m.Fault("ModelLoadError", "unexpected answer")
@@ -312,10 +313,10 @@ class WorkerLauncher:
 
         spare, self._spare = self._spare, None
         self.prepare()
-        process = await spare if spare is not None else None
-        if process is not None and process[0].returncode is not None:
-            process = None
-        return await WorkerModel.start(alias, spec, memory_limit=memory_limit(spec), process=process)
+        spawned = await spare if spare is not None else None
+        if spawned is not None and spawned[0].returncode is not None:
+            spawned = None
+        return await WorkerModel.start(alias, spec, memory_limit=memory_limit(spec), spawned=spawned)
 
     async def close(self) -> None:
         spare, self._spare = self._spare, None

@@ -8,7 +8,14 @@ import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
 from server.protocol.common import (
-    ChoiceCount, LogitBias, MaxTokens, Penalty, Stop, StreamOptions, Temperature, TopP,
+    ChoiceCount,
+    LogitBias,
+    MaxTokens,
+    Penalty,
+    Stop,
+    StreamOptions,
+    Temperature,
+    TopP,
 )
 
 Role = Literal["system", "developer", "user", "assistant", "tool"]

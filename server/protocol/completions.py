@@ -6,7 +6,15 @@ import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
 from server.protocol.common import (
-    ChoiceCount, LogitBias, MaxTokens, Penalty, Stop, StreamOptions, Temperature, TopP, Usage,
+    ChoiceCount,
+    LogitBias,
+    MaxTokens,
+    Penalty,
+    Stop,
+    StreamOptions,
+    Temperature,
+    TopP,
+    Usage,
 )
 
 FinishReason = Literal["stop", "length"]

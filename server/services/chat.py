@@ -11,12 +11,12 @@ import msgspec
 
 from server.engine import ChatPrompt, Grammar, Request
 from server.errors import InvalidRequestError
+from server.metrics import Metrics
 from server.pool import ModelPool
 from server.protocol.chat import ChatCompletionRequest, ChatMessage, JsonObjectFormat, JsonSchemaResponseFormat
 from server.protocol.chat_response import AssistantMessage, ChatChoice, ChatCompletion
 from server.protocol.common import PromptTokensDetails, Usage
 from server.services import chat_stream, tools
-from server.metrics import Metrics
 from server.services.choices import choice_requests, collect, total_usage
 from server.services.common import new_id, now, record_usage, require_kind
 from server.services.logprobs import chat_logprobs

@@ -6,7 +6,11 @@ import msgspec
 
 from server.engine import Piece, Usage
 from server.protocol.chat_response import (
-    ChatChunkChoice, ChatCompletionChunk, ChatDelta, FunctionDelta, ToolCallDelta,
+    ChatChunkChoice,
+    ChatCompletionChunk,
+    ChatDelta,
+    FunctionDelta,
+    ToolCallDelta,
 )
 from server.protocol.common import Usage as WireUsage
 from server.services import tools
@@ -18,7 +22,8 @@ _encode = msgspec.json.Encoder().encode
 
 
 class ChunkWriter:
-    def __init__(self, chunk_id: str, created: int, model: str, n: int, *, with_tools: bool, with_logprobs: bool) -> None:
+    def __init__(self, chunk_id: str, created: int, model: str, n: int, *, with_tools: bool,
+                 with_logprobs: bool) -> None:
         self._id, self._created, self._model = chunk_id, created, model
         self._started = [False] * n
         self._filters = [tools.ContentFilter() for _ in range(n)] if with_tools else None

@@ -10,10 +10,10 @@ import msgspec
 
 from server.engine import Piece, Request, Usage
 from server.errors import InvalidRequestError
+from server.metrics import Metrics
 from server.pool import ModelPool
 from server.protocol.completions import Completion, CompletionChoice, CompletionRequest
 from server.services.chat import usage as wire_usage
-from server.metrics import Metrics
 from server.services.choices import choice_requests, collect, total_usage
 from server.services.common import new_id, now, record_usage, require_kind
 from server.services.logprobs import completion_logprobs

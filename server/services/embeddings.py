@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import base64
 import struct
+from typing import Any
 
 from msgspec import UNSET
-
-from typing import Any
 
 from server.errors import UnsupportedParameterError
 from server.pool import ModelPool

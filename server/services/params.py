@@ -43,7 +43,8 @@ def logit_bias(raw: dict[str, float] | None) -> dict[int, float]:
     try:
         return {int(token): bias for token, bias in raw.items()}
     except ValueError as exc:
-        raise InvalidRequestError("logit_bias keys must be token ids (integers as strings).", param="logit_bias") from exc
+        raise InvalidRequestError("logit_bias keys must be token ids (integers as strings).",
+                                  param="logit_bias") from exc
 
 
 def sampling_params(spec: ModelSpec, request: Any, *, grammar: Grammar | None = None) -> SamplingParams:

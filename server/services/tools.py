@@ -21,7 +21,7 @@ from msgspec import UNSET
 
 from server.engine import Grammar
 from server.errors import InvalidRequestError
-from server.protocol.chat import ChatCompletionRequest, ChatMessage, NamedToolChoice, Tool, ToolCall, FunctionCall
+from server.protocol.chat import ChatCompletionRequest, ChatMessage, FunctionCall, NamedToolChoice, Tool, ToolCall
 
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
 EMPTY_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}
@@ -95,7 +95,8 @@ def _grammar(tools: list[Tool], *, lazy: bool) -> Grammar:
     return Grammar(schema=json.dumps(schema), open=OPEN, close=CLOSE, lazy=lazy, param="tools")
 
 
-def history(messages: list[dict[str, Any]], source: list[ChatMessage], instructions: str | None) -> list[dict[str, Any]]:
+def history(messages: list[dict[str, Any]], source: list[ChatMessage],
+            instructions: str | None) -> list[dict[str, Any]]:
     """Rewrite tool-related history as plain text, and put the tool instructions in the system message."""
     out: list[dict[str, Any]] = []
     for rendered, message in zip(messages, source):

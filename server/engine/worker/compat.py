@@ -85,5 +85,6 @@ def render_chat(llm: llama_cpp.Llama, handler: Any, messages: list[dict[str, Any
     except _Captured as captured:
         return ChatPrompt(captured.prompt, [s for s in captured.stop if s])
     except (jinja2.TemplateError, ValueError, TypeError, KeyError) as exc:
-        raise InvalidRequestError(f"The model's chat template rejected these messages: {exc}", param="messages") from exc
+        raise InvalidRequestError(f"The model's chat template rejected these messages: {exc}",
+                                  param="messages") from exc
     raise InvalidRequestError("This alias's chat format does not produce a plain prompt.", param="messages")
