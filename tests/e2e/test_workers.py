@@ -115,3 +115,23 @@ def test_unloading_gives_the_memory_back(make_server) -> None:  # type: ignore[n
     after = tree_rss(server.process.pid)
     assert loaded > before * 1.2, (before, loaded)  # the model was really resident
     assert abs(after - before) <= before * 0.05, (before, loaded, after)
+
+
+def test_two_loads_at_once_leave_the_logs_alone(make_server) -> None:  # type: ignore[no-untyped-def]
+    """llama-cpp-python silences fd 1 and 2 while it loads, process-wide and not thread-safe: two loads
+    in one process could leave them on /dev/null for good. Each load now runs in its own process."""
+    server: RunningServer = make_server(TWO_ALIASES)
+    threads = [threading.Thread(target=lambda a=alias: httpx.post(f"{server.base_url}/admin/models/{a}/load",
+                                                                   timeout=60))
+               for alias in ("alpha", "beta")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert pool_row(server, "alpha")["loaded"] and pool_row(server, "beta")["loaded"]
+    marker = "after-two-loads-" + str(time.monotonic_ns())
+    httpx.get(server.base_url + "/v1/models", headers={"X-Request-ID": marker}, timeout=5)
+    deadline = time.monotonic() + 5
+    while marker not in server.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert marker in server.log()

@@ -1,5 +1,6 @@
-"""A model whose worker dies on its own: forgotten at once, counted, restarted by the next request,
-and held off for a cool-down when it keeps crashing. Other aliases are untouched."""
+"""Faults around a model's life: a worker that dies on its own (forgotten at once, counted, restarted
+by the next request, held off for a cool-down when it keeps crashing; other aliases untouched), and a
+model that cannot load (it costs nobody their model, and its error carries no file path)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import asyncio
 
 import pytest
 
-from server.errors import ModelCrashedError
+from server.errors import ModelCrashedError, ModelLoadError
 from server.pool import CRASH_LIMIT, ModelPool
-from tests.unit.test_pool import Loader, use
+from server.registry import ModelSpec
+from tests.unit.test_pool import STUB, FakeEngine, Loader, use
 from tests.unit.test_pool_policy import Events, registry, spec, until
 
 
@@ -60,5 +62,41 @@ def test_a_model_the_pool_closed_is_not_a_crash() -> None:
         await asyncio.sleep(0.05)
         assert not [e for e in events.seen if e[0] == "crashed"]
         await pool.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_file_that_cannot_load_costs_nobody_their_model(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """max_resident full, a request for an alias whose file is not a GGUF: refused before anyone is evicted."""
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"not a model at all")
+
+    async def scenario() -> None:
+        events = Events()
+        specs = {"a": spec(), "bad": ModelSpec(path=str(bad))}
+        pool = ModelPool(registry(specs, max_resident=1), Loader(), events=events)
+        await use(pool, "a")
+        with pytest.raises(ModelLoadError) as info:
+            await use(pool, "bad")
+        assert pool.resident() == ["a"]
+        assert not [e for e in events.seen if e[0] == "evicted"]
+        assert ("failed", "bad") in events.seen
+        assert str(tmp_path) not in info.value.message and "not a GGUF" in info.value.message
+        await pool.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_failed_load_names_the_file_without_its_path() -> None:
+    class PathLeakingLoader(Loader):
+        async def __call__(self, alias: str, spec_: object) -> FakeEngine:
+            raise RuntimeError(f"failed to load model from file: {STUB}")
+
+    async def scenario() -> None:
+        pool = ModelPool(registry({"a": spec()}), PathLeakingLoader())
+        with pytest.raises(ModelLoadError) as info:
+            await use(pool, "a")
+        assert info.value.status_code == 503 and info.value.code == "model_load_failed"
+        assert str(STUB.parent) not in info.value.message and STUB.name in info.value.message
 
     asyncio.run(scenario())
