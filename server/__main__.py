@@ -14,6 +14,7 @@ import sys
 import msgspec
 
 from server.auth import KeyFileError, load_api_keys
+from server.footprint import header_problem
 from server.registry import SERVING_KEYS, RegistryError, format_size, load_registry
 from server.reload import forward_sighup_to_workers
 from server.settings import Settings
@@ -26,6 +27,14 @@ def check(path: str) -> int:
         print(f"{exc.source}: {len(exc.problems)} problem(s)", file=sys.stderr)
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
+        return 1
+    # The registry only checks that each file exists; a file whose header is garbage would fail at load.
+    unreadable = [(alias, spec.path, problem) for alias, spec in registry.models.items()
+                  if (problem := header_problem(spec.path)) is not None]
+    if unreadable:
+        print(f"{path}: {len(unreadable)} problem(s)", file=sys.stderr)
+        for alias, file, problem in unreadable:
+            print(f"  models.{alias}.path: {file}: {problem}", file=sys.stderr)
         return 1
     pool = registry.pool
     print(f"{path}: ok, pool.max_resident={pool.max_resident} idle_ttl={pool.idle_ttl or 'none'}"
