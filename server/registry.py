@@ -66,6 +66,7 @@ class ModelSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
     pinned: bool = False                          # loaded at start, never evicted
     max_queue: NonNegInt | None = None            # requests allowed to wait for this alias; past it: 429
     max_tokens_limit: PositiveInt | None = None   # ceiling on a request's max_tokens; above it: 400
+    max_sequences_per_request: PositiveInt = 64   # prompts x n in one request; above it: 400
 
     def resolved_path(self, base_dir: Path) -> Path:
         path = Path(self.path).expanduser()
@@ -73,7 +74,7 @@ class ModelSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
 
 
 # ModelSpec keys that configure serving, not llama.cpp: the engine must not pass them to `Llama(...)`.
-SERVING_KEYS = frozenset({"pinned", "max_queue", "max_tokens_limit"})
+SERVING_KEYS = frozenset({"pinned", "max_queue", "max_tokens_limit", "max_sequences_per_request"})
 
 
 class PoolSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -11,6 +11,7 @@ import msgspec
 
 from server.engine import LlamaEngine, Request, any_json_object_grammar, schema_grammar
 from server.errors import InvalidRequestError
+from server.limits import check_generation_request
 from server.pool import ModelPool
 from server.protocol.chat import ChatCompletionRequest, ChatMessage, JsonObjectFormat, JsonSchemaResponseFormat
 from server.protocol.chat_response import AssistantMessage, ChatChoice, ChatCompletion
@@ -60,6 +61,7 @@ def plan_chat(pool: ModelPool[LlamaEngine], request: ChatCompletionRequest) -> C
     spec = pool.spec(request.model)
     require_kind(request.model, spec, embedding=False)
     refuse_unsupported(request, UNSUPPORTED, NEUTRAL)
+    check_generation_request(request.model, spec, request)
     if request.top_logprobs is not None and not request.logprobs:
         raise InvalidRequestError("top_logprobs needs logprobs set to true.", param="top_logprobs")
     if request.stream_options is not None and not request.stream:

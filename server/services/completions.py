@@ -10,6 +10,7 @@ import msgspec
 
 from server.engine import LlamaEngine, Piece, Request, Usage
 from server.errors import InvalidRequestError
+from server.limits import check_generation_request
 from server.pool import ModelPool
 from server.protocol.completions import Completion, CompletionChoice, CompletionRequest
 from server.services.chat import usage as wire_usage
@@ -35,6 +36,7 @@ class TextPlan:
         spec = pool.spec(request.model)
         require_kind(request.model, spec, embedding=False)
         refuse_unsupported(request, UNSUPPORTED, NEUTRAL)
+        check_generation_request(request.model, spec, request)
         if request.echo and request.logprobs is not None:
             raise InvalidRequestError("echo together with logprobs is not supported.", param="logprobs")
         if request.stream_options is not None and not request.stream:

@@ -9,6 +9,7 @@ from msgspec import UNSET
 
 from server.engine import LlamaEngine
 from server.errors import UnsupportedParameterError
+from server.limits import check_embedding_inputs
 from server.pool import ModelPool
 from server.protocol.embeddings import Embedding, EmbeddingList, EmbeddingRequest, EmbeddingUsage
 from server.services.common import require_kind, run_on_model
@@ -27,7 +28,7 @@ async def embed(pool: ModelPool[LlamaEngine], request: EmbeddingRequest) -> Embe
             "The parameter `dimensions` is not supported: this model's vectors have a fixed size.",
             param="dimensions",
         )
-    inputs = [request.input] if isinstance(request.input, str) else request.input
+    inputs = check_embedding_inputs(request)
     vectors, tokens = await run_on_model(pool, request.model, lambda engine, _stop: engine.embed(inputs))
     as_base64 = request.encoding_format == "base64"
     return EmbeddingList(

@@ -1,0 +1,107 @@
+"""Hostile input against the real server and model: each request is refused with a 4xx in OpenAI's
+envelope before anything native runs, and the server stays up (issue 12)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import MODEL, RunningServer, start_server, stop_server
+
+YAML = """
+pool: {{max_resident: 3}}
+models:
+  smollm2:
+    path: {model}
+    n_ctx: 512
+    n_parallel: 2
+    max_sequences_per_request: 6
+    sampling: {{temperature: 0.0}}
+  smollm2-embed:
+    path: {model}
+    n_ctx: 512
+    embedding: true
+    pooling_type: mean
+  broken:
+    path: {broken}
+"""
+POSTS = ["/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/tokenize", "/detokenize"]
+HI = [{"role": "user", "content": "hi"}]
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    folder = tmp_path_factory.mktemp("hostile")
+    # GGUF magic, version 3, then garbage: the first key claims to be 2**63 bytes long.
+    (folder / "broken.gguf").write_bytes(b"GGUF\x03\0\0\0" + b"\xff" * 64)
+    (folder / "models.yaml").write_text(YAML.format(model=MODEL, broken=folder / "broken.gguf"))
+    running = start_server(folder / "models.yaml", folder / "server.log")
+    yield running
+    stop_server(running)
+
+
+def post(server: RunningServer, path: str, body: object = None, content: bytes | None = None,
+         timeout: float = 60) -> httpx.Response:
+    if content is None:
+        content = json.dumps(body).encode()
+    return httpx.post(server.base_url + path, content=content, headers={"content-type": "application/json"},
+                      timeout=timeout)
+
+
+def refused(response: httpx.Response, param: str | None = None) -> dict:  # type: ignore[type-arg]
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error"
+    if param is not None:
+        assert error["param"] == param, error
+    return error
+
+
+def alive(server: RunningServer) -> None:
+    assert server.process.poll() is None, server.log()
+    assert httpx.get(server.base_url + "/health", timeout=5).status_code == 200
+
+
+# Row 1: an empty embeddings input reached llama.cpp, answered 500 and left the model to segfault on unload.
+
+@pytest.mark.parametrize("text_input", ["", ["a", ""], [""], []])
+def test_empty_embedding_inputs_are_refused_before_llama_cpp(hostile: RunningServer, text_input: object) -> None:
+    refused(post(hostile, "/v1/embeddings", {"model": "smollm2-embed", "input": text_input}), "input")
+    unloaded = httpx.post(hostile.base_url + "/admin/models/smollm2-embed/unload", timeout=30)
+    assert unloaded.status_code == 200
+    alive(hostile)
+    reply = post(hostile, "/v1/embeddings", {"model": "smollm2-embed", "input": ["a", "b"]})
+    assert reply.status_code == 200 and len(reply.json()["data"]) == 2
+
+
+# Row 10: sequences per request (prompts x n), and the other lists a request can send.
+
+def test_sequences_past_the_alias_cap_are_refused(hostile: RunningServer) -> None:
+    error = refused(post(hostile, "/v1/completions", {"model": "smollm2", "prompt": ["a"] * 4, "n": 2}), "n")
+    assert "8 sequences" in error["message"] and "limit of 6" in error["message"]
+    refused(post(hostile, "/v1/completions", {"model": "smollm2", "prompt": ["a"] * 7}), "prompt")
+    refused(post(hostile, "/v1/chat/completions", {"model": "smollm2", "messages": HI, "n": 7}), "n")
+    ok = post(hostile, "/v1/completions", {"model": "smollm2", "prompt": ["a", "b", "c"], "n": 2, "max_tokens": 1})
+    assert ok.status_code == 200 and len(ok.json()["choices"]) == 6
+
+
+@pytest.mark.parametrize(("extra", "param"), [
+    ({"stop": ["x" * 1025]}, "stop"),
+    ({"stop": ["x"] * 17}, "stop"),
+    ({"logit_bias": {str(i): 1 for i in range(1025)}}, "logit_bias"),
+    ({"n": 17}, "n"),
+])
+def test_lists_past_their_limits_are_refused(hostile: RunningServer, extra: dict, param: str) -> None:  # type: ignore[type-arg]
+    for path, body in [("/v1/completions", {"model": "smollm2", "prompt": "x"}),
+                       ("/v1/chat/completions", {"model": "smollm2", "messages": HI})]:
+        refused(post(hostile, path, {**body, **extra, "max_tokens": 1}), param)
+
+
+def test_too_many_tools_are_refused(hostile: RunningServer) -> None:
+    tools = [{"type": "function", "function": {"name": f"f{i}"}} for i in range(129)]
+    refused(post(hostile, "/v1/chat/completions", {"model": "smollm2", "messages": HI, "tools": tools}), "tools")
