@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 
-from server.engine import LlamaEngine, Request, any_json_object_grammar, schema_grammar
+from server.engine import LlamaEngine, Request, any_json_object_grammar
 from server.errors import InvalidRequestError
 from server.limits import check_generation_request
 from server.pool import ModelPool
@@ -21,6 +21,7 @@ from server.metrics import Metrics
 from server.services.choices import choice_requests, total_usage
 from server.services.common import collect_on_model, new_id, now, record_usage, require_kind, sequences_on_model
 from server.services.logprobs import chat_logprobs
+from server.services.schema_limits import bounded_schema_grammar
 from server.services.params import check_logit_bias, max_tokens, refuse_unsupported, sampling_params, stop_list
 
 UNSUPPORTED = (
@@ -95,7 +96,7 @@ def _grammar(fmt: Any, tool_plan: tools.ToolPlan | None) -> tuple[str | None, st
         schema = fmt.json_schema.schema
         if schema is msgspec.UNSET:
             return any_json_object_grammar(), None
-        return schema_grammar(msgspec.json.encode(schema).decode()), None
+        return bounded_schema_grammar(schema, param="response_format"), None
     return None, None
 
 

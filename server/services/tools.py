@@ -19,9 +19,9 @@ from typing import Any
 
 from msgspec import UNSET
 
-from server.engine import schema_grammar
 from server.errors import InvalidRequestError
 from server.protocol.chat import ChatCompletionRequest, ChatMessage, NamedToolChoice, Tool, ToolCall, FunctionCall
+from server.services.schema_limits import bounded_schema_grammar, check_schema
 
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
 EMPTY_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}
@@ -43,6 +43,8 @@ def plan_tools(request: ChatCompletionRequest) -> ToolPlan | None:
         return None
     if len({t.function.name for t in tools}) != len(tools):
         raise InvalidRequestError("Tool function names must be unique.", param="tools")
+    for i, tool in enumerate(tools):  # each on its own first, so a refusal names the tool
+        check_schema(_parameters(tool), param="tools", where=f"tools[{i}].function.parameters")
     callable_tools = tools
     if isinstance(choice, NamedToolChoice):
         callable_tools = [t for t in tools if t.function.name == choice.function.name]
@@ -94,7 +96,7 @@ def _grammar(tools: list[Tool]) -> str:
             for t in tools
         ]
     }
-    call_rules = schema_grammar(json.dumps(schema), root="tool-call")
+    call_rules = bounded_schema_grammar(schema, param="tools", root="tool-call")
     return f'root ::= "{OPEN}" "\\n"? tool-call "\\n"? "{CLOSE}"\n' + call_rules
 
 

@@ -79,6 +79,56 @@ def test_empty_embedding_inputs_are_refused_before_llama_cpp(hostile: RunningSer
     assert reply.status_code == 200 and len(reply.json()["data"]) == 2
 
 
+# Rows 2, 3 and 13: schemas that made the grammar builder overflow the C stack or grow without bound.
+
+HUGE_SCHEMAS = {
+    "maxLength 30000": {"type": "string", "maxLength": 30000},
+    "minLength 1e9": {"type": "string", "minLength": 1_000_000_000},
+    "maxItems 1e6": {"type": "array", "items": {"type": "integer"}, "maxItems": 1_000_000},
+    "nested quantifiers": {"type": "string", "pattern": "^((a{100}){100}){100}$"},
+    "many repetitions": {"type": "object", "properties": {f"p{i}": {"type": "string", "maxLength": 1000}
+                                                         for i in range(20)}},
+    "deep": json.loads('{"type": "array", "items": ' * 100 + '{"type": "string"}' + "}" * 100),
+}
+
+
+@pytest.mark.parametrize("name", list(HUGE_SCHEMAS))
+def test_response_format_schemas_past_the_limits_are_400_at_once(hostile: RunningServer, name: str) -> None:
+    body = {"model": "smollm2", "messages": HI, "max_tokens": 4,
+            "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": HUGE_SCHEMAS[name]}}}
+    started = time.monotonic()
+    error = refused(post(hostile, "/v1/chat/completions", body, timeout=10), "response_format")
+    assert time.monotonic() - started < 2
+    assert "limit" in error["message"]
+    alive(hostile)
+
+
+@pytest.mark.parametrize("name", ["maxLength 30000", "minLength 1e9"])
+def test_tool_parameter_schemas_past_the_limits_are_400_naming_tools(hostile: RunningServer, name: str) -> None:
+    tool = {"type": "function", "function": {"name": "f", "parameters": {
+        "type": "object", "properties": {"s": HUGE_SCHEMAS[name]}, "required": ["s"]}}}
+    body = {"model": "smollm2", "messages": HI, "max_tokens": 4, "tools": [tool], "tool_choice": "required"}
+    error = refused(post(hostile, "/v1/chat/completions", body, timeout=10), "tools")
+    assert "limit" in error["message"]
+    alive(hostile)
+
+
+def test_an_invalid_tool_schema_is_400_naming_tools(hostile: RunningServer) -> None:
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {
+        "s": {"$ref": "#/definitions/nowhere"}}}}}
+    body = {"model": "smollm2", "messages": HI, "max_tokens": 4, "tools": [tool], "tool_choice": "required"}
+    refused(post(hostile, "/v1/chat/completions", body), "tools")
+
+
+def test_a_schema_within_the_limits_still_constrains_the_output(hostile: RunningServer) -> None:
+    schema = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 1000}}, "required": ["name"]}
+    body = {"model": "smollm2", "messages": [{"role": "user", "content": "Give a name as JSON."}], "max_tokens": 40,
+            "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}}
+    reply = post(hostile, "/v1/chat/completions", body)
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["choices"][0]["message"]["content"].startswith("{")
+
+
 # Row 10: sequences per request (prompts x n), and the other lists a request can send.
 
 def test_sequences_past_the_alias_cap_are_refused(hostile: RunningServer) -> None:
