@@ -21,6 +21,7 @@ from litestar.datastructures import MutableScopeHeaders
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.errors import status_of
+from server.json_request import UNDECODABLE
 
 log = structlog.get_logger("server.access")
 
@@ -135,7 +136,7 @@ async def _peek_model(scope: Scope, receive: Receive, state: Any) -> tuple[Recei
 
     try:
         name = _decode_model(body).model
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, *UNDECODABLE):  # Litestar answers these with a 400
         name = None
     if not isinstance(name, str):
         return replay, "-"

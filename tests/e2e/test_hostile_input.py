@@ -129,6 +129,41 @@ def test_a_schema_within_the_limits_still_constrains_the_output(hostile: Running
     assert reply.json()["choices"][0]["message"]["content"].startswith("{")
 
 
+# Row 4: a body nested 1000 deep, or bytes that are not UTF-8, answered 500.
+
+@pytest.mark.parametrize("path", POSTS)
+@pytest.mark.parametrize("raw", [
+    b'{"model": "smollm2", "x": ' + b"[" * 1000 + b"]" * 1000 + b"}",
+    b"[" * 100_000 + b"]" * 100_000,
+    b'{"model": "smollm2", "prompt": "\xff\xfe", "input": "\xc3\x28", "messages": [], "tokens": []}',
+    b'{"model": "smo\xffllm2", "prompt": "x"}',
+    b'{"model": "smollm2", "prompt": "\\ud800", "input": "\\udfff", "tokens": [1]}',
+], ids=["nested-1000", "nested-100000", "invalid-utf8", "invalid-utf8-model", "lone-surrogates"])
+def test_nested_or_undecodable_bodies_are_400(hostile: RunningServer, path: str, raw: bytes) -> None:
+    response = post(hostile, path, content=raw)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_the_server_is_alive_after_the_bodies(hostile: RunningServer) -> None:
+    alive(hostile)
+    assert '"level": "error"' not in hostile.log()
+
+
+# Row 6: garbage after the GGUF magic made the footprint estimate raise, and /metrics and /admin/pool with it.
+
+def test_monitoring_answers_while_a_broken_file_is_registered(hostile: RunningServer) -> None:
+    assert httpx.get(hostile.base_url + "/metrics").status_code == 200
+    pool = httpx.get(hostile.base_url + "/admin/pool")
+    assert pool.status_code == 200
+    broken = next(m for m in pool.json()["models"] if m["id"] == "broken")
+    assert broken["estimated_bytes"] > 0
+    response = post(hostile, "/v1/completions", {"model": "broken", "prompt": "x", "max_tokens": 1})
+    assert response.status_code < 500 or response.json()["error"]["code"] == "model_load_failed"
+    alive(hostile)
+    assert httpx.get(hostile.base_url + "/metrics").status_code == 200
+
+
 # Row 10: sequences per request (prompts x n), and the other lists a request can send.
 
 def test_sequences_past_the_alias_cap_are_refused(hostile: RunningServer) -> None:
