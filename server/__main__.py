@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 
@@ -16,7 +15,6 @@ import msgspec
 from server.auth import KeyFileError, load_api_keys
 from server.footprint import header_problem
 from server.registry import SERVING_KEYS, RegistryError, format_size, load_registry
-from server.reload import forward_sighup_to_workers
 from server.settings import Settings
 
 
@@ -86,25 +84,14 @@ def serve(argv: list[str]) -> int:
         return 2
     if check_quietly(settings.config):
         return 1
+    from server.serving import port_problem, run  # granian: only when serving
+
+    problem = port_problem(settings.host, settings.port)
+    if problem:
+        print(f"refusing to start: {problem}", file=sys.stderr)
+        return 1
     os.environ.update(settings.to_env())
-
-    from granian import Granian
-    from granian.constants import Interfaces
-
-    server = Granian(
-        "server.app:app_from_env",
-        factory=True,
-        address=settings.host,
-        port=settings.port,
-        interface=Interfaces.ASGI,
-        workers=1,
-        log_level=settings.log_level,  # type: ignore[arg-type]
-        # On SIGTERM granian stops accepting and lets running requests finish; past this, it kills the worker.
-        workers_kill_timeout=max(1, math.ceil(settings.shutdown_timeout)),
-    )
-    server.on_startup(forward_sighup_to_workers)
-    server.serve()
-    return 0
+    return run(settings)
 
 
 def check_quietly(path: str) -> bool:
