@@ -87,6 +87,10 @@ def _check_keywords(node: dict[str, Any], where: str, param: str) -> int:
     properties = node.get("properties")
     if isinstance(properties, dict) and len(properties) > MAX_PROPERTIES:
         _refuse(param, f"has {len(properties)} properties at `{_at(where)}`, above the limit of {MAX_PROPERTIES}")
+    for keyword in ("enum", "anyOf", "oneOf", "type"):  # llama.cpp cannot parse the empty choice these become
+        if node.get(keyword) == []:
+            raise InvalidRequestError(f"The JSON schema in `{param}` has an empty `{keyword}` at `{_at(where)}`, which "
+                                      "no value can match.", param=param, code="invalid_value")
     enum = node.get("enum")
     if isinstance(enum, list) and len(enum) > MAX_ENUM:
         _refuse(param, f"has {len(enum)} enum values at `{_at(where)}`, above the limit of {MAX_ENUM}")

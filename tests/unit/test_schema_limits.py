@@ -48,6 +48,13 @@ def test_schemas_past_a_limit_are_refused_naming_it(schema: dict, words: str) ->
     assert words in info.value.message
 
 
+@pytest.mark.parametrize("keyword", ["enum", "anyOf", "oneOf", "type"])
+def test_an_empty_choice_is_refused_before_llama_cpp_parses_it(keyword: str) -> None:
+    with pytest.raises(InvalidRequestError) as info:
+        check_schema({"type": "object", "properties": {"a": {keyword: []}}}, param="response_format")
+    assert info.value.param == "response_format" and "empty `" + keyword + "` at `/properties/a`" in info.value.message
+
+
 def test_data_keywords_are_not_read_as_schemas() -> None:
     check_schema({"type": "object", "default": {"maxLength": 10**9}, "examples": [{"minItems": 10**9}]},
                  param="response_format")
