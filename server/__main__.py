@@ -75,6 +75,8 @@ def serve(argv: list[str]) -> int:
     parser.add_argument("--max-body-bytes", type=int, help="request body size limit (default 4 MiB)")
     parser.add_argument("--shutdown-timeout", type=float,
                         help="seconds running requests get to finish after SIGTERM (default 30)")
+    parser.add_argument("--body-read-timeout", type=float,
+                        help="seconds a client gets to send a request body; past it, 408 (default 30)")
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env(**vars(args))

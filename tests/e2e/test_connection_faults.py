@@ -1,5 +1,5 @@
-"""Faults below HTTP against the real server: connections parked half-open, a second server on the
-same port (issue 12, rows 8 and 12)."""
+"""Faults below HTTP against the real server: connections parked half-open, bodies that never arrive,
+a second server on the same port (issue 12, rows 8 and 12)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.e2e.conftest import ROOT, RunningServer
+from tests.e2e.conftest import MODEL, ROOT, RunningServer, start_server, stop_server
 
 YAML = """
 models:
@@ -69,3 +69,24 @@ def test_a_second_server_on_a_port_in_use_exits_with_a_message(make_server, tmp_
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
     assert httpx.get(first.base_url + "/health").status_code == 200
+
+
+def test_a_body_that_never_arrives_is_408_after_the_body_read_timeout(tmp_path: Path) -> None:
+    config = tmp_path / "models.yaml"
+    config.write_text(YAML.replace("{model}", str(MODEL)))
+    server = start_server(config, tmp_path / "server.log", ["--body-read-timeout", "1"])
+    port = int(server.base_url.rsplit(":", 1)[1])
+    try:
+        for framing in (b"Content-Length: 100", b"Transfer-Encoding: chunked"):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                started = time.monotonic()
+                sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                             + framing + b"\r\n\r\n" + (b"1\r\n{\r\n" if b"chunked" in framing else b"{"))
+                reply = sock.recv(4096)
+                assert reply.startswith(b"HTTP/1.1 408"), reply
+                assert b'"code":"request_timeout"' in reply
+                assert 0.9 < time.monotonic() - started < 5
+        assert httpx.post(server.base_url + "/v1/completions", timeout=30,
+                          json={"model": "smollm2", "prompt": "Hi", "max_tokens": 1}).status_code == 200
+    finally:
+        stop_server(server)
