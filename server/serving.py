@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import resource
+import signal
 import socket
 import sys
 from typing import Any
@@ -53,23 +54,24 @@ def port_problem(host: str, port: int) -> str | None:
 
 def raise_open_file_limit() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or soft < hard:
+    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < target:
         try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else max(soft, 65536),
-                                                        hard))
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
         except (ValueError, OSError):
-            pass  # keep what we have: the limit is a help, not a requirement
+            pass  # keep what we have: the higher limit is a help, not a requirement
 
 
 class _Server(Granian):  # type: ignore[misc, valid-type]
-    """granian's server, noting the workers it had to kill at shutdown (its own exit status hides them)."""
+    """granian's server, noting how its workers ended at shutdown (its own exit status hides a kill)."""
 
-    killed_workers = 0
+    worker_exit_codes: list[int] = []
 
     def _stop_workers(self) -> None:
         workers = list(self.wrks)
         super()._stop_workers()
-        self.killed_workers += sum(1 for w in workers if getattr(w.inner, "exitcode", 0) not in (0, None))
+        # Processes have an exit code (-9 when granian killed them); thread workers (free-threaded builds) do not.
+        self.worker_exit_codes = [code for w in workers if (code := getattr(w.inner, "exitcode", 0))]
 
 
 def run(settings: Settings) -> int:
@@ -90,8 +92,10 @@ def run(settings: Settings) -> int:
     )
     server.on_startup(forward_sighup_to_workers)
     server.serve()
-    if server.killed_workers:
+    codes = server.worker_exit_codes
+    if -signal.SIGKILL in codes:
         print(f"the worker did not finish within --shutdown-timeout ({settings.shutdown_timeout:g} s) and was "
               "killed: requests still running were cut", file=sys.stderr)
-        return 1
-    return 0
+    elif codes:
+        print(f"the worker exited with status {codes[0]} while shutting down", file=sys.stderr)
+    return 1 if codes else 0
