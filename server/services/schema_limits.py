@@ -20,7 +20,7 @@ import msgspec
 from server.engine import schema_grammar
 from server.errors import InvalidRequestError
 
-MAX_SCHEMA_BYTES = 64 * 1024     # the schema as JSON
+MAX_SCHEMA_BYTES = 256 * 1024    # the schema as JSON
 MAX_DEPTH = 64                   # nested objects and arrays in the schema's JSON (about 30 schema levels)
 MAX_NODES = 4096                 # objects and arrays in the schema's JSON
 MAX_PROPERTIES = 256             # `properties` of one object
@@ -33,6 +33,8 @@ MAX_GRAMMAR_BYTES = 1024 * 1024  # the grammar text the schema became
 REPEAT_KEYWORDS = ("minLength", "maxLength", "minItems", "maxItems", "minProperties", "maxProperties")
 # Keywords whose values are data (JSON values to match), not schemas: counted in bytes, not walked.
 DATA_KEYWORDS = frozenset({"const", "enum", "default", "examples"})
+# Keywords whose values map names to schemas: a property may be called `enum` or `maxLength`.
+MAP_KEYWORDS = frozenset({"properties", "patternProperties", "$defs", "definitions", "dependentSchemas"})
 
 
 def bounded_schema_grammar(schema: Any, *, param: str, root: str = "root") -> str:
@@ -56,20 +58,23 @@ def check_schema(schema: Any, *, param: str, where: str = "") -> None:
     if size > MAX_SCHEMA_BYTES:
         _refuse(param, f"is {size} bytes of JSON, above the limit of {MAX_SCHEMA_BYTES}")
     nodes = total_repeat = 0
-    stack: list[tuple[Any, int, str]] = [(schema, 1, where)]
+    # (node, depth, path, whether node is a name -> schema map rather than a schema or a list of them)
+    stack: list[tuple[Any, int, str, bool]] = [(schema, 1, where, False)]
     while stack:  # iterative: a deep schema cannot exhaust the Python stack either
-        node, depth, where = stack.pop()
+        node, depth, where, is_map = stack.pop()
         nodes += 1
         if depth > MAX_DEPTH:
             _refuse(param, f"nests deeper than the limit of {MAX_DEPTH} levels (at `{_at(where)}`)")
         if nodes > MAX_NODES:
             _refuse(param, f"has more objects and arrays than the limit of {MAX_NODES}")
-        if isinstance(node, dict):
-            total_repeat += _check_keywords(node, where, param)
-            children = ((k, v) for k, v in node.items() if k not in DATA_KEYWORDS)
+        if isinstance(node, list):
+            children = [(str(i), v, False) for i, v in enumerate(node)]
+        elif is_map:
+            children = [(k, v, False) for k, v in node.items()]
         else:
-            children = ((str(i), v) for i, v in enumerate(node))
-        stack.extend((v, depth + 1, f"{where}/{k}") for k, v in children if isinstance(v, (dict, list)))
+            total_repeat += _check_keywords(node, where, param)
+            children = [(k, v, k in MAP_KEYWORDS) for k, v in node.items() if k not in DATA_KEYWORDS]
+        stack.extend((v, depth + 1, f"{where}/{k}", m) for k, v, m in children if isinstance(v, (dict, list)))
         if total_repeat > MAX_TOTAL_REPEAT:
             _refuse(param, f"asks for {total_repeat} or more repetitions in all (minLength, maxItems, {{m,n}} "
                            f"and the like, summed), above the limit of {MAX_TOTAL_REPEAT}")

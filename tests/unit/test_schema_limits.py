@@ -39,7 +39,7 @@ def test_pattern_expansion_counts_quantifier_copies(pattern: str, expansion: int
     ({"type": "object", "properties": {f"p{i}": {"type": "string", "maxLength": 1000} for i in range(11)}},
      f"above the limit of {MAX_TOTAL_REPEAT}"),
     (json.loads('{"items": ' * 80 + "{}" + "}" * 80), "nests deeper than"),
-    ({"description": "x" * 70_000}, "bytes of JSON"),
+    ({"description": "x" * 300_000}, "bytes of JSON"),
 ])
 def test_schemas_past_a_limit_are_refused_naming_it(schema: dict, words: str) -> None:  # type: ignore[type-arg]
     with pytest.raises(InvalidRequestError) as info:
@@ -53,6 +53,16 @@ def test_an_empty_choice_is_refused_before_llama_cpp_parses_it(keyword: str) -> 
     with pytest.raises(InvalidRequestError) as info:
         check_schema({"type": "object", "properties": {"a": {keyword: []}}}, param="response_format")
     assert info.value.param == "response_format" and "empty `" + keyword + "` at `/properties/a`" in info.value.message
+
+
+@pytest.mark.parametrize("name", ["enum", "const", "default", "examples", "maxLength"])
+def test_a_property_named_like_a_keyword_is_still_checked(name: str) -> None:
+    schema = {"type": "object", "properties": {name: {"type": "string", "maxLength": 30000}}}
+    with pytest.raises(InvalidRequestError) as info:
+        check_schema(schema, param="tools")
+    assert f"maxLength 30000 at `/properties/{name}`" in info.value.message
+    with pytest.raises(InvalidRequestError):
+        check_schema({"$defs": {name: {"type": "string", "minLength": 10**9}}}, param="tools")
 
 
 def test_data_keywords_are_not_read_as_schemas() -> None:
