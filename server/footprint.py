@@ -102,7 +102,8 @@ def read_header(f: BinaryIO, file_size: int) -> dict[str, int | str]:
     n_kv = reader.number(count_fmt)
     if n_kv > MAX_KV_PAIRS:
         raise HeaderError(f"{n_kv} metadata entries (garbage count)")
-    arch, found = "", {}
+    arch = ""
+    found: dict[str, int | str] = {}
     for _ in range(n_kv):
         key = reader.string(count_fmt, limit=MAX_KEY_BYTES)
         if key.startswith("tokenizer."):  # the architecture's keys come first; the rest is large
