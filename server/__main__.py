@@ -7,15 +7,14 @@
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 
 import msgspec
 
 from server.auth import KeyFileError, load_api_keys
+from server.footprint import header_problem
 from server.registry import SERVING_KEYS, RegistryError, format_size, load_registry
-from server.reload import forward_sighup_to_workers
 from server.settings import Settings
 
 
@@ -26,6 +25,14 @@ def check(path: str) -> int:
         print(f"{exc.source}: {len(exc.problems)} problem(s)", file=sys.stderr)
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
+        return 1
+    # The registry only checks that each file exists; a file whose header is garbage would fail at load.
+    problems = {name: header_problem(model.path) for name, model in registry.models.items()}
+    unreadable = {name: problem for name, problem in problems.items() if problem is not None}
+    if unreadable:
+        print(f"{path}: {len(unreadable)} problem(s)", file=sys.stderr)
+        for name, problem in unreadable.items():
+            print(f"  models.{name}.path: {registry.models[name].path}: {problem}", file=sys.stderr)
         return 1
     pool = registry.pool
     print(f"{path}: ok, pool.max_resident={pool.max_resident} idle_ttl={pool.idle_ttl or 'none'}"
@@ -70,6 +77,8 @@ def serve(argv: list[str]) -> int:
     parser.add_argument("--max-body-bytes", type=int, help="request body size limit (default 4 MiB)")
     parser.add_argument("--shutdown-timeout", type=float,
                         help="seconds running requests get to finish after SIGTERM (default 30)")
+    parser.add_argument("--body-read-timeout", type=float,
+                        help="seconds a client gets to send a request body; past it, 408 (default 30)")
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env(**vars(args))
@@ -79,25 +88,14 @@ def serve(argv: list[str]) -> int:
         return 2
     if check_quietly(settings.config):
         return 1
+    from server.serving import port_problem, run  # granian: only when serving
+
+    problem = port_problem(settings.host, settings.port)
+    if problem:
+        print(f"refusing to start: {problem}", file=sys.stderr)
+        return 1
     os.environ.update(settings.to_env())
-
-    from granian import Granian
-    from granian.constants import Interfaces
-
-    server = Granian(
-        "server.app:app_from_env",
-        factory=True,
-        address=settings.host,
-        port=settings.port,
-        interface=Interfaces.ASGI,
-        workers=1,
-        log_level=settings.log_level,  # type: ignore[arg-type]
-        # On SIGTERM granian stops accepting and lets running requests finish; past this, it kills the worker.
-        workers_kill_timeout=max(1, math.ceil(settings.shutdown_timeout)),
-    )
-    server.on_startup(forward_sighup_to_workers)
-    server.serve()
-    return 0
+    return run(settings)
 
 
 def check_quietly(path: str) -> bool:

@@ -18,6 +18,7 @@ from server.controllers import ROUTES
 from server.controllers.deps import provide_metrics, provide_pool
 from server.engine.client import WorkerLauncher
 from server.http_errors import handle_exception
+from server.json_request import JsonRequest
 from server.logging import configure_logging
 from server.metrics import Metrics
 from server.observe import REQUEST_ID_HEADER, RequestObserver
@@ -76,6 +77,7 @@ def create_app(
         },
         guards=[require_api_key],
         middleware=[RequestObserver],
+        request_class=JsonRequest,
         exception_handlers={Exception: handle_exception},
         lifespan=[pool_lifespan],
         cors_config=_cors(settings),

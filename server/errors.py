@@ -107,6 +107,14 @@ class ModelTooLargeError(ServerError):
     code = "model_too_large"
 
 
+class RequestTimeoutError(ServerError):
+    """The client did not send its whole request body within --body-read-timeout."""
+
+    status_code = 408
+    error_type = "invalid_request_error"
+    code = "request_timeout"
+
+
 class NotReadyError(ServerError):
     status_code = 503
     code = "not_ready"

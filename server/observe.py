@@ -9,6 +9,7 @@ clients from inflating the label set. Streams are timed to their last byte.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from contextvars import ContextVar
@@ -20,7 +21,9 @@ import structlog
 from litestar.datastructures import MutableScopeHeaders
 from litestar.types import ASGIApp, HTTPScope, Message, Receive, ReceiveMessage, Scope, Send
 
+from server.errors import RequestTimeoutError
 from server.http_errors import status_of
+from server.json_request import UNDECODABLE
 
 log = structlog.get_logger("server.access")
 
@@ -111,31 +114,47 @@ def _request_id(scope: Scope) -> str:
 
 
 async def _peek_model(scope: HTTPScope, receive: Receive, state: Any) -> tuple[Receive, str]:
-    """Read a small JSON body ahead of Litestar to label the request with its model, then hand the
-    same bytes on. Bodies without a length, or above the size limit, are left alone (Litestar refuses
-    the latter with a 413)."""
+    """Read a POST body ahead of Litestar to label the request with its model, then hand the same bytes
+    on. A body declared above the size limit is left alone (Litestar refuses it with a 413); one sent
+    without a length is read up to the limit, the rest left to Litestar. The whole read gets
+    --body-read-timeout seconds: a client that sends headers and then trickles or withholds its body
+    would otherwise hold its connection for good (granian times out headers only). Past it, 408."""
     if scope["method"] != "POST":
         return receive, "-"
+    limit = state.settings.max_body_bytes
     length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
-    if length is None or not length.isdigit() or int(length) > state.settings.max_body_bytes:
+    if length is not None and (not length.isdigit() or int(length) > limit):
         return receive, "-"
     messages: list[ReceiveMessage] = []
-    body = b""
-    while True:
-        message = await receive()
-        messages.append(message)
-        if message["type"] != "http.request":
-            break
-        body += message.get("body", b"")
-        if not message.get("more_body", False):
-            break
+    chunks: list[bytes] = []
+
+    async def read() -> None:
+        size = 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if not message.get("more_body", False) or size > limit:
+                return
+
+    try:
+        await asyncio.wait_for(read(), state.settings.body_read_timeout)
+    except asyncio.TimeoutError:
+        raise RequestTimeoutError(f"The request body did not arrive within {state.settings.body_read_timeout:g} "
+                                  "seconds.") from None
 
     async def replay() -> ReceiveMessage:
         return messages.pop(0) if messages else await receive()
 
+    body = b"".join(chunks)
+    if messages and messages[-1].get("more_body", False):  # past the size limit: Litestar answers 413
+        return replay, "-"
     try:
         name = _decode_model(body).model
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, *UNDECODABLE):  # Litestar answers these with a 400
         name = None
     if not isinstance(name, str):
         return replay, "-"

@@ -69,6 +69,7 @@ class ModelSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
     # The worker process's resident memory past which it is killed (bytes; yaml also takes "2GiB").
     # None: twice the footprint estimate plus 1 GiB (see `memory_limit`).
     memory_limit: Annotated[int, Meta(ge=1)] | None = None
+    max_sequences_per_request: PositiveInt = 64   # prompts x n in one request; above it: 400
 
     def resolved_path(self, base_dir: Path) -> Path:
         path = Path(self.path).expanduser()
@@ -76,7 +77,8 @@ class ModelSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
 
 
 # ModelSpec keys that configure serving, not llama.cpp: the engine must not pass them to `Llama(...)`.
-SERVING_KEYS = frozenset({"pinned", "max_queue", "max_tokens_limit", "memory_limit"})
+SERVING_KEYS = frozenset({"pinned", "max_queue", "max_tokens_limit", "memory_limit",
+                          "max_sequences_per_request"})
 
 
 class PoolSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

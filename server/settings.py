@@ -27,6 +27,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     cors_origins: tuple[str, ...] = ()
     max_body_bytes: Annotated[int, Meta(ge=1)] = 4 * 1024 * 1024
     shutdown_timeout: Annotated[float, Meta(gt=0)] = 30.0
+    body_read_timeout: Annotated[float, Meta(gt=0)] = 30.0  # seconds a client gets to send its whole body
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:

@@ -11,6 +11,7 @@ import msgspec
 
 from server.engine import ChatPrompt, Grammar, Request
 from server.errors import InvalidRequestError
+from server.limits import check_generation_request
 from server.metrics import Metrics
 from server.pool import ModelPool
 from server.protocol.chat import ChatCompletionRequest, ChatMessage, JsonObjectFormat, JsonSchemaResponseFormat
@@ -21,6 +22,7 @@ from server.services.choices import choice_requests, collect, total_usage
 from server.services.common import new_id, now, record_usage, require_kind
 from server.services.logprobs import chat_logprobs
 from server.services.params import max_tokens, refuse_unsupported, sampling_params, stop_list
+from server.services.schema_limits import check_schema
 
 UNSUPPORTED = (
     "functions", "function_call", "audio", "modalities", "prediction", "reasoning_effort",
@@ -58,6 +60,7 @@ def plan_chat(pool: ModelPool[Any], request: ChatCompletionRequest) -> ChatPlan:
     spec = pool.spec(request.model)
     require_kind(request.model, spec, embedding=False)
     refuse_unsupported(request, UNSUPPORTED, NEUTRAL)
+    check_generation_request(request.model, spec, request)
     if request.top_logprobs is not None and not request.logprobs:
         raise InvalidRequestError("top_logprobs needs logprobs set to true.", param="top_logprobs")
     if request.stream_options is not None and not request.stream:
@@ -89,7 +92,10 @@ def _grammar(fmt: Any, tool_plan: tools.ToolPlan | None) -> Grammar | None:
         return Grammar()  # any JSON object
     if isinstance(fmt, JsonSchemaResponseFormat):
         schema = fmt.json_schema.schema
-        return Grammar(schema=None if schema is msgspec.UNSET else msgspec.json.encode(schema).decode())
+        if schema is msgspec.UNSET:
+            return Grammar()
+        check_schema(schema, param="response_format")
+        return Grammar(schema=msgspec.json.encode(schema).decode())
     return None
 
 

@@ -10,6 +10,7 @@ import msgspec
 
 from server.engine import Piece, Request, Usage
 from server.errors import InvalidRequestError
+from server.limits import check_generation_request
 from server.metrics import Metrics
 from server.pool import ModelPool
 from server.protocol.completions import Completion, CompletionChoice, CompletionRequest
@@ -35,6 +36,7 @@ class TextPlan:
         spec = pool.spec(request.model)
         require_kind(request.model, spec, embedding=False)
         refuse_unsupported(request, UNSUPPORTED, NEUTRAL)
+        check_generation_request(request.model, spec, request)
         if request.echo and request.logprobs is not None:
             raise InvalidRequestError("echo together with logprobs is not supported.", param="logprobs")
         if request.stream_options is not None and not request.stream:

@@ -9,6 +9,7 @@ from typing import Any
 from msgspec import UNSET
 
 from server.errors import UnsupportedParameterError
+from server.limits import check_embedding_inputs
 from server.pool import ModelPool
 from server.protocol.embeddings import Embedding, EmbeddingList, EmbeddingRequest, EmbeddingUsage
 from server.services.common import require_kind
@@ -27,7 +28,7 @@ async def embed(pool: ModelPool[Any], request: EmbeddingRequest) -> EmbeddingLis
             "The parameter `dimensions` is not supported: this model's vectors have a fixed size.",
             param="dimensions",
         )
-    inputs = [request.input] if isinstance(request.input, str) else request.input
+    inputs = check_embedding_inputs(request)
     async with pool.lease(request.model) as model:
         vectors, tokens = await model.embed(inputs)
     as_base64 = request.encoding_format == "base64"

@@ -22,6 +22,7 @@ from msgspec import UNSET
 from server.engine import Grammar
 from server.errors import InvalidRequestError
 from server.protocol.chat import ChatCompletionRequest, ChatMessage, FunctionCall, NamedToolChoice, Tool, ToolCall
+from server.services.schema_limits import check_schema
 
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
 EMPTY_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}
@@ -42,6 +43,8 @@ def plan_tools(request: ChatCompletionRequest) -> ToolPlan | None:
         return None
     if len({t.function.name for t in tools}) != len(tools):
         raise InvalidRequestError("Tool function names must be unique.", param="tools")
+    for i, tool in enumerate(tools):  # each on its own first, so a refusal names the tool
+        check_schema(_parameters(tool), param="tools", where=f"tools[{i}].function.parameters")
     callable_tools = tools
     if isinstance(choice, NamedToolChoice):
         callable_tools = [t for t in tools if t.function.name == choice.function.name]
@@ -92,6 +95,7 @@ def _grammar(tools: list[Tool], *, lazy: bool) -> Grammar:
             for t in tools
         ]
     }
+    check_schema(schema, param="tools")  # the tools together, as the grammar will hold them
     return Grammar(schema=json.dumps(schema), open=OPEN, close=CLOSE, lazy=lazy, param="tools")
 
 

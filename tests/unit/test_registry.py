@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import pytest
@@ -11,8 +12,15 @@ from server.registry import RegistryError, load_registry, parse_registry
 @pytest.fixture
 def gguf(tmp_path: Path) -> Path:
     path = tmp_path / "m.gguf"
-    path.write_bytes(b"GGUF")
+    path.write_bytes(minimal_gguf())
     return path
+
+
+def minimal_gguf() -> bytes:
+    """A GGUF v3 header with no tensors and only `general.architecture` (`server check` reads the header)."""
+    arch = b"general.architecture"
+    return (b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + struct.pack("<Q", len(arch)) + arch
+            + struct.pack("<IQ", 8, 5) + b"llama")
 
 
 def write(tmp_path: Path, text: str) -> Path:

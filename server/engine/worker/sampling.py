@@ -19,6 +19,9 @@ DEFAULT_TOP_P = 1.0
 DEFAULT_TOP_K = 40
 DEFAULT_MIN_P = 0.05
 PENALTY_LAST_N = 64
+# A last guard behind the HTTP side's schema limits (server/services/schema_limits.py): the grammar
+# text a schema became, past which llama.cpp's recursive parser is not asked to read it.
+MAX_GRAMMAR_BYTES = 1024 * 1024
 RANDOM_SEED = llama_cpp.LLAMA_DEFAULT_SEED
 
 
@@ -58,6 +61,10 @@ def gbnf(grammar: Grammar) -> str:
         except Exception as exc:  # the converter raises many kinds on schemas it can't handle
             raise InvalidRequestError(f"unsupported JSON schema: {exc}", param=grammar.param) from exc
         body = body.replace('char ::= [^"\\\\]', 'char ::= [^"\\\\\\x00-\\x1f]')
+    if len(body) > MAX_GRAMMAR_BYTES:
+        raise InvalidRequestError(
+            f"The JSON schema in `{grammar.param}` makes a grammar of {len(body)} bytes, above the limit of "
+            f"{MAX_GRAMMAR_BYTES}: make it smaller.", param=grammar.param, code="schema_too_complex")
     if not grammar.open and not grammar.close:
         return body
     body = re.sub(r"^root ::=", "json-body ::=", body, flags=re.MULTILINE)
