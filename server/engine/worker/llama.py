@@ -30,7 +30,7 @@ _POOLING = {
 }
 
 # ModelSpec keys that are ours, not `Llama(...)` arguments.
-_NOT_LLAMA_ARGS = {"path", "sampling", "pooling_type", "n_parallel", "memory_limit"} | SERVING_KEYS
+_NOT_LLAMA_ARGS = {"path", "sampling", "pooling_type", "n_parallel", "poll"} | SERVING_KEYS
 # A chat model generates in the slot engine's own context; the one `Llama` makes is left at the smallest.
 _UNUSED_CTX = 256
 
@@ -70,7 +70,7 @@ class LlamaEngine:
                 self._chat_handler = chat_handler(self._llm)
                 self._slots = SlotEngine(self._llm, TokenPieces(self._llm), emit, n_parallel=spec.n_parallel,
                                          n_ctx=self.n_ctx, n_batch=spec.n_batch, n_ubatch=spec.n_ubatch,
-                                         flash_attn=spec.flash_attn)
+                                         flash_attn=spec.flash_attn, poll=spec.poll)
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelLoadError(f"llama.cpp could not load the model file: {exc}") from exc
 

@@ -21,7 +21,7 @@ import llama_cpp
 
 from server.engine.text import StopMatcher, Utf8Stream
 from server.engine.types import Piece, Request, Usage
-from server.engine.worker.compat import LlamaContext, model_of
+from server.engine.worker.compat import LlamaContext, Threadpools, model_of
 from server.engine.worker.sampling import RANDOM_SEED, build_sampler
 from server.engine.worker.tokens import TokenPieces, logprobs_at
 from server.errors import EngineError
@@ -73,7 +73,7 @@ class SlotEngine:
     """Runs sequences for one model. `submit` and `cancel` may be called from any thread."""
 
     def __init__(self, llm: llama_cpp.Llama, pieces: TokenPieces, emit: Emit, *, n_parallel: int, n_ctx: int,
-                 n_batch: int, n_ubatch: int, flash_attn: bool | None = None) -> None:
+                 n_batch: int, n_ubatch: int, flash_attn: bool | None = None, poll: int = 0) -> None:
         self._llm = llm
         self._pieces = pieces
         self._emit = emit
@@ -94,6 +94,7 @@ class SlotEngine:
             False: llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED,
         }[flash_attn]
         self._ctx = LlamaContext(model=model_of(llm), params=params, verbose=False)
+        self._threads = Threadpools(self._ctx.ctx, params.n_threads, params.n_threads_batch, poll)
         self._mem = llama_cpp.llama_get_memory(self._ctx.ctx)
         self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
         self._vocab = llama_cpp.llama_model_get_vocab(llm.model)
@@ -140,6 +141,7 @@ class SlotEngine:
             self._wake.notify()
         self._thread.join()
         llama_cpp.llama_batch_free(self._batch)
+        self._threads.close()
         self._ctx.close()
 
     # -- the decode loop (its own thread) ---------------------------------------------------------
