@@ -1,6 +1,9 @@
 """The HTTP contenders: our server, `python -m llama_cpp.server` and llama.cpp's own `llama-server`,
 each on a free port, with the same model file and the same engine settings. The Python servers serve
-the GGUF under two aliases; llama-server serves one model (it joins only the one-alias workloads)."""
+the GGUF under two aliases; llama-server serves one model (it joins only the one-alias workloads).
+
+For the at-defaults comparison (bench/defaults.py): ours and llama-server as a user starts them, and
+the bare Litestar app (bench/bare_app.py)."""
 
 from __future__ import annotations
 
@@ -155,13 +158,20 @@ def llama_server_settings(server: ServerProcess) -> dict[str, object]:
         settings["n_ctx per slot"] = (props.get("default_generation_settings") or {}).get("n_ctx")
     except (httpx.HTTPError, ValueError):
         pass
-    log = server.log_path.read_text(errors="replace")
-    for key, pattern in (("n_ctx total", r"llama_context: n_ctx\s*=\s*(\d+)"),
-                         ("n_threads", r"n_threads = (\d+)"), ("n_threads_batch", r"n_threads_batch = (\d+)"),
-                         ("kv_unified", r"kv_unified\s*=\s*(\w+)"), ("flash_attn", r"flash_attn\s*=\s*(\w+)")):
+    settings.update(settings_from_log(server.log_path.read_text(errors="replace")))
+    return settings
+
+
+def settings_from_log(log: str) -> dict[str, object]:
+    """Threads, unified KV and flash attention as llama-server's log states them."""
+    settings: dict[str, object] = {}
+    for key, pattern in (("n_threads", r"n_threads = (\d+)"), ("n_threads_batch", r"n_threads_batch = (\d+)"),
+                         ("kv_unified", r"kv_unified = '?(\w+)"), ("flash_attn", r"flash_attn\s*=\s*'?(\w+)")):
         found = re.search(pattern, log)
         if found:
             settings[key] = found.group(1)
+    if "n_threads" in settings and "n_threads_batch" not in settings:
+        settings["n_threads_batch"] = f"{settings['n_threads']} (llama.cpp: as n_threads when not set)"
     return settings
 
 

@@ -272,3 +272,14 @@ def test_rounds_add_up_their_own_wall_times() -> None:
     assert f.tokens_per_second == pytest.approx(20 / (2 * (0.9 + 0.01)))
     assert f.ttft_ms_p50 == pytest.approx(0.0)
     assert inputs_per_second(64, 1.0, 3.0) == 32 and inputs_per_second(1, 1.0, 1.0) == 0.0
+
+
+def test_llama_server_settings_from_its_log() -> None:
+    from bench.servers import settings_from_log
+
+    log = ("0.00.870.055 I cmn          init: llama threadpool init, n_threads = 2\n"
+           "0.04.372.112 I srv    load_model: initializing, n_slots = 4, n_ctx_slot = 8192, kv_unified = 'true'\n")
+    settings = settings_from_log(log)
+    assert settings["n_threads"] == "2" and settings["kv_unified"] == "true"
+    assert str(settings["n_threads_batch"]).startswith("2 ")
+    assert settings_from_log("") == {}
