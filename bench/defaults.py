@@ -14,6 +14,7 @@ What each contender chose by itself (threads, slots, context) is printed and kep
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import statistics
 import sys
@@ -142,17 +143,24 @@ async def _embedding_rounds(contenders: list[Contender], plan: DefaultsPlan) -> 
 
 
 def _models_route(servers: list[ServerProcess], plan: DefaultsPlan) -> dict[str, dict[str, Any]]:
-    runs: dict[str, list[loadgen.LoadResult]] = {}
+    """wrk runs on GET /v1/models, contenders taking turns; with the CPU time each server (its whole
+    process tree) spent per request."""
+    runs: dict[str, list[dict[str, Any]]] = {}
     for server in servers:
         loadgen.measure(server.base_url + "/v1/models", seconds=1, connections=plan.models_connections)
     for run in range(plan.models_runs):
         shift = run % len(servers)
         for server in servers[shift:] + servers[:shift]:
-            runs.setdefault(server.name, []).append(loadgen.measure(
-                server.base_url + "/v1/models", seconds=plan.models_seconds, connections=plan.models_connections))
-    return {name: {"requests_per_second": statistics.median(r.requests_per_second for r in results),
-                   "generator": results[0].generator, "errors": sum(r.errors for r in results),
-                   "runs": [asdict(r) for r in results]}
+            before = loadgen.cpu_seconds(server.pid)
+            result = loadgen.measure(server.base_url + "/v1/models", seconds=plan.models_seconds,
+                                     connections=plan.models_connections)
+            cpu = loadgen.cpu_seconds(server.pid) - before
+            runs.setdefault(server.name, []).append(
+                {**asdict(result), "cpu_us_per_request": cpu / result.requests * 1e6 if result.requests else math.nan})
+    return {name: {"requests_per_second": statistics.median(r["requests_per_second"] for r in results),
+                   "cpu_us_per_request": statistics.median(r["cpu_us_per_request"] for r in results),
+                   "generator": results[0]["generator"], "errors": sum(r["errors"] for r in results),
+                   "runs": results}
             for name, results in runs.items()}
 
 
@@ -222,6 +230,9 @@ def summarise_defaults(streams: dict[Cell, dict[str, list[list[StreamResult]]]],
             rows.append(Row("GET /v1/models", f"requests/s ({models[OURS]['generator']})", "req/s",
                             models[OURS]["requests_per_second"], base, models[base]["requests_per_second"],
                             target=target))
+            rows.append(Row("GET /v1/models", "server CPU time per request", "us",
+                            models[OURS]["cpu_us_per_request"], base, models[base]["cpu_us_per_request"],
+                            higher_is_better=False))
     lines = ["Each contender at its own defaults:"]
     lines += [f"- {name}: " + ", ".join(f"{k} {v}" for k, v in s.items()) for name, s in settings.items()
               if isinstance(s, dict)]

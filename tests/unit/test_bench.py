@@ -283,3 +283,14 @@ def test_llama_server_settings_from_its_log() -> None:
     assert settings["n_threads"] == "2" and settings["kv_unified"] == "true"
     assert str(settings["n_threads_batch"]).startswith("2 ")
     assert settings_from_log("") == {}
+
+
+def test_proc_stat_parsing_and_own_cpu_time() -> None:
+    import os
+
+    from bench.loadgen import cpu_seconds, parse_stat
+
+    line = "4242 (python -m (x)) S 4200 4242 4242 0 -1 4194304 100 0 0 0 1234 56 0 0 20 0 3 0 1 2 3"
+    assert parse_stat(line) == (4242, 4200, 1234 + 56)
+    assert cpu_seconds(os.getpid()) > 0
+    assert math.isnan(cpu_seconds(2**22 + 12345))  # no such process
