@@ -116,8 +116,12 @@ async def _embeddings(http: httpx.AsyncClient, contender: Contender, plan: Defau
     async def one_client(number: int) -> None:
         for request in range(plan.embed_requests):
             inputs = embedding_inputs(number, round_no * plan.embed_requests + request, plan.embed_inputs)
-            response = await http.post(contender.base_url + "/v1/embeddings",
-                                       json={"model": DEFAULTS_EMBED, "input": inputs})
+            try:
+                response = await http.post(contender.base_url + "/v1/embeddings",
+                                           json={"model": DEFAULTS_EMBED, "input": inputs})
+            except httpx.HTTPError as exc:  # recorded, not raised: one failure must not lose the run
+                errors.append(f"{type(exc).__name__}: {exc}")
+                continue
             if response.status_code != 200 or len(response.json().get("data") or []) != len(inputs):
                 errors.append(f"HTTP {response.status_code}: {response.text[:200]}")
 
