@@ -181,7 +181,7 @@ def at_defaults(args: argparse.Namespace, out_dir: Path) -> DefaultsOutcome:
         rounds=args.rounds or (1 if args.quick else 2),
         kinds=tuple(k.strip() for k in args.prompts.split(",") if k.strip()),
         counts=tuple(int(n) for n in args.streams.split(",") if n.strip()),
-        embed_requests=args.embed_requests or (2 if args.quick else 4),
+        embed_requests=(2 if args.quick else 4) if args.embed_requests is None else args.embed_requests,
         embed_rounds=1 if args.quick else 2,
         models_seconds=args.models_seconds or (3.0 if args.quick else 5.0),
         models_runs=1 if args.quick else 2,

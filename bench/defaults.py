@@ -182,34 +182,39 @@ def _count_tokens(results: dict[Cell, dict[str, list[list[StreamResult]]]], llm:
 
 def run_defaults(python: str, root: Path, out_dir: Path, model: Path, llama_server: Path | None,
                  plan: DefaultsPlan, llm: Any) -> DefaultsOutcome:
-    """The whole at-defaults part. `llm`: a Llama for the tokenizer (vocab only is enough)."""
+    """The whole at-defaults part. `llm`: a Llama for the tokenizer (vocab only is enough). No prompt
+    kinds or stream counts skips the chat cells, `embed_requests` 0 the embeddings (`--prompts ''
+    --embed-requests 0`: GET /v1/models alone, for work on the per-request path)."""
     work = StreamWork(ban=end_of_turn_ids(llm))
     settings: dict[str, Any] = {"cores": os.cpu_count(), OURS: ours_thread_defaults(os.cpu_count() or 1)}
     servers: list[ServerProcess] = []
+    streams: dict[Cell, dict[str, list[list[StreamResult]]]] = {}
+    embeddings: dict[str, list[dict[str, Any]]] = {}
     try:
         step("at defaults: starting ours and llama-server")
-        ours = start_ours_at_defaults(python, root, out_dir, model)
-        servers.append(ours)
+        servers.append(start_ours_at_defaults(python, root, out_dir, model))
         if llama_server is not None:
             servers.append(start_llama_server_at_defaults(llama_server, root, out_dir, model))
-        contenders = [Contender(s.name, s.base_url) for s in servers]
-
-        async def chat() -> dict[Cell, dict[str, list[list[StreamResult]]]]:
-            async with client() as http:
-                step("at defaults: warm-up (excluded)")
-                await _warm_up(http, contenders, work, plan.warmup)
-                return await _stream_cells(http, contenders, plan, work)
-
-        streams = asyncio.run(chat())
-        if llama_server is not None:
             settings[LLAMA_CPP] = llama_server_settings(servers[1])
-            servers.pop().stop()
-            step("at defaults: llama-server --embedding --pooling mean")
-            servers.append(start_llama_server_at_defaults(llama_server, root, out_dir, model,
-                                                          ("--embedding", "--pooling", "mean")))
-            settings[LLAMA_CPP + " --embedding"] = llama_server_settings(servers[1])
-        step(f"at defaults: embeddings, {plan.embed_clients} clients x {plan.embed_inputs} inputs a request")
-        embeddings = asyncio.run(_embedding_rounds([Contender(s.name, s.base_url) for s in servers], plan))
+        contenders = [Contender(s.name, s.base_url) for s in servers]
+        if plan.kinds and plan.counts:
+
+            async def chat() -> dict[Cell, dict[str, list[list[StreamResult]]]]:
+                async with client() as http:
+                    step("at defaults: warm-up (excluded)")
+                    await _warm_up(http, contenders, work, plan.warmup)
+                    return await _stream_cells(http, contenders, plan, work)
+
+            streams = asyncio.run(chat())
+        if plan.embed_requests > 0:
+            if llama_server is not None:
+                servers.pop().stop()
+                step("at defaults: llama-server --embedding --pooling mean")
+                servers.append(start_llama_server_at_defaults(llama_server, root, out_dir, model,
+                                                              ("--embedding", "--pooling", "mean")))
+                settings[LLAMA_CPP + " --embedding"] = llama_server_settings(servers[1])
+            step(f"at defaults: embeddings, {plan.embed_clients} clients x {plan.embed_inputs} inputs a request")
+            embeddings = asyncio.run(_embedding_rounds([Contender(s.name, s.base_url) for s in servers], plan))
         step("at defaults: GET /v1/models under load, a bare Litestar app beside")
         servers.append(start_bare_app(python, root, out_dir))
         models = _models_route(servers, plan)
@@ -240,9 +245,10 @@ def summarise_defaults(streams: dict[Cell, dict[str, list[list[StreamResult]]]],
     lines = ["Each contender at its own defaults:"]
     lines += [f"- {name}: " + ", ".join(f"{k} {v}" for k, v in s.items()) for name, s in settings.items()
               if isinstance(s, dict)]
-    lines += ["", f"Chat streams, {work.max_tokens} tokens at temperature {work.temperature}, {plan.rounds} round(s) "
-              "a cell: tokens/s over all streams (TTFT p50 in ms)", "", table(results, OURS, LLAMA_CPP), "",
-              rows_table(rows, [])]
+    if results:
+        lines += ["", f"Chat streams, {work.max_tokens} tokens at temperature {work.temperature}, {plan.rounds} "
+                  "round(s) a cell: tokens/s over all streams (TTFT p50 in ms)", "", table(results, OURS, LLAMA_CPP)]
+    lines += ["", rows_table(rows, [])]
     incomplete = [f"{r.cell.label} x{r.cell.streams} {name}: {f.problems[0]}" for r in results
                   for name, f in r.by_contender.items() if f.problems]
     embed_errors = [e for rounds in embeddings.values() for r in rounds for e in r["errors"]]

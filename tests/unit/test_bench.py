@@ -294,3 +294,20 @@ def test_proc_stat_parsing_and_own_cpu_time() -> None:
     assert parse_stat(line) == (4242, 4200, 1234 + 56)
     assert cpu_seconds(os.getpid()) > 0
     assert math.isnan(cpu_seconds(2**22 + 12345))  # no such process
+
+
+def test_defaults_summary_reports_every_part_and_its_targets() -> None:
+    from bench.defaults import DefaultsPlan, summarise_defaults
+    from bench.prompts import Cell, StreamWork
+    from bench.servers import BARE, LLAMA_CPP
+
+    streams = {Cell("shared", 1): {LLAMA_CPP: [_group(LLAMA_CPP, 1)], OURS: [_group(OURS, 1)]}}
+    embeddings = {OURS: [{"inputs_per_second": 9.0, "errors": []}],
+                  LLAMA_CPP: [{"inputs_per_second": 10.0, "errors": []}]}
+    models = {name: {"requests_per_second": rps, "cpu_us_per_request": cpu, "generator": "wrk"}
+              for name, rps, cpu in ((OURS, 850.0, 120.0), (BARE, 1000.0, 100.0), (LLAMA_CPP, 5000.0, 40.0))}
+    outcome = summarise_defaults(streams, embeddings, models, {OURS: {"n_threads": 1}}, StreamWork(), DefaultsPlan())
+    assert "- ours: n_threads 1" in outcome.text and "one shared prompt" in outcome.text
+    assert "0.90x" in outcome.text and "0.85x" in outcome.text and "server CPU time per request" in outcome.text
+    assert outcome.ok and not outcome.document["targets_met"]  # embeddings 0.90x < 0.95x
+    assert outcome.document["cells"][0]["prompts"] == "shared"
