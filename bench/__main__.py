@@ -4,7 +4,7 @@ defaults (bench/defaults.py).
 
 Runs in the product venv (ours and the direct calls use it); llama-cpp-python's server runs from its own
 venv (`--baseline-python`, `make bench` builds it under .bench/venv) so that its FastAPI dependencies
-never land in the product's. Prints the table, writes everything to --out (JSON).
+never land in the product's. Prints the tables, writes everything to --out (JSON).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import loadgen, report
-from bench.defaults import DefaultsOutcome, DefaultsPlan, run_defaults
+from bench.defaults import DefaultsOutcome, DefaultsPlan, run_defaults, step
 from bench.servers import (
     ALIASES, LLAMA_CPP, EngineSettings, ServerProcess, start_llama_cpp_server, start_llama_server, start_ours,
 )
@@ -121,10 +121,6 @@ async def run(args: argparse.Namespace, engine: EngineSettings, work: ChatWork, 
         result = loadgen.measure(url, seconds=plan.models_seconds, connections=plan.models_connections)
         collected.models[server.name] = vars(result)
     return collected
-
-
-def step(message: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def equal_settings(args: argparse.Namespace, out_dir: Path) -> tuple[str, dict[str, Any], bool]:
