@@ -21,12 +21,26 @@ from typing import Any
 from bench import loadgen, report
 from bench.defaults import DefaultsOutcome, DefaultsPlan, run_defaults, step
 from bench.servers import (
-    ALIASES, LLAMA_CPP, EngineSettings, ServerProcess, start_llama_cpp_server, start_llama_server, start_ours,
+    ALIASES,
+    LLAMA_CPP,
+    EngineSettings,
+    ServerProcess,
+    start_llama_cpp_server,
+    start_llama_server,
+    start_ours,
 )
 from bench.streams import ChatWork
 from bench.summary import DIRECT, summarise
 from bench.workloads import (
-    Collected, Contender, Plan, alternating, client, concurrent_one_alias, single_stream, two_aliases_at_once, warm_up,
+    Collected,
+    Contender,
+    Plan,
+    alternating,
+    client,
+    concurrent_one_alias,
+    single_stream,
+    two_aliases_at_once,
+    warm_up,
 )
 
 ROOT = Path(__file__).resolve().parents[1]

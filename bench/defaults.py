@@ -27,15 +27,36 @@ import httpx
 
 from bench import loadgen
 from bench.defaults_table import (
-    EMBEDDING_TARGET, MODELS_TARGET, CellResult, cell_result, inputs_per_second, table, targets_met,
+    EMBEDDING_TARGET,
+    MODELS_TARGET,
+    CellResult,
+    cell_result,
+    inputs_per_second,
+    table,
+    targets_met,
 )
 from bench.measures import StreamResult
-from bench.prompts import PROMPT_KINDS, STREAM_COUNTS, Cell, StreamWork, bodies, cells, embedding_inputs
+from bench.prompts import (
+    PROMPT_KINDS,
+    STREAM_COUNTS,
+    Cell,
+    StreamWork,
+    bodies,
+    cells,
+    embedding_inputs,
+)
 from bench.report import Row
 from bench.report import table as rows_table
 from bench.servers import (
-    BARE, DEFAULTS_CHAT, DEFAULTS_EMBED, LLAMA_CPP, ServerProcess, llama_server_settings, start_bare_app,
-    start_llama_server_at_defaults, start_ours_at_defaults,
+    BARE,
+    DEFAULTS_CHAT,
+    DEFAULTS_EMBED,
+    LLAMA_CPP,
+    ServerProcess,
+    llama_server_settings,
+    start_bare_app,
+    start_llama_server_at_defaults,
+    start_ours_at_defaults,
 )
 from bench.streams import stream_body
 from bench.workloads import Contender, client
@@ -246,8 +267,9 @@ def summarise_defaults(streams: dict[Cell, dict[str, list[list[StreamResult]]]],
     lines += [f"- {name}: " + ", ".join(f"{k} {v}" for k, v in s.items()) for name, s in settings.items()
               if isinstance(s, dict)]
     if results:
-        lines += ["", f"Chat streams, {work.max_tokens} tokens at temperature {work.temperature}, {plan.rounds} "
-                  "round(s) a cell: tokens/s over all streams (TTFT p50 in ms)", "", table(results, OURS, LLAMA_CPP)]
+        title = (f"Chat streams, {work.max_tokens} tokens at temperature {work.temperature}, {plan.rounds} "
+                 "round(s) a cell: tokens/s over all streams (TTFT p50 in ms)")
+        lines += ["", title, "", table(results, OURS, LLAMA_CPP)]
     lines += ["", rows_table(rows, [])]
     incomplete = [f"{r.cell.label} x{r.cell.streams} {name}: {f.problems[0]}" for r in results
                   for name, f in r.by_contender.items() if f.problems]

@@ -12,6 +12,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
@@ -24,7 +25,7 @@ class UtcTimestamp:
         self._second = -1
         self._prefix = ""
 
-    def __call__(self, logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+    def __call__(self, logger: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
         now = time.time()
         second = int(now)
         micro = round((now - second) * 1_000_000)  # rounded, as datetime does
@@ -44,7 +45,7 @@ class JsonLine:
     def __init__(self) -> None:
         self._encode = json.JSONEncoder(default=_fallback).encode
 
-    def __call__(self, logger: Any, method: str, event: dict[str, Any]) -> str:
+    def __call__(self, logger: Any, method: str, event: MutableMapping[str, Any]) -> str:
         return self._encode(event)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import secrets
 import time
+from collections.abc import Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -69,6 +70,7 @@ class RequestObserver:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        method = scope["method"]
         state = scope["app"].state
         request_id = _incoming_id(scope["headers"]) or self._ids.next()
         id_header = (_ID_NAME, request_id.encode("latin-1"))
@@ -89,7 +91,7 @@ class RequestObserver:
 
         model = "-"
         try:
-            if scope["method"] == "POST":
+            if method == "POST":
                 receive, model = await _peek_model(scope, receive, state)
             await self.app(scope, receive, send_with_id)
         except BaseException as exc:
@@ -102,10 +104,10 @@ class RequestObserver:
             state.metrics.request(route, model, status, seconds)
             if record.prompt_tokens is None:
                 (log.debug if route in QUIET_ROUTES else log.info)(
-                    "request", method=scope["method"], route=route, model=model, status=status,
+                    "request", method=method, route=route, model=model, status=status,
                     duration_s=round(seconds, 4))
             else:
-                log.info("request", method=scope["method"], route=route, model=model, status=status,
+                log.info("request", method=method, route=route, model=model, status=status,
                          duration_s=round(seconds, 4), prompt_tokens=record.prompt_tokens,
                          completion_tokens=record.completion_tokens)
             structlog.contextvars.unbind_contextvars("request_id")
@@ -127,7 +129,7 @@ class RequestIds:
         return f"{self._prefix}{next(self._count) & 0xFFFF_FFFF_FFFF_FFFF:016x}"
 
 
-def _incoming_id(headers: list[tuple[bytes, bytes]]) -> str | None:
+def _incoming_id(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
     """The client's X-Request-ID when it is short and printable (header names arrive lower-cased)."""
     for name, value in headers:
         if name == _ID_NAME:
