@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 BENCH_VENV := .bench/venv
 BENCH_ARGS ?=
 
-.PHONY: serve test lint models check install clean bench bench-profile fuzz
+.PHONY: serve test lint models check install clean bench bench-defaults bench-profile fuzz
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -60,9 +60,16 @@ $(BENCH_VENV)/.installed: bench/requirements.txt
 	$(BENCH_VENV)/bin/python -m pip install --quiet -r bench/requirements.txt
 	touch $@
 
+# Both tables: the same engine settings for everyone, then each contender at its own defaults
+# (issue 11). BENCH_ARGS=--quick for a smoke run; `python -m bench --help` lists the knobs.
 bench: install models $(BENCH_VENV)/.installed $(LLAMA_SERVER)
 	sh scripts/install_wrk.sh
 	$(PY) -m bench $(BENCH_ARGS)
+
+# The at-defaults table alone (no llama_cpp.server, so no bench venv needed).
+bench-defaults: install models $(LLAMA_SERVER)
+	sh scripts/install_wrk.sh
+	$(PY) -m bench --only defaults $(BENCH_ARGS)
 
 # py-spy on our server while it streams (needs root or CAP_SYS_PTRACE); BENCH_ARGS=--gil for Python work only.
 bench-profile: install models $(BENCH_VENV)/.installed

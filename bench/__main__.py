@@ -1,9 +1,10 @@
 """python -m bench: our server against direct in-process `Llama` calls, `python -m llama_cpp.server`
-and llama.cpp's own llama-server.
+and llama.cpp's own llama-server, with the same engine settings; then every contender at its own
+defaults (bench/defaults.py).
 
 Runs in the product venv (ours and the direct calls use it); llama-cpp-python's server runs from its own
 venv (`--baseline-python`, `make bench` builds it under .bench/venv) so that its FastAPI dependencies
-never land in the product's. Prints the table, writes everything to --out (JSON).
+never land in the product's. Prints the tables, writes everything to --out (JSON).
 """
 
 from __future__ import annotations
@@ -18,13 +19,28 @@ from pathlib import Path
 from typing import Any
 
 from bench import loadgen, report
+from bench.defaults import DefaultsOutcome, DefaultsPlan, run_defaults, step
 from bench.servers import (
-    ALIASES, LLAMA_CPP, EngineSettings, ServerProcess, start_llama_cpp_server, start_llama_server, start_ours,
+    ALIASES,
+    LLAMA_CPP,
+    EngineSettings,
+    ServerProcess,
+    start_llama_cpp_server,
+    start_llama_server,
+    start_ours,
 )
 from bench.streams import ChatWork
 from bench.summary import DIRECT, summarise
 from bench.workloads import (
-    Collected, Contender, Plan, alternating, client, concurrent_one_alias, single_stream, two_aliases_at_once, warm_up,
+    Collected,
+    Contender,
+    Plan,
+    alternating,
+    client,
+    concurrent_one_alias,
+    single_stream,
+    two_aliases_at_once,
+    warm_up,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,6 +63,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--llama-server", default=str(ROOT / ".cache" / "llama-server" / "build" / "bin" / "llama-server"),
                    help="llama.cpp's server binary (scripts/build_llama_server.py builds it); 'none' skips it")
     p.add_argument("--quick", action="store_true", help="fewer rounds: a smoke run, not numbers to publish")
+    p.add_argument("--only", choices=("all", "equal", "defaults"), default="all",
+                   help="equal: the same settings for everyone; defaults: each at its own defaults (issue 11)")
+    p.add_argument("--rounds", type=int, help="at defaults: rounds per cell (default 2, --quick 1)")
+    p.add_argument("--streams", default="1,4,16", help="at defaults: streams sent at once, comma separated")
+    p.add_argument("--prompts", default="unique,shared,seeded", help="at defaults: prompt kinds, comma separated")
+    p.add_argument("--embed-requests", type=int, help="at defaults: embedding requests per client and round")
+    p.add_argument("--models-seconds", type=float, help="at defaults: seconds of each wrk run on GET /v1/models")
     p.add_argument("--out", type=Path, default=ROOT / ".bench" / "results.json")
     return p.parse_args(argv)
 
@@ -114,40 +137,22 @@ async def run(args: argparse.Namespace, engine: EngineSettings, work: ChatWork, 
     return collected
 
 
-def step(message: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    if not args.model.exists():
-        print(f"{args.model} is missing: run `make models`", file=sys.stderr)
-        return 2
+def equal_settings(args: argparse.Namespace, out_dir: Path) -> tuple[str, dict[str, Any], bool]:
+    """The equal-settings table: every contender given the same engine settings."""
     engine = EngineSettings(model=args.model.resolve(), n_ctx=args.n_ctx, n_threads=args.threads,
                             n_threads_batch=args.threads_batch, slots=args.slots)
     work = ChatWork(max_tokens=args.max_tokens, ban_end_of_turn=(0, 2, 4) if args.ban_eos else ())
     plan = Plan(single_rounds=4, concurrent_rounds=1, alternating_rounds=1, two_alias_rounds=1,
                 models_seconds=2) if args.quick else Plan()
-    out_dir = args.out.parent
-    out_dir.mkdir(parents=True, exist_ok=True)
-
-    started, load_before = time.time(), load_average()
     servers: list[ServerProcess] = []
     direct = None
     try:
         step("starting our server")
         servers.append(start_ours(sys.executable, ROOT, out_dir, engine))
         if args.baseline_python != "none":
-            if not Path(args.baseline_python).exists():
-                print(f"{args.baseline_python} is missing: run `make bench` (it builds that venv)", file=sys.stderr)
-                return 2
             step("starting llama_cpp.server")
             servers.append(start_llama_cpp_server(args.baseline_python, ROOT, out_dir, engine))
         if args.llama_server != "none":
-            if not Path(args.llama_server).exists():
-                print(f"{args.llama_server} is missing: run `make bench` (it builds llama-server once)",
-                      file=sys.stderr)
-                return 2
             step("starting llama-server")
             servers.append(start_llama_server(Path(args.llama_server), ROOT, out_dir, engine))
         step("loading the model in process (direct baseline)")
@@ -161,25 +166,80 @@ def main(argv: list[str] | None = None) -> int:
             server.stop()
 
     rows, checks, details = summarise(collected, work.max_tokens, ALIASES)
-    print(report.table(rows, checks))
+    lines = ["Same engine settings for every contender: " + ", ".join(f"{k} {v}" for k, v in vars(engine).items()
+                                                                    if k != "model"), "",
+             report.table(rows, checks)]
     paired = {k: v for k, v in details.get("single_stream", {}).get("ours", {}).items() if k.startswith("paired")}
     for key, value in paired.items():
-        print(f"- single stream, median of per-round ratios ours/{key.removeprefix('paired_ratio_vs_')}: {value:.2f}x")
+        lines.append(f"- single stream, median of per-round ratios ours/{key.removeprefix('paired_ratio_vs_')}: "
+                     f"{value:.2f}x")
     document = report.to_json(
         rows, checks,
-        machine=machine(),
-        load_average={"before": load_before, "after": load_average()},
-        seconds=round(time.time() - started, 1),
         settings={"engine": {k: str(v) for k, v in vars(engine).items()}, "request": work.body(ALIASES[0]),
                   "plan": vars(plan), "contenders": [s.name for s in servers] + [DIRECT]},
         details=details,
     )
+    # A truncated stream or aliases that take turns is a bug, whatever the load; a ratio below its
+    # target on a busy machine is a number to look at, so it is reported, not failed.
+    return "\n".join(lines), document, all(c.ok for c in checks)
+
+
+def at_defaults(args: argparse.Namespace, out_dir: Path) -> DefaultsOutcome:
+    import llama_cpp
+
+    plan = DefaultsPlan(
+        rounds=args.rounds or (1 if args.quick else 2),
+        kinds=tuple(k.strip() for k in args.prompts.split(",") if k.strip()),
+        counts=tuple(int(n) for n in args.streams.split(",") if n.strip()),
+        embed_requests=(2 if args.quick else 4) if args.embed_requests is None else args.embed_requests,
+        embed_rounds=1 if args.quick else 2,
+        models_seconds=args.models_seconds or (3.0 if args.quick else 5.0),
+        models_runs=1 if args.quick else 2,
+    )
+    vocab = llama_cpp.Llama(model_path=str(args.model), vocab_only=True, verbose=False)
+    try:
+        llama_server = None if args.llama_server == "none" else Path(args.llama_server)
+        return run_defaults(sys.executable, ROOT, out_dir, args.model.resolve(), llama_server, plan, vocab)
+    finally:
+        vocab.close()
+
+
+def missing(args: argparse.Namespace) -> str | None:
+    if not args.model.exists():
+        return f"{args.model} is missing: run `make models`"
+    if args.only != "defaults" and args.baseline_python != "none" and not Path(args.baseline_python).exists():
+        return f"{args.baseline_python} is missing: run `make bench` (it builds that venv)"
+    if args.llama_server != "none" and not Path(args.llama_server).exists():
+        return f"{args.llama_server} is missing: run `make bench` (it builds llama-server once)"
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    problem = missing(args)
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
+    out_dir = args.out.parent
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started, load_before = time.time(), load_average()
+    document: dict[str, Any] = {"machine": machine()}
+    texts, ok = [], True
+    if args.only in ("all", "equal"):
+        text, document["equal_settings"], ok = equal_settings(args, out_dir)
+        texts.append(text)
+    if args.only in ("all", "defaults"):
+        outcome = at_defaults(args, out_dir)
+        document["at_defaults"] = outcome.document
+        texts.append(outcome.text)
+        ok = ok and outcome.ok
+    document["load_average"] = {"before": load_before, "after": load_average()}
+    document["seconds"] = round(time.time() - started, 1)
+    print("\n\n".join(texts))
     report.write_json(args.out, document)
     print(f"\nwritten: {args.out} ({document['seconds']} s; load average before {load_before}, "
           f"after {document['load_average']['after']})")
-    # A truncated stream or aliases that take turns is a bug, whatever the load; a ratio below its
-    # target on a busy machine is a number to look at, so it is reported, not failed.
-    return 0 if all(c.ok for c in checks) else 1
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

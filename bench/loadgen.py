@@ -8,11 +8,14 @@ JSON says which generator produced them.
 from __future__ import annotations
 
 import asyncio
+import math
+import os
 import re
 import shutil
 import subprocess
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 
@@ -71,3 +74,25 @@ async def _python(url: str, *, seconds: float, connections: int) -> LoadResult:
         await asyncio.gather(*(worker(client) for _ in range(connections)))
         elapsed = time.perf_counter() - started
     return LoadResult("python-httpx", counts[0] / elapsed, counts[0], counts[1], elapsed)
+
+
+def parse_stat(text: str) -> tuple[int, int, int]:
+    """(pid, parent pid, user + system CPU in clock ticks) from a /proc/<pid>/stat line."""
+    head, _, rest = text.rpartition(")")  # the command name may hold spaces and parentheses
+    fields = rest.split()
+    return int(head.split(" (", 1)[0]), int(fields[1]), int(fields[11]) + int(fields[12])
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time used so far by a process and its children (granian's worker is a child of the process
+    the bench starts), all threads included; NaN where /proc is not there. On a shared machine the CPU a
+    server spends per request is steadier than requests/s, which other processes' load moves."""
+    total, found = 0, False
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            proc, parent, ticks = parse_stat(stat.read_text())
+        except (OSError, ValueError, IndexError):
+            continue
+        if pid in (proc, parent):
+            total, found = total + ticks, True
+    return total / os.sysconf("SC_CLK_TCK") if found else math.nan

@@ -23,6 +23,7 @@ class StreamResult:
     finish_reason: str | None = None
     done: bool = False  # the stream ended properly ([DONE] for SSE, the iterator ran out in-process)
     tokens: int = 0  # the answer's length in tokens, counted with the model's own tokenizer
+    usage_tokens: int | None = None  # completion_tokens of the server's usage chunk, when it sent one
     error: str | None = None
 
     @property

@@ -1,11 +1,15 @@
 """The HTTP contenders: our server, `python -m llama_cpp.server` and llama.cpp's own `llama-server`,
 each on a free port, with the same model file and the same engine settings. The Python servers serve
-the GGUF under two aliases; llama-server serves one model (it joins only the one-alias workloads)."""
+the GGUF under two aliases; llama-server serves one model (it joins only the one-alias workloads).
+
+For the at-defaults comparison (bench/defaults.py): ours and llama-server as a user starts them, and
+the bare Litestar app (bench/bare_app.py)."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import time
@@ -108,6 +112,67 @@ def start_llama_server(binary: Path, root: Path, work: Path, engine: EngineSetti
 
 
 LLAMA_CPP = "llama-server"
+BARE = "bare Litestar"
+
+# The at-defaults comparison (issue 11): each contender as a user installs it, nothing tuned.
+DEFAULTS_CHAT, DEFAULTS_EMBED = "bench", "bench-embed"
+
+
+def start_ours_at_defaults(python: str, root: Path, work: Path, model: Path) -> ServerProcess:
+    """Ours with an alias of `n_ctx: 2048, n_parallel: 4` and nothing else, plus the least an embedding
+    alias needs (`embedding: true`, mean pooling)."""
+    path = json.dumps(str(model))
+    config = work / "ours_defaults.yaml"
+    config.write_text("\n".join([
+        "models:",
+        f"  {DEFAULTS_CHAT}:", f"    path: {path}", "    n_ctx: 2048", "    n_parallel: 4",
+        f"  {DEFAULTS_EMBED}:", f"    path: {path}", "    embedding: true", "    pooling_type: mean", "",
+    ]))
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLM_SERVER_")}
+    command = [python, "-m", "server", "--config", str(config), "--host", "127.0.0.1", "--port", str(port)]
+    return _start("ours", command, root, env, port, work / "ours_defaults.log")
+
+
+def start_llama_server_at_defaults(binary: Path, root: Path, work: Path, model: Path,
+                                   extra: tuple[str, ...] = ()) -> ServerProcess:
+    """`llama-server -m MODEL` and the address, plus `extra` (`--embedding --pooling mean`)."""
+    port = free_port()
+    command = [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port), *extra]
+    log = "llama_server_embedding.log" if extra else "llama_server_defaults.log"
+    return _start(LLAMA_CPP, command, root, dict(os.environ), port, work / log)
+
+
+def start_bare_app(python: str, root: Path, work: Path) -> ServerProcess:
+    port = free_port()
+    command = [python, "-m", "bench.bare_app", "--host", "127.0.0.1", "--port", str(port)]
+    return _start(BARE, command, root, dict(os.environ), port, work / "bare_app.log")
+
+
+def llama_server_settings(server: ServerProcess) -> dict[str, object]:
+    """What llama-server chose by itself: slots and context from /props, threads from its log."""
+    settings: dict[str, object] = {}
+    try:
+        props = httpx.get(server.base_url + "/props", timeout=5).json()
+        settings["slots"] = props.get("total_slots")
+        settings["n_ctx per slot"] = (props.get("default_generation_settings") or {}).get("n_ctx")
+    except (httpx.HTTPError, ValueError):
+        pass
+    settings.update(settings_from_log(server.log_path.read_text(errors="replace")))
+    return settings
+
+
+def settings_from_log(log: str) -> dict[str, object]:
+    """Threads, unified KV and flash attention as llama-server's log states them."""
+    settings: dict[str, object] = {}
+    for key, pattern in (("n_threads", r"n_threads = (\d+)"), ("n_threads_batch", r"n_threads_batch = (\d+)"),
+                         ("kv_unified", r"kv_unified = '?(\w+)"), ("flash_attn", r"flash_attn\s*=\s*'?(\w+)")):
+        found = re.search(pattern, log)
+        if found:
+            settings[key] = found.group(1)
+    if "n_threads" in settings and "n_threads_batch" not in settings:
+        settings["n_threads_batch"] = f"{settings['n_threads']} (llama.cpp: as n_threads when not set)"
+    return settings
 
 
 def _start(name: str, command: list[str], cwd: Path, env: dict[str, str], port: int, log_path: Path) -> ServerProcess:

@@ -41,9 +41,14 @@ class ChatWork:
 
 async def stream_http(client: httpx.AsyncClient, contender: str, base_url: str, alias: str,
                       work: ChatWork) -> StreamResult:
-    result = StreamResult(contender=contender, alias=alias, started=time.perf_counter())
+    return await stream_body(client, contender, base_url, work.body(alias))
+
+
+async def stream_body(client: httpx.AsyncClient, contender: str, base_url: str, body: dict[str, Any]) -> StreamResult:
+    """POST one streamed chat request and time its events."""
+    result = StreamResult(contender=contender, alias=body["model"], started=time.perf_counter())
     try:
-        async with client.stream("POST", base_url + "/v1/chat/completions", json=work.body(alias)) as response:
+        async with client.stream("POST", base_url + "/v1/chat/completions", json=body) as response:
             if response.status_code != 200:
                 await response.aread()
                 result.error = f"HTTP {response.status_code}: {response.text[:200]}"
@@ -66,6 +71,9 @@ def _event(result: StreamResult, data: str, now: float) -> None:
     if "error" in chunk:
         result.error = str(chunk["error"])[:200]
         return
+    usage = chunk.get("usage")
+    if usage and usage.get("completion_tokens") is not None:  # stream_options.include_usage
+        result.usage_tokens = usage["completion_tokens"]
     for choice in chunk.get("choices") or []:
         content = (choice.get("delta") or {}).get("content")
         if content:

@@ -23,7 +23,9 @@ class Contender:
 
 
 def client() -> httpx.AsyncClient:
-    limits = httpx.Limits(max_connections=16, max_keepalive_connections=16)
+    # llama-server (cpp-httplib) closes a connection idle for 5 s; reusing one it is closing fails the
+    # request ("Server disconnected without sending a response"), so idle connections go sooner.
+    limits = httpx.Limits(max_connections=16, max_keepalive_connections=16, keepalive_expiry=2.0)
     return httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(120.0))
 
 

@@ -42,9 +42,10 @@ def create_app(
     `handle_signals`: SIGHUP reloads the registry (the served process; not under test clients)."""
     registry = registry if registry is not None else load_registry(settings.config)
     metrics = metrics if metrics is not None else Metrics()
+    api_keys = load_api_keys(settings)
     state = State({
         "settings": settings, "started_at": int(time.time()), "metrics": metrics,
-        "api_keys": load_api_keys(settings), "ready": False, "shutting_down": False,
+        "api_keys": api_keys, "ready": False, "shutting_down": False,
     })
 
     @asynccontextmanager
@@ -75,7 +76,7 @@ def create_app(
             "pool": Provide(provide_pool, sync_to_thread=False),
             "metrics": Provide(provide_metrics, sync_to_thread=False),
         },
-        guards=[require_api_key],
+        guards=[require_api_key] if api_keys else [],  # keys are fixed for the app's life
         middleware=[RequestObserver],
         request_class=JsonRequest,
         exception_handlers={Exception: handle_exception},

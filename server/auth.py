@@ -1,5 +1,8 @@
 """API keys: a Litestar guard on every route, except those marked public (and /metrics unless the
-settings say it needs a key). Keys are compared in constant time, against every key, every time."""
+settings say it needs a key). Keys are compared in constant time, against every key, every time.
+
+The guard is a coroutine function: Litestar runs a plain function guard in its thread pool, a thread
+hop on every request. Without keys the app has no guard at all (see create_app)."""
 
 from __future__ import annotations
 
@@ -32,7 +35,7 @@ def load_api_keys(settings: Settings) -> frozenset[str]:
     return frozenset(keys)
 
 
-def require_api_key(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
+async def require_api_key(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
     state = connection.app.state
     keys: frozenset[str] = state.api_keys
     if not keys or handler.opt.get("public"):

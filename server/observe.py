@@ -5,20 +5,25 @@ is echoed in the response header and bound to every log line written while the r
 `model` label is read from the JSON body here, cheaply (a Struct with one field; msgspec skips the
 rest), so controllers stay untouched; a name not in the registry is labelled `unknown`, which keeps
 clients from inflating the label set. Streams are timed to their last byte.
+
+This runs for every request, and for small ones (`GET /v1/models`, probes) it used to cost more than
+the rest of the stack: it sticks to plain tuple and list work (no header wrapper objects, no random
+bytes from the OS per request), and the metrics reuse their labelled children (see Metrics.request).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import secrets
 import time
+from collections.abc import Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 import structlog
-from litestar.datastructures import MutableScopeHeaders
 from litestar.types import ASGIApp, HTTPScope, Message, Receive, ReceiveMessage, Scope, Send
 
 from server.errors import RequestTimeoutError
@@ -61,14 +66,17 @@ class RequestObserver:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self._ids = RequestIds()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        method = scope["method"]  # type: ignore[typeddict-item]  # http only, checked above
         state = scope["app"].state
-        request_id = _request_id(scope)
+        request_id = _incoming_id(scope["headers"]) or self._ids.next()
+        id_header = (_ID_NAME, request_id.encode("latin-1"))
         record = _Record()
         context = _current.set(record)
         structlog.contextvars.bind_contextvars(request_id=request_id)
@@ -79,12 +87,15 @@ class RequestObserver:
             nonlocal status, sent_start
             if message["type"] == "http.response.start":
                 status, sent_start = message["status"], True
-                MutableScopeHeaders.from_message(message)[REQUEST_ID_HEADER] = request_id
+                headers = [h for h in message.get("headers", ()) if h[0].lower() != _ID_NAME]
+                headers.append(id_header)
+                message["headers"] = headers
             await send(message)
 
         model = "-"
         try:
-            receive, model = await _peek_model(scope, receive, state)  # type: ignore[arg-type]  # http only
+            if method == "POST":
+                receive, model = await _peek_model(scope, receive, state)  # type: ignore[arg-type]  # http only
             await self.app(scope, receive, send_with_id)
         except BaseException as exc:
             if not sent_start:
@@ -94,23 +105,40 @@ class RequestObserver:
             seconds = time.perf_counter() - started
             route = scope.get("path_template") or scope["path"]
             state.metrics.request(route, model, status, seconds)
-            fields = {"method": scope.get("method"), "route": route, "model": model, "status": status,
-                      "duration_s": round(seconds, 4)}
-            if record.prompt_tokens is not None:
-                fields.update(prompt_tokens=record.prompt_tokens, completion_tokens=record.completion_tokens)
-            (log.debug if route in QUIET_ROUTES else log.info)("request", **fields)
+            if record.prompt_tokens is None:
+                (log.debug if route in QUIET_ROUTES else log.info)(
+                    "request", method=method, route=route, model=model, status=status,
+                    duration_s=round(seconds, 4))
+            else:
+                log.info("request", method=method, route=route, model=model, status=status,
+                         duration_s=round(seconds, 4), prompt_tokens=record.prompt_tokens,
+                         completion_tokens=record.completion_tokens)
             structlog.contextvars.unbind_contextvars("request_id")
             _current.reset(context)
 
 
-def _request_id(scope: Scope) -> str:
-    for name, value in scope["headers"]:
-        if name == b"x-request-id":
+_ID_NAME = REQUEST_ID_HEADER.lower().encode("latin-1")
+
+
+class RequestIds:
+    """Made-up request ids: 32 hex digits, a random half per app and a counter. Unique within the
+    process and across restarts without asking the OS for random bytes on every request."""
+
+    def __init__(self) -> None:
+        self._prefix = secrets.token_hex(8)
+        self._count = itertools.count(int.from_bytes(secrets.token_bytes(4), "big"))
+
+    def next(self) -> str:
+        return f"{self._prefix}{next(self._count) & 0xFFFF_FFFF_FFFF_FFFF:016x}"
+
+
+def _incoming_id(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """The client's X-Request-ID when it is short and printable (header names arrive lower-cased)."""
+    for name, value in headers:
+        if name == _ID_NAME:
             text = value.decode("latin-1")
-            if 0 < len(text) <= 128 and text.isprintable():
-                return text
-            break
-    return secrets.token_hex(16)
+            return text if 0 < len(text) <= 128 and text.isprintable() else None
+    return None
 
 
 async def _peek_model(scope: HTTPScope, receive: Receive, state: Any) -> tuple[Receive, str]:

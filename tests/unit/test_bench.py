@@ -159,3 +159,155 @@ def test_paired_ratio_compares_runs_of_the_same_round() -> None:
     ours = [stream(times=[0.1, 1.0]), stream(times=[0.1, 2.0])]  # slower in round 2, the busy one
     base = [stream(DIRECT_NAME, times=[0.1, 0.5]), stream(DIRECT_NAME, times=[0.1, 1.0])]
     assert paired_ratio(ours, base) == pytest.approx(statistics.median([0.51 / 1.01, 1.01 / 2.01]))
+
+
+# -- at defaults (issue 11): workload generation and the table ----------------------------------------
+
+
+def test_cells_cover_every_kind_and_count_and_refuse_unknown_kinds() -> None:
+    from bench.prompts import Cell, cells
+
+    assert cells(("unique", "seeded"), (1, 16)) == [Cell("unique", 1), Cell("unique", 16), Cell("seeded", 1),
+                                                    Cell("seeded", 16)]
+    assert len(cells()) == 9
+    with pytest.raises(ValueError):
+        cells(("fresh",))
+    with pytest.raises(ValueError):
+        cells(counts=(0,))
+
+
+def test_unique_prompts_never_repeat_within_a_run_and_are_the_same_next_run() -> None:
+    from bench.prompts import StreamWork, bodies, cells
+
+    work = StreamWork()
+    seen = []
+    for index, cell in enumerate(cells(("unique",), (1, 4, 16))):
+        for round_no in range(3):
+            seen += [b["messages"][1]["content"] for b in bodies(cell, index, round_no, "m", work)]
+    assert len(seen) == 3 * (1 + 4 + 16) == len(set(seen))
+    again = [b["messages"][1]["content"] for b in bodies(cells(("unique",), (1,))[0], 0, 0, "m", work)]
+    assert again == seen[:1]
+    assert seen[0].split(":")[0] != seen[1].split(":")[0]  # they part ways early, not only at the end
+
+
+def test_shared_and_seeded_bodies() -> None:
+    from bench.prompts import Cell, StreamWork, bodies
+
+    work = StreamWork(max_tokens=64, temperature=0.7, ban=(2,))
+    shared = bodies(Cell("shared", 4), 3, 1, "bench", work)
+    seeded = bodies(Cell("seeded", 4), 4, 1, "bench", work)
+    assert len({str(b["messages"]) for b in shared + seeded}) == 1
+    assert all("seed" not in b for b in shared)
+    assert len({b["seed"] for b in seeded}) == 4
+    first = shared[0]
+    assert (first["model"], first["max_tokens"], first["temperature"], first["stream"]) == ("bench", 64, 0.7, True)
+    assert first["logit_bias"] == {"2": -100.0} and first["stream_options"] == {"include_usage": True}
+
+
+def test_request_numbers_stay_in_range() -> None:
+    from bench.prompts import request_number
+
+    assert request_number(2, 3, 15) == 2315
+    with pytest.raises(ValueError):
+        request_number(0, 0, 100)  # would collide with the next round's first
+
+
+def test_embedding_inputs_differ_per_client_and_request() -> None:
+    from bench.prompts import embedding_inputs
+
+    batches = [embedding_inputs(c, r) for c in range(4) for r in range(4)]
+    assert all(len(b) == 8 for b in batches)
+    assert len({text for b in batches for text in b}) == 4 * 4 * 8
+
+
+def test_usage_chunk_gives_the_servers_token_count() -> None:
+    result = StreamResult(contender=OURS, alias="a", started=0.0)
+    _event(result, '{"choices":[],"usage":{"prompt_tokens":30,"completion_tokens":64,"total_tokens":94}}', 1.0)
+    assert result.usage_tokens == 64 and result.token_times == []
+
+
+def _group(contender: str, streams: int, tokens: int = 64, ttft: float = 0.1, spacing: float = 0.01,
+           start: float = 0.0) -> list[StreamResult]:
+    return [stream(contender, times=[start + ttft + i * spacing for i in range(tokens)], tokens=tokens, start=start)
+            for _ in range(streams)]
+
+
+def test_defaults_table_like_the_issue() -> None:
+    from bench.defaults_table import cell_result, table, targets_met
+    from bench.prompts import Cell
+
+    fast = cell_result(Cell("unique", 4), {LLAMA_SERVER: [_group(LLAMA_SERVER, 4)],
+                                           OURS: [_group(OURS, 4, spacing=0.02, ttft=0.2)]}, 64)
+    ours_rate = fast.by_contender[OURS].tokens_per_second
+    assert ours_rate == pytest.approx(4 * 64 / (0.2 + 63 * 0.02 + 0.01))
+    rate, ttft = fast.ratios(OURS, LLAMA_SERVER)
+    assert ttft == pytest.approx(2.0) and rate == pytest.approx(ours_rate / fast.by_contender[LLAMA_SERVER].tokens_per_second)
+    level = cell_result(Cell("seeded", 1), {LLAMA_SERVER: [_group(LLAMA_SERVER, 1)], OURS: [_group(OURS, 1)]}, 64)
+    text = table([fast, level], OURS, LLAMA_SERVER)
+    lines = text.splitlines()
+    assert "unique per request" in lines[2] and "| 4 " in lines[2] and "MISSED" in lines[2] and "(TTFT 200)" in lines[2]
+    assert "shared prompt, `seed` set" in lines[3] and "| 1.00 " in lines[3] and lines[3].rstrip(" |").endswith("met")
+    assert not targets_met([fast, level], OURS, LLAMA_SERVER) and targets_met([level], OURS, LLAMA_SERVER)
+
+
+def test_defaults_table_marks_incomplete_streams_and_missing_contenders() -> None:
+    from bench.defaults_table import cell_result, table
+    from bench.prompts import Cell
+
+    short = _group(OURS, 2)
+    short[1] = stream(OURS, tokens=10, finish=None)
+    result = cell_result(Cell("shared", 2), {OURS: [short]}, 64)
+    assert result.by_contender[OURS].complete == 1
+    assert "no finish_reason after 10 tokens" in result.by_contender[OURS].problems[0]
+    assert result.ratios(OURS, LLAMA_SERVER) == (None, None)
+    assert "[1 incomplete]" in table([result], OURS, LLAMA_SERVER)
+
+
+def test_rounds_add_up_their_own_wall_times() -> None:
+    from bench.defaults_table import figures, inputs_per_second
+
+    # Two rounds of one stream each, 1 s apart: the gap between rounds is not counted.
+    f = figures([_group(OURS, 1, tokens=10, spacing=0.1, ttft=0.0), _group(OURS, 1, tokens=10, spacing=0.1,
+                                                                              ttft=0.0, start=5.0)], 10)
+    assert f.tokens_per_second == pytest.approx(20 / (2 * (0.9 + 0.01)))
+    assert f.ttft_ms_p50 == pytest.approx(0.0)
+    assert inputs_per_second(64, 1.0, 3.0) == 32 and inputs_per_second(1, 1.0, 1.0) == 0.0
+
+
+def test_llama_server_settings_from_its_log() -> None:
+    from bench.servers import settings_from_log
+
+    log = ("0.00.870.055 I cmn          init: llama threadpool init, n_threads = 2\n"
+           "0.04.372.112 I srv    load_model: initializing, n_slots = 4, n_ctx_slot = 8192, kv_unified = 'true'\n")
+    settings = settings_from_log(log)
+    assert settings["n_threads"] == "2" and settings["kv_unified"] == "true"
+    assert str(settings["n_threads_batch"]).startswith("2 ")
+    assert settings_from_log("") == {}
+
+
+def test_proc_stat_parsing_and_own_cpu_time() -> None:
+    import os
+
+    from bench.loadgen import cpu_seconds, parse_stat
+
+    line = "4242 (python -m (x)) S 4200 4242 4242 0 -1 4194304 100 0 0 0 1234 56 0 0 20 0 3 0 1 2 3"
+    assert parse_stat(line) == (4242, 4200, 1234 + 56)
+    assert cpu_seconds(os.getpid()) > 0
+    assert math.isnan(cpu_seconds(2**22 + 12345))  # no such process
+
+
+def test_defaults_summary_reports_every_part_and_its_targets() -> None:
+    from bench.defaults import DefaultsPlan, summarise_defaults
+    from bench.prompts import Cell, StreamWork
+    from bench.servers import BARE, LLAMA_CPP
+
+    streams = {Cell("shared", 1): {LLAMA_CPP: [_group(LLAMA_CPP, 1)], OURS: [_group(OURS, 1)]}}
+    embeddings = {OURS: [{"inputs_per_second": 9.0, "errors": []}],
+                  LLAMA_CPP: [{"inputs_per_second": 10.0, "errors": []}]}
+    models = {name: {"requests_per_second": rps, "cpu_us_per_request": cpu, "generator": "wrk"}
+              for name, rps, cpu in ((OURS, 850.0, 120.0), (BARE, 1000.0, 100.0), (LLAMA_CPP, 5000.0, 40.0))}
+    outcome = summarise_defaults(streams, embeddings, models, {OURS: {"n_threads": 1}}, StreamWork(), DefaultsPlan())
+    assert "- ours: n_threads 1" in outcome.text and "one shared prompt" in outcome.text
+    assert "0.90x" in outcome.text and "0.85x" in outcome.text and "server CPU time per request" in outcome.text
+    assert outcome.ok and not outcome.document["targets_met"]  # embeddings 0.90x < 0.95x
+    assert outcome.document["cells"][0]["prompts"] == "shared"
