@@ -1,14 +1,19 @@
+"""Dependencies. Read from `request.app.state`: a `state: State` parameter makes Litestar copy the whole
+app state on every request that uses it."""
+
 from __future__ import annotations
 
-from litestar.datastructures import State
+from typing import Any
+
+from litestar import Request
 
 from server.metrics import Metrics
 from server.pool import ModelPool
 
 
-def provide_pool(state: State) -> ModelPool:
-    return state.pool
+def provide_pool(request: Request[Any, Any, Any]) -> ModelPool:
+    return request.app.state.pool
 
 
-def provide_metrics(state: State) -> Metrics:
-    return state.metrics
+def provide_metrics(request: Request[Any, Any, Any]) -> Metrics:
+    return request.app.state.metrics

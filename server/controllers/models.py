@@ -1,7 +1,8 @@
 from __future__ import annotations
 
-from litestar import Controller, get
-from litestar.datastructures import State
+from typing import Any
+
+from litestar import Controller, Request, get
 
 from server.pool import ModelPool
 from server.protocol.models import ModelCard, ModelList
@@ -9,13 +10,16 @@ from server.services.models import list_models, model_card
 
 
 class ModelsController(Controller):
+    """The app's start time comes from `request.app.state`: a `state: State` parameter makes Litestar build
+    a copy of the state for every request."""
+
     path = "/v1/models"
     tags = ["models"]
 
     @get("", summary="List every alias in the registry, loaded or not")
-    async def list(self, pool: ModelPool, state: State) -> ModelList:
-        return list_models(pool, state.started_at)
+    async def list(self, pool: ModelPool, request: Request[Any, Any, Any]) -> ModelList:
+        return list_models(pool, request.app.state.started_at)
 
     @get("/{model_id:path}", summary="One alias: its context size and whether it is loaded")
-    async def retrieve(self, model_id: str, pool: ModelPool, state: State) -> ModelCard:
-        return model_card(pool, model_id.lstrip("/"), state.started_at)
+    async def retrieve(self, model_id: str, pool: ModelPool, request: Request[Any, Any, Any]) -> ModelCard:
+        return model_card(pool, model_id.lstrip("/"), request.app.state.started_at)
