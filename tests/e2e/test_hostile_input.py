@@ -189,3 +189,21 @@ def test_lists_past_their_limits_are_refused(hostile: RunningServer, extra: dict
 def test_too_many_tools_are_refused(hostile: RunningServer) -> None:
     tools = [{"type": "function", "function": {"name": f"f{i}"}} for i in range(129)]
     refused(post(hostile, "/v1/chat/completions", {"model": "smollm2", "messages": HI, "tools": tools}), "tools")
+
+
+# Row 11: an embedding input past 512 tokens (n_batch) was cut to 512 without a word.
+
+def test_an_embedding_input_is_embedded_whole_or_refused(server: RunningServer) -> None:
+    """The shipped models.yaml: smollm2-embed has n_ctx 2048."""
+    head = "The quick brown fox jumps over the lazy dog. " * 60  # about 600 tokens
+    texts = [head + "It was a sunny day.", head + "Rain fell all night long over the hills."]
+    tokens = [len(post(server, "/tokenize", {"model": "smollm2-embed", "prompt": t}).json()["tokens"])
+              for t in texts]
+    assert min(tokens) > 520
+    reply = post(server, "/v1/embeddings", {"model": "smollm2-embed", "input": texts})
+    assert reply.status_code == 200, reply.text
+    first, second = (item["embedding"] for item in reply.json()["data"])
+    assert first != second  # the tails past token 512 count
+    assert reply.json()["usage"]["prompt_tokens"] == sum(tokens)
+    too_long = post(server, "/v1/embeddings", {"model": "smollm2-embed", "input": head * 5})
+    assert refused(too_long, "input")["code"] == "context_length_exceeded"
