@@ -24,7 +24,7 @@ from server import errors
 from server.engine import messages as m
 from server.engine.interface import Exit, Indexed
 from server.engine.types import ChatPrompt, Embeddings, Request
-from server.errors import EngineError, ModelCrashedError, ModelLoadError, ServerError
+from server.errors import EngineError, InvalidRequestError, ModelCrashedError, ModelLoadError, ServerError
 from server.registry import ModelSpec
 
 log = structlog.get_logger("server.engine")
@@ -191,8 +191,12 @@ class WorkerModel:
             self._calls.pop(call_id, None)
 
     def _send(self, message: msgspec.Struct) -> None:
+        try:
+            data = m.frame(self._encoder, message)
+        except OverflowError as exc:  # the protocol bounds every integer; this is the net under it
+            raise InvalidRequestError("A number in this request is out of range.") from exc
         if not self._exit.done() and not self._writer.is_closing():
-            self._writer.write(m.frame(self._encoder, message))
+            self._writer.write(data)
 
     def _check_alive(self) -> None:
         if self._exit.done():

@@ -12,6 +12,7 @@ from server.protocol.common import (
     LogitBias,
     MaxTokens,
     Penalty,
+    Seed,
     Stop,
     StreamOptions,
     Temperature,
@@ -95,7 +96,7 @@ class ChatCompletionRequest(msgspec.Struct, kw_only=True):
     temperature: Temperature | None | UnsetType = UNSET
     top_p: TopP | None | UnsetType = UNSET
     stop: Stop | None = None
-    seed: int | None = None
+    seed: Seed | None = None
     presence_penalty: Penalty | None | UnsetType = UNSET
     frequency_penalty: Penalty | None | UnsetType = UNSET
     logit_bias: LogitBias | None = None

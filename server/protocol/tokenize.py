@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import msgspec
 
+from server.protocol.common import TokenId
+
 
 class TokenizeRequest(msgspec.Struct, kw_only=True):
     model: str
@@ -19,7 +21,7 @@ class TokenizeResponse(msgspec.Struct, kw_only=True):
 
 class DetokenizeRequest(msgspec.Struct, kw_only=True):
     model: str
-    tokens: list[int]
+    tokens: list[TokenId]
 
 
 class DetokenizeResponse(msgspec.Struct, kw_only=True):

@@ -9,6 +9,7 @@ from msgspec import UNSET
 from server.engine import Grammar, SamplingParams
 from server.errors import InvalidRequestError, UnsupportedParameterError
 from server.limits import limit_max_tokens
+from server.protocol.common import INT32_MAX
 from server.registry import ModelSpec
 
 
@@ -41,10 +42,14 @@ def logit_bias(raw: dict[str, float] | None) -> dict[int, float]:
     if not raw:
         return {}
     try:
-        return {int(token): bias for token, bias in raw.items()}
+        bias = {int(token): value for token, value in raw.items()}
     except ValueError as exc:
         raise InvalidRequestError("logit_bias keys must be token ids (integers as strings).",
                                   param="logit_bias") from exc
+    bad = next((t for t in bias if not 0 <= t <= INT32_MAX), None)
+    if bad is not None:
+        raise InvalidRequestError(f"logit_bias names token {bad}, which is no token id.", param="logit_bias")
+    return bias
 
 
 def sampling_params(spec: ModelSpec, request: Any, *, grammar: Grammar | None = None) -> SamplingParams:

@@ -207,3 +207,17 @@ def test_an_embedding_input_is_embedded_whole_or_refused(server: RunningServer) 
     assert reply.json()["usage"]["prompt_tokens"] == sum(tokens)
     too_long = post(server, "/v1/embeddings", {"model": "smollm2-embed", "input": head * 5})
     assert refused(too_long, "input")["code"] == "context_length_exceeded"
+
+
+# Integers past what the worker wire (msgpack, int64) takes: found by the fuzzer, answered 500.
+
+@pytest.mark.parametrize(("path", "body", "param"), [
+    ("/detokenize", {"model": "smollm2", "tokens": [1, -(10**30)]}, "tokens[1]"),
+    ("/detokenize", {"model": "smollm2", "tokens": [10**20]}, "tokens[0]"),
+    ("/v1/chat/completions", {"model": "smollm2", "messages": [{"role": "user", "content": "x"}], "seed": 10**30},
+     "seed"),
+    ("/v1/completions", {"model": "smollm2", "prompt": "x", "max_tokens": 10**20}, "max_tokens"),
+    ("/v1/completions", {"model": "smollm2", "prompt": "x", "logit_bias": {str(10**25): 1}}, "logit_bias"),
+])
+def test_integers_out_of_range_are_400(hostile: RunningServer, path: str, body: dict, param: str) -> None:  # type: ignore[type-arg]
+    refused(post(hostile, path, body), param)
