@@ -86,11 +86,19 @@ class DefaultsOutcome:
     ok: bool = True  # every stream complete, every embedding answered
 
 
-def ours_thread_defaults(cores: int) -> dict[str, object]:
-    """What our alias gets with n_threads and n_threads_batch unset, as server/engine/llama.py resolves
-    them: llama-cpp-python's n_threads (half the cores), and batches on that many threads too."""
-    n_threads = max(cores // 2, 1)
-    return {"slots": 4, "n_ctx per slot": 2048, "n_threads": n_threads, "n_threads_batch": n_threads}
+def ours_settings(base_url: str) -> dict[str, object]:
+    """What our alias chose with n_threads and n_threads_batch unset, as its worker reports them in
+    /admin/pool once loaded (server/engine/worker/llama.py resolves them)."""
+    settings: dict[str, object] = {"slots": 4, "n_ctx per slot": 2048}
+    try:
+        rows = httpx.get(base_url + "/admin/pool", timeout=10).json()["models"]
+    except (httpx.HTTPError, ValueError, KeyError):
+        return settings
+    for row in rows:
+        if row.get("loaded") and row.get("n_threads") is not None:
+            settings.update(n_threads=row["n_threads"], n_threads_batch=row["n_threads_batch"])
+            break
+    return settings
 
 
 def end_of_turn_ids(llm: Any) -> tuple[int, ...]:
@@ -207,7 +215,7 @@ def run_defaults(python: str, root: Path, out_dir: Path, model: Path, llama_serv
     kinds or stream counts skips the chat cells, `embed_requests` 0 the embeddings (`--prompts ''
     --embed-requests 0`: GET /v1/models alone, for work on the per-request path)."""
     work = StreamWork(ban=end_of_turn_ids(llm))
-    settings: dict[str, Any] = {"cores": os.cpu_count(), OURS: ours_thread_defaults(os.cpu_count() or 1)}
+    settings: dict[str, Any] = {"cores": os.cpu_count()}
     servers: list[ServerProcess] = []
     streams: dict[Cell, dict[str, list[list[StreamResult]]]] = {}
     embeddings: dict[str, list[dict[str, Any]]] = {}
@@ -236,6 +244,7 @@ def run_defaults(python: str, root: Path, out_dir: Path, model: Path, llama_serv
                 settings[LLAMA_CPP + " --embedding"] = llama_server_settings(servers[1])
             step(f"at defaults: embeddings, {plan.embed_clients} clients x {plan.embed_inputs} inputs a request")
             embeddings = asyncio.run(_embedding_rounds([Contender(s.name, s.base_url) for s in servers], plan))
+        settings[OURS] = ours_settings(servers[0].base_url)  # once a request has loaded the alias
         step("at defaults: GET /v1/models under load, a bare Litestar app beside")
         servers.append(start_bare_app(python, root, out_dir))
         models = _models_route(servers, plan)
