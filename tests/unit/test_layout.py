@@ -1,0 +1,22 @@
+"""The process wall holds in the imports: the HTTP side never loads llama_cpp; only the worker does."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+HTTP_SIDE = "server.__main__, server.app, server.controllers, server.services.chat, server.engine.client, server.pool"
+
+
+def loaded_after(imports: str) -> set[str]:
+    code = f"import sys, {imports}; print(' '.join(sorted(m.split('.')[0] for m in sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    return set(out.split())
+
+
+def test_the_http_process_never_imports_llama_cpp() -> None:
+    assert "llama_cpp" not in loaded_after(HTTP_SIDE)
+
+
+def test_the_worker_does() -> None:
+    assert "llama_cpp" in loaded_after("server.engine.worker.llama")
