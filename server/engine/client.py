@@ -317,17 +317,26 @@ class WorkerLauncher:
 
         spare, self._spare = self._spare, None
         self.prepare()
-        spawned = await spare if spare is not None else None
+        spawned = None
+        if spare is not None:
+            try:
+                spawned = await spare
+            except OSError as exc:  # the spare could not start (fork, exec): start one for this load
+                log.warning("spare_worker_failed", error=str(exc))
         if spawned is not None and spawned[0].returncode is not None:
             spawned = None
         return await WorkerModel.start(alias, spec, memory_limit=memory_limit(spec), spawned=spawned)
 
     async def close(self) -> None:
         spare, self._spare = self._spare, None
-        if spare is not None:
+        if spare is None:
+            return
+        try:
             process, _, writer = await spare
-            writer.close()  # the spare reads end-of-file and exits
-            await process.wait()
+        except OSError:
+            return
+        writer.close()  # the spare reads end-of-file and exits
+        await process.wait()
 
 
 def _exit_of(code: int, reason: str) -> Exit:
