@@ -8,7 +8,7 @@ vLLM's and llama.cpp's.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
@@ -18,6 +18,8 @@ from prometheus_client.registry import Collector
 from server.observe import note_tokens
 
 PREFIX = "llm_"
+CRASH_REASONS = ("crashed", "memory_limit")
+EVICTION_REASONS = ("lru", "make_room", "idle", "admin", "reload", "shutdown")
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0)
 TTFT_BUCKETS = (0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 20.0, 60.0)
 ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0, 2.5)
@@ -59,6 +61,19 @@ class Metrics:
         self._evictions = Counter(PREFIX + "model_evictions",
                                   "Models closed, by reason (lru, make_room, idle, admin, reload, shutdown).",
                                   ["model", "reason"], registry=r)
+
+    # -- series that exist before their first event ----------------------------------------------------
+
+    def models_known(self, aliases: Iterable[str]) -> None:
+        """A 0 sample for every alias's lifecycle counters, so that panels and alerts read 0, not "No data",
+        before anything happened (Prometheus' advice for labels known in advance)."""
+        for alias in aliases:
+            self._loads.labels(model=alias)
+            self._load_failures.labels(model=alias)
+            for reason in CRASH_REASONS:
+                self._crashes.labels(model=alias, reason=reason)
+            for reason in EVICTION_REASONS:
+                self._evictions.labels(model=alias, reason=reason)
 
     # -- the pool's state, read at scrape time ---------------------------------------------------------
 

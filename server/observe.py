@@ -33,6 +33,7 @@ from server.json_request import UNDECODABLE
 log = structlog.get_logger("server.access")
 
 REQUEST_ID_HEADER = "X-Request-ID"
+CLIENT_CLOSED = 499
 QUIET_ROUTES = frozenset({"/health", "/ready", "/metrics"})  # probes and scrapes log at debug level
 
 
@@ -99,7 +100,8 @@ class RequestObserver:
             await self.app(scope, receive, send_with_id)
         except BaseException as exc:
             if not sent_start:
-                status = status_of(exc)
+                # A request cancelled before its answer began: its client left (nginx's 499), not a failure.
+                status = CLIENT_CLOSED if isinstance(exc, asyncio.CancelledError) else status_of(exc)
             raise
         finally:
             seconds = time.perf_counter() - started

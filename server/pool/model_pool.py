@@ -34,6 +34,8 @@ class ModelPool(Generic[E]):
         self._models: Residency[E] = Residency(loader, registry.pool, events)
         self._closed = False
         self._reaper: asyncio.Task[None] | None = None
+        if events is not None:
+            events.models_known(list(registry.models))
 
     @property
     def registry(self) -> Registry:
@@ -170,6 +172,8 @@ class ModelPool(Generic[E]):
         when idle and loads with its new settings on next use. Nothing running is cut."""
         old, self._registry = self._registry, registry
         self._models.limits = registry.pool
+        if self._events is not None:
+            self._events.models_known(list(registry.models))
         added = [a for a in registry.models if a not in old.models]
         removed = [a for a in old.models if a not in registry.models]
         changed = [a for a in registry.models if a in old.models and registry.models[a] != old.models[a]]

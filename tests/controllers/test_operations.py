@@ -174,3 +174,12 @@ def test_admin_routes_are_behind_the_key(keyed: TestClient) -> None:
     assert keyed.post("/admin/models/chat/load").status_code == 401
     ok = keyed.get("/admin/pool", headers={"Authorization": "Bearer secret-1"})
     assert ok.status_code == 200 and len(ok.json()["models"]) == 2
+
+
+def test_lifecycle_series_read_0_before_anything_happened(client: TestClient) -> None:
+    scrape = client.get("/metrics").text
+    for alias in ("chat", "other"):
+        assert f'llm_model_load_failures_total{{model="{alias}"}} 0.0' in scrape
+        assert f'llm_model_loads_total{{model="{alias}"}} 0.0' in scrape
+        assert f'llm_model_crashes_total{{model="{alias}",reason="crashed"}} 0.0' in scrape
+        assert f'llm_model_evictions_total{{model="{alias}",reason="lru"}} 0.0' in scrape

@@ -135,3 +135,23 @@ def test_two_loads_at_once_leave_the_logs_alone(make_server) -> None:  # type: i
     while marker not in server.log() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert marker in server.log()
+
+
+def test_a_client_that_leaves_is_a_499_not_a_500(server: RunningServer) -> None:
+    def count(scrape: str, status: str) -> float:
+        prefix = 'llm_requests_total{model="smollm2",route="/v1/chat/completions",status="' + status + '"} '
+        return sum(float(line[len(prefix):]) for line in scrape.splitlines() if line.startswith(prefix))
+
+    before = httpx.get(server.base_url + "/metrics", timeout=5).text
+    body = {"model": "smollm2", "messages": STORY, "max_tokens": 400, "temperature": 0, "logit_bias": {"2": -100}}
+    for _ in range(3):
+        with pytest.raises(httpx.TimeoutException):
+            httpx.post(server.base_url + "/v1/chat/completions", json=body, timeout=0.5)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        after = httpx.get(server.base_url + "/metrics", timeout=5).text
+        if count(after, "499") - count(before, "499") >= 3:
+            break
+        time.sleep(0.2)
+    assert count(after, "499") - count(before, "499") == 3
+    assert count(after, "500") == count(before, "500")

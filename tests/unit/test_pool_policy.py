@@ -22,6 +22,9 @@ class Events:
         self.seen: list[tuple[str, ...]] = []
         self.queued: list[tuple[str, float]] = []
 
+    def models_known(self, aliases: list[str]) -> None:
+        pass
+
     def model_loaded(self, alias: str, seconds: float) -> None:
         self.seen.append(("loaded", alias))
 
