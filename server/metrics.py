@@ -103,9 +103,11 @@ class Metrics:
     def first_token(self, model: str, seconds: float) -> None:
         self._ttft.labels(model=model).observe(seconds)
 
-    def inter_token(self, model: str, seconds: float) -> None:
-        """One gap between tokens; a mean over a batch of tokens is fine."""
-        self._itl.labels(model=model).observe(seconds)
+    def inter_token(self, model: str, gaps: Iterable[float]) -> None:
+        """Each gap between consecutive tokens of one sequence."""
+        child = self._itl.labels(model=model)
+        for gap in gaps:
+            child.observe(gap)
 
     def finished(self, model: str, reasons: list[str]) -> None:
         """Once per request: each choice's finish reason (stop, length, tool_calls)."""

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from litestar import Controller, post
 
+from server.metrics import Metrics
 from server.pool import ModelPool
 from server.protocol.embeddings import EmbeddingList, EmbeddingRequest
 from server.services.embeddings import embed
@@ -12,5 +13,5 @@ class EmbeddingsController(Controller):
     tags = ["embeddings"]
 
     @post("", status_code=200, summary="Embed one input or a list of inputs")
-    async def create(self, data: EmbeddingRequest, pool: ModelPool) -> EmbeddingList:
-        return await embed(pool, data)
+    async def create(self, data: EmbeddingRequest, pool: ModelPool, metrics: Metrics) -> EmbeddingList:
+        return await embed(pool, data, metrics)

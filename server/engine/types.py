@@ -32,6 +32,7 @@ class Usage(NamedTuple):
     cached_tokens: int
     first_token_seconds: float = 0.0  # from submission to the first generated token
     decode_seconds: float = 0.0  # from the first generated token to the last
+    gaps: tuple[float, ...] = ()  # seconds between consecutive generated tokens, each one
 
 
 class Piece(NamedTuple):

@@ -13,8 +13,9 @@ from server.registry import ModelSpec
 
 def record_usage(metrics: Metrics | None, model: str, usages: list[Usage | None], finish_reasons: list[str],
                  n: int = 1) -> None:
-    """Token metrics once per request, from the engine's per-sequence timings: nothing per token.
-    Sequences come n per prompt; each prompt counts once."""
+    """Token metrics once per request, from the engine's per-sequence timings (every gap between tokens
+    observed, as vLLM does, so a stall inside a request shows in the p95). Sequences come n per prompt;
+    each prompt counts once."""
     if metrics is None:
         return
     metrics.finished(model, finish_reasons)
@@ -22,8 +23,7 @@ def record_usage(metrics: Metrics | None, model: str, usages: list[Usage | None]
     for usage in known:
         if usage.completion_tokens:
             metrics.first_token(model, usage.first_token_seconds)
-        if usage.completion_tokens > 1:
-            metrics.inter_token(model, usage.decode_seconds / (usage.completion_tokens - 1))
+        metrics.inter_token(model, usage.gaps)
     prompt = sum(u.prompt_tokens for u in usages[::n] if u is not None)
     metrics.tokens(model, prompt, sum(u.completion_tokens for u in known))
 

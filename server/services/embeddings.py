@@ -10,6 +10,7 @@ from msgspec import UNSET
 
 from server.errors import UnsupportedParameterError
 from server.limits import check_embedding_inputs
+from server.metrics import Metrics
 from server.pool import ModelPool
 from server.protocol.embeddings import Embedding, EmbeddingList, EmbeddingRequest, EmbeddingUsage
 from server.services.common import require_kind
@@ -20,7 +21,7 @@ def _base64(vector: list[float]) -> str:
     return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
 
 
-async def embed(pool: ModelPool[Any], request: EmbeddingRequest) -> EmbeddingList:
+async def embed(pool: ModelPool[Any], request: EmbeddingRequest, metrics: Metrics | None = None) -> EmbeddingList:
     spec = pool.spec(request.model)
     require_kind(request.model, spec, embedding=True)
     if request.dimensions is not UNSET and request.dimensions is not None:
@@ -31,6 +32,8 @@ async def embed(pool: ModelPool[Any], request: EmbeddingRequest) -> EmbeddingLis
     inputs = check_embedding_inputs(request)
     async with pool.lease(request.model) as model:
         vectors, tokens = await model.embed(inputs)
+    if metrics is not None:
+        metrics.tokens(request.model, tokens, 0)  # embedding inputs are prompt tokens, as vLLM counts them
     as_base64 = request.encoding_format == "base64"
     return EmbeddingList(
         data=[

@@ -134,11 +134,11 @@ def test_metrics_count_requests_by_route_model_and_status(client: TestClient) ->
 def test_token_metrics_methods(client: TestClient) -> None:
     metrics = client.app.state.metrics
     metrics.first_token("chat", 0.05)
-    metrics.inter_token("chat", 0.01)
+    metrics.inter_token("chat", [0.01, 0.02, 0.5])
     metrics.tokens("chat", prompt=12, generated=30)
     text = client.get("/metrics").text
     assert 'llm_time_to_first_token_seconds_count{model="chat"} 1.0' in text
-    assert 'llm_inter_token_latency_seconds_count{model="chat"} 1.0' in text
+    assert 'llm_inter_token_latency_seconds_count{model="chat"} 3.0' in text
     assert 'llm_prompt_tokens_total{model="chat"} 12.0' in text
     assert 'llm_generation_tokens_total{model="chat"} 30.0' in text
 

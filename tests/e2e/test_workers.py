@@ -155,3 +155,30 @@ def test_a_client_that_leaves_is_a_499_not_a_500(server: RunningServer) -> None:
         time.sleep(0.2)
     assert count(after, "499") - count(before, "499") == 3
     assert count(after, "500") == count(before, "500")
+
+
+def test_every_gap_between_tokens_is_observed(server: RunningServer) -> None:
+    """Three 32-token streams: 31 gaps each (vLLM's inter-token histogram observes every one)."""
+    def itl_count(scrape: str) -> float:
+        prefix = 'llm_inter_token_latency_seconds_count{model="smollm2"} '
+        return sum(float(line[len(prefix):]) for line in scrape.splitlines() if line.startswith(prefix))
+
+    before = itl_count(httpx.get(server.base_url + "/metrics", timeout=5).text)
+    client = server.client()
+    for _ in range(3):
+        for _chunk in client.chat.completions.create(model="smollm2", messages=STORY, max_tokens=32, stream=True,
+                                                    temperature=0, logit_bias={"2": -100}):
+            pass
+    after = itl_count(httpx.get(server.base_url + "/metrics", timeout=5).text)
+    assert after - before == 3 * 31
+
+
+def test_embedding_inputs_count_as_prompt_tokens(server: RunningServer) -> None:
+    def prompt_tokens(scrape: str) -> float:
+        prefix = 'llm_prompt_tokens_total{model="smollm2-embed"} '
+        return sum(float(line[len(prefix):]) for line in scrape.splitlines() if line.startswith(prefix))
+
+    before = prompt_tokens(httpx.get(server.base_url + "/metrics", timeout=5).text)
+    reply = server.client().embeddings.create(model="smollm2-embed", input=["hello world", "one two three"])
+    after = prompt_tokens(httpx.get(server.base_url + "/metrics", timeout=5).text)
+    assert reply.usage.prompt_tokens > 0 and after - before == reply.usage.prompt_tokens

@@ -59,6 +59,8 @@ class _Sequence:
     stops: StopMatcher | None = None
     submitted: float = field(default_factory=time.perf_counter)
     first_at: float = 0.0
+    last_at: float = 0.0
+    gaps: list[float] = field(default_factory=list)  # between consecutive tokens, for the latency histogram
 
 
 @dataclass(eq=False)
@@ -288,10 +290,11 @@ class SlotEngine:
         if status != 0:  # only the sequences of this batch; queued ones are untouched
             self._fail(list(self._active), EngineError(f"llama_decode failed with status {status}"))
             return
+        now = time.perf_counter()  # one clock read a step, shared by every sequence's token
         for seq, index in outputs:
-            self._advance(seq, index)
+            self._advance(seq, index, now)
 
-    def _advance(self, seq: _Sequence, index: int) -> None:
+    def _advance(self, seq: _Sequence, index: int, now: float) -> None:
         """Sample this sequence's next token from its logits at `index` and pass the text on."""
         request = seq.request
         token = llama_cpp.llama_sampler_sample(seq.sampler.sampler, self._ctx.ctx, index)  # type: ignore[attr-defined]
@@ -304,7 +307,10 @@ class SlotEngine:
             logprobs = [logprobs_at(self._ctx.ctx, index, self._n_vocab, self._pieces, token, request.logprobs)]
         seq.generated += 1
         if seq.generated == 1:
-            seq.first_at = time.perf_counter()
+            seq.first_at = now
+        else:
+            seq.gaps.append(now - seq.last_at)
+        seq.last_at = now
         assert seq.stops is not None
         text, hit = seq.stops.feed(seq.utf8.feed(self._pieces(token)))
         if text or logprobs:
@@ -320,8 +326,8 @@ class SlotEngine:
         assert seq.stops is not None
         tail = "" if hit_stop else seq.stops.feed(seq.utf8.flush())[0] + seq.stops.flush()
         first = seq.first_at or time.perf_counter()
-        usage = Usage(len(seq.prompt), seq.generated, seq.cached,
-                      first_token_seconds=first - seq.submitted, decode_seconds=time.perf_counter() - first)
+        usage = Usage(len(seq.prompt), seq.generated, seq.cached, first_token_seconds=first - seq.submitted,
+                      decode_seconds=(seq.last_at or first) - first, gaps=tuple(seq.gaps))
         self._out_pieces.append((seq.job.id, seq.index, Piece(tail, finish_reason=reason, usage=usage)))
         self._release(seq)
         self._end(seq)
