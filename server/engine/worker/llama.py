@@ -139,6 +139,8 @@ class LlamaEngine:
                 raise ContextLengthError(f"`{where}` has {len(tokens)} tokens; this model's context is "
                                          f"{self.n_ctx}. Shorten it.", param="input")
         try:
+            # `Llama.embed` takes text only and tokenizes it again: a second pass over short inputs,
+            # cheaper than keeping a copy of its batching loop here.
             vectors = self._llm.embed(inputs, normalize=True)
         except (ValueError, RuntimeError) as exc:
             raise EngineError(f"embedding failed: {exc}") from exc
