@@ -3,7 +3,7 @@ services and the pool use, `server.engine.client.start_worker` runs a model in a
 (imported by the app only: the worker process must not pay for the client's imports), and only
 server/engine/worker/ (that process) imports llama_cpp."""
 
-from server.engine.interface import Exit, Indexed, Loader, Model
+from server.engine.interface import Exit, Indexed, Model
 from server.engine.types import (
     ChatPrompt,
     Embeddings,
@@ -18,6 +18,6 @@ from server.engine.types import (
 )
 
 __all__ = [
-    "ChatPrompt", "Embeddings", "Exit", "Grammar", "Indexed", "Loader", "Model", "Piece", "Request",
+    "ChatPrompt", "Embeddings", "Exit", "Grammar", "Indexed", "Model", "Piece", "Request",
     "SamplingParams", "TokenLogprob", "TopLogprob", "Usage", "check_context",
 ]

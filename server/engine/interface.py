@@ -6,11 +6,10 @@ Protocol. Nothing here imports llama_cpp.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator
 from typing import Any, NamedTuple, Protocol
 
 from server.engine.types import ChatPrompt, Embeddings, Piece, Request
-from server.registry import ModelSpec
 
 Indexed = tuple[int, Piece]  # (sequence index within the request, piece)
 
@@ -61,5 +60,3 @@ class Model(Protocol):
         """What /admin/pool shows of it: process id, resident memory, thread counts."""
         ...
 
-
-Loader = Callable[[str, ModelSpec], Awaitable[Model]]
