@@ -15,7 +15,7 @@ from server.limits import check_generation_request
 from server.metrics import Metrics
 from server.pool import ModelPool
 from server.protocol.chat import ChatCompletionRequest, ChatMessage, JsonObjectFormat, JsonSchemaResponseFormat
-from server.protocol.chat_response import AssistantMessage, ChatChoice, ChatCompletion
+from server.protocol.chat_response import AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionChunk
 from server.protocol.common import PromptTokensDetails, Usage
 from server.services import chat_stream, tools
 from server.services.choices import choice_requests, collect, total_usage
@@ -23,6 +23,7 @@ from server.services.common import new_id, now, record_usage, require_kind
 from server.services.logprobs import chat_logprobs
 from server.services.params import max_tokens, refuse_unsupported, sampling_params, stop_list
 from server.services.schema_limits import check_schema
+from server.streaming import event
 
 UNSUPPORTED = (
     "functions", "function_call", "audio", "modalities", "prediction", "reasoning_effort",
@@ -30,6 +31,7 @@ UNSUPPORTED = (
 )
 # Values of unsupported parameters that ask for nothing beyond what we do anyway.
 NEUTRAL: dict[str, Any] = {"store": False, "metadata": {}, "service_tier": "auto"}
+_encode = msgspec.json.Encoder().encode
 
 
 @dataclass(frozen=True)
@@ -129,17 +131,27 @@ def usage(prompt_tokens: int, completion_tokens: int, cached: int) -> Usage:
     )
 
 
-async def stream_chat(pool: ModelPool[Any], request: ChatCompletionRequest,
-                      metrics: Metrics | None = None) -> AsyncGenerator[bytes, None]:
+async def chat_chunks(pool: ModelPool[Any], request: ChatCompletionRequest,
+                      metrics: Metrics | None = None) -> AsyncGenerator[list[ChatCompletionChunk], None]:
+    """The chat stream as structs, one list per decode step; the usage chunk last when asked for.
+    The chat route encodes these as SSE; the Responses and Messages APIs map them to their own events."""
     plan = plan_chat(pool, request)
     include_usage = bool(request.stream_options and request.stream_options.include_usage)
-    writer = chat_stream.ChunkWriter(new_id("chatcmpl"), now(), request.model, plan.n,
-                                     with_tools=plan.tools is not None, with_logprobs=plan.logprobs is not None)
+    builder = chat_stream.ChunkBuilder(new_id("chatcmpl"), now(), request.model, plan.n,
+                                       with_tools=plan.tools is not None, with_logprobs=plan.logprobs is not None)
     async with pool.lease(request.model) as model:
         requests = plan.requests(await model.chat_prompt(plan.messages))
         async with aclosing(model.generate(requests)) as batches:
             async for batch in batches:
-                yield writer.write(batch)
-    record_usage(metrics, request.model, writer.usages, writer.finish_reasons)
+                yield builder.chunks(batch)
+    record_usage(metrics, request.model, builder.usages, builder.finish_reasons)
     if include_usage:
-        yield writer.usage_chunk(usage(*writer.usage()))
+        yield [builder.usage_chunk(usage(*builder.usage()))]
+
+
+async def stream_chat(pool: ModelPool[Any], request: ChatCompletionRequest,
+                      metrics: Metrics | None = None) -> AsyncGenerator[bytes, None]:
+    """SSE bytes for the chat route: each decode step's chunks as one write."""
+    async with aclosing(chat_chunks(pool, request, metrics)) as steps:
+        async for chunks in steps:
+            yield b"".join(event(_encode(chunk)) for chunk in chunks)

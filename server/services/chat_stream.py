@@ -1,8 +1,9 @@
-"""Chat stream chunks in OpenAI's delta format, for n choices, content, logprobs and tool calls."""
+"""Chat stream chunks in OpenAI's delta format, for n choices, content, logprobs and tool calls.
+
+`ChunkBuilder` turns the engine's per-step pieces into `ChatCompletionChunk` structs; the chat route
+encodes them as SSE, and other APIs (Responses, Messages) map the same structs to their own events."""
 
 from __future__ import annotations
-
-import msgspec
 
 from server.engine import Piece, Usage
 from server.protocol.chat_response import (
@@ -16,12 +17,9 @@ from server.protocol.common import Usage as WireUsage
 from server.services import tools
 from server.services.choices import Indexed, total_usage
 from server.services.logprobs import chat_logprobs
-from server.streaming import event
-
-_encode = msgspec.json.Encoder().encode
 
 
-class ChunkWriter:
+class ChunkBuilder:
     def __init__(self, chunk_id: str, created: int, model: str, n: int, *, with_tools: bool,
                  with_logprobs: bool) -> None:
         self._id, self._created, self._model = chunk_id, created, model
@@ -31,9 +29,9 @@ class ChunkWriter:
         self._usages: list[Usage | None] = [None] * n
         self._finishes: list[str | None] = [None] * n
 
-    def write(self, batch: list[Indexed]) -> bytes:
-        """All the events for one batch of pieces, as one write."""
-        out = b""
+    def chunks(self, batch: list[Indexed]) -> list[ChatCompletionChunk]:
+        """All the chunks for one batch of pieces."""
+        out: list[ChatCompletionChunk] = []
         for index, piece in batch:
             out += self._piece(index, piece)
         return out
@@ -49,17 +47,16 @@ class ChunkWriter:
     def usage(self) -> tuple[int, int, int]:
         return total_usage(self._usages)
 
-    def usage_chunk(self, usage: WireUsage) -> bytes:
-        return event(_encode(ChatCompletionChunk(id=self._id, created=self._created, model=self._model,
-                                                 choices=[], usage=usage)))
+    def usage_chunk(self, usage: WireUsage) -> ChatCompletionChunk:
+        return ChatCompletionChunk(id=self._id, created=self._created, model=self._model, choices=[], usage=usage)
 
-    def _chunk(self, index: int, delta: ChatDelta, finish: str | None = None, logprobs: object = None) -> bytes:
+    def _chunk(self, index: int, delta: ChatDelta, finish: str | None = None,
+               logprobs: object = None) -> list[ChatCompletionChunk]:
         choice = ChatChunkChoice(index=index, delta=delta, finish_reason=finish, logprobs=logprobs)  # type: ignore[arg-type]
-        return event(_encode(ChatCompletionChunk(id=self._id, created=self._created, model=self._model,
-                                                 choices=[choice])))
+        return [ChatCompletionChunk(id=self._id, created=self._created, model=self._model, choices=[choice])]
 
-    def _piece(self, index: int, piece: Piece) -> bytes:
-        out = b""
+    def _piece(self, index: int, piece: Piece) -> list[ChatCompletionChunk]:
+        out: list[ChatCompletionChunk] = []
         if not self._started[index]:
             self._started[index] = True
             out += self._chunk(index, ChatDelta(role="assistant", content=""))
