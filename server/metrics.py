@@ -23,6 +23,7 @@ EVICTION_REASONS = ("lru", "make_room", "idle", "admin", "reload", "shutdown")
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0)
 TTFT_BUCKETS = (0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 20.0, 60.0)
 ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0, 2.5)
+RETRY_AFTER_BUCKETS = (1, 2, 3, 5, 10, 20, 30, 60)
 LOAD_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
 
@@ -58,6 +59,9 @@ class Metrics:
                                       registry=r)
         self._crashes = Counter(PREFIX + "model_crashes", "Model worker processes that died without being "
                                 "closed (signal, abort, memory limit), by reason.", ["model", "reason"], registry=r)
+        self._rejected = Histogram(PREFIX + "request_rejected_retry_after_seconds",
+                                   "Requests refused with 429 because the alias's queue was full, by the "
+                                   "Retry-After they were given.", ["model"], buckets=RETRY_AFTER_BUCKETS, registry=r)
         self._evictions = Counter(PREFIX + "model_evictions",
                                   "Models closed, by reason (lru, make_room, idle, admin, reload, shutdown).",
                                   ["model", "reason"], registry=r)
@@ -70,6 +74,7 @@ class Metrics:
         for alias in aliases:
             self._loads.labels(model=alias)
             self._load_failures.labels(model=alias)
+            self._rejected.labels(model=alias)
             for reason in CRASH_REASONS:
                 self._crashes.labels(model=alias, reason=reason)
             for reason in EVICTION_REASONS:
@@ -137,6 +142,9 @@ class Metrics:
 
     def request_queued(self, alias: str, seconds: float) -> None:
         self._queued.labels(model=alias).observe(seconds)
+
+    def request_rejected(self, alias: str, retry_after: int) -> None:
+        self._rejected.labels(model=alias).observe(retry_after)
 
     # -- exposition -------------------------------------------------------------------------------------
 
