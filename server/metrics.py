@@ -163,10 +163,17 @@ class _PoolCollector(Collector):
         waiting = GaugeMetricFamily(PREFIX + "num_requests_waiting",
                                     "Requests waiting for their turn on a model or for it to load.", labels=["model"])
         loaded = GaugeMetricFamily(PREFIX + "model_loaded", "1 while the model is resident.", labels=["model"])
+        rss = GaugeMetricFamily(PREFIX + "model_rss_bytes",
+                                "Resident memory of the model's worker process (0 while not loaded).", labels=["model"])
+        max_queue = GaugeMetricFamily(PREFIX + "model_max_queue", "The alias's max_queue: requests allowed to wait "
+                                      "before the next gets 429 (no sample while unlimited).", labels=["model"])
         for row in rows:
+            if row.get("max_queue") is not None:
+                max_queue.add_metric([row["id"]], row["max_queue"])
             running.add_metric([row["id"]], row["running"])
             waiting.add_metric([row["id"]], row["waiting"])
             loaded.add_metric([row["id"]], 1 if row["loaded"] else 0)
+            rss.add_metric([row["id"]], row.get("rss_bytes") or 0)
         resident = GaugeMetricFamily(PREFIX + "models_resident", "Models resident now.",
                                      value=sum(1 for row in rows if row["loaded"]))
-        return iter([running, waiting, loaded, resident])
+        return iter([running, waiting, loaded, resident, rss, max_queue])

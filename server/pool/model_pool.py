@@ -231,6 +231,7 @@ class ModelPool(Generic[E]):
                 "waiting": entry.waiting + entry.holders - entry.in_use if entry is not None else 0,
                 "draining": entry is not None and entry.state is State.DRAINING,
                 "pinned": spec.pinned,
+                "max_queue": spec.max_queue,
                 "removed": entry is not None and entry.retired,
                 "last_used": round(now_wall - (now_mono - used), 3) if used is not None else None,
                 "load_seconds": round(entry.load_seconds, 4) if entry and entry.load_seconds else None,

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import MODEL, ROOT, RunningServer, start_server, stop_server
@@ -71,6 +72,10 @@ def test_metrics_after_a_chat_request(ops_server: RunningServer) -> None:
     assert 'llm_time_to_first_token_seconds_count{model="smollm2"} 1.0' in scrape
     assert 'llm_inter_token_latency_seconds_count{model="smollm2"} 3.0' in scrape  # one per gap
     assert re.search(r'llm_prompt_tokens_total\{model="smollm2"\} [1-9]', scrape)
+    assert re.search(r'llm_model_rss_bytes\{model="smollm2"\} [1-9]', scrape)  # its worker's memory
+    assert 'llm_model_rss_bytes{model="capped"} 0.0' in scrape  # not loaded
+    assert 'llm_model_max_queue{model="solo"} 0.0' in scrape and 'llm_model_max_queue{model="smollm2"}' not in scrape
+    assert 'llm_request_rejected_retry_after_seconds_count{model="solo"} 0.0' in scrape  # before any 429
     exported = exported_names(scrape)
     for name in ("llm_time_to_first_token_seconds_bucket", "llm_inter_token_latency_seconds_bucket",
                  "llm_prompt_tokens_total", "llm_generation_tokens_total", "llm_num_requests_running",
@@ -95,6 +100,14 @@ def test_the_grafana_dashboard_uses_only_exported_metrics(ops_server: RunningSer
     exprs += [v["query"] for v in dashboard["templating"]["list"] if v["type"] == "query"]
     used = {name for expr in exprs for name in re.findall(r"\bllm_[a-z0-9_]+", expr)}
     assert len(used) >= 10
+    exported = exported_names(httpx.get(ops_server.base_url + "/metrics").text)
+    assert used <= exported, f"not exported: {sorted(used - exported)}"
+
+
+def test_the_alerting_rules_use_only_exported_metrics(ops_server: RunningServer) -> None:
+    groups = yaml.safe_load((ROOT / "deploy" / "prometheus" / "alerts.yml").read_text())["groups"]
+    used = {name for group in groups for rule in group["rules"] for name in re.findall(r"\bllm_[a-z0-9_]+", rule["expr"])}
+    assert len(used) >= 7
     exported = exported_names(httpx.get(ops_server.base_url + "/metrics").text)
     assert used <= exported, f"not exported: {sorted(used - exported)}"
 
