@@ -1,8 +1,8 @@
 """Prometheus metrics, defined once per app: `Metrics` owns its own CollectorRegistry (no global state).
 
 Names follow vLLM's (`vllm:` -> `llm_`) so that dashboard users recognise them; the label for the
-alias is `model`. Gauges of running/waiting requests and resident models are read from the pool at
-scrape time, so they can never drift from the pool's own counts. The README maps every name to
+alias is `model`. Gauges of running/waiting requests, KV-cache usage and resident models are read from
+the pool at scrape time, so they can never drift from the pool's own counts. The README maps every name to
 vLLM's and llama.cpp's.
 """
 
@@ -155,10 +155,15 @@ class _PoolCollector(Collector):
         waiting = GaugeMetricFamily(PREFIX + "num_requests_waiting",
                                     "Requests waiting for their turn on a model or for it to load.", labels=["model"])
         loaded = GaugeMetricFamily(PREFIX + "model_loaded", "1 while the model is resident.", labels=["model"])
+        # vLLM's kv_cache_usage_perc (a fraction, despite the name): what the Gateway API Inference
+        # Extension's endpoint picker reads. Cells of busy slots only; 0 while not loaded.
+        kv_usage = GaugeMetricFamily(PREFIX + "kv_cache_usage_perc",
+                                     "KV-cache cells in use over cells allocated, 0 to 1.", labels=["model"])
         for row in rows:
             running.add_metric([row["id"]], row["running"])
             waiting.add_metric([row["id"]], row["waiting"])
             loaded.add_metric([row["id"]], 1 if row["loaded"] else 0)
+            kv_usage.add_metric([row["id"]], row.get("kv_cache_usage") or 0.0)
         resident = GaugeMetricFamily(PREFIX + "models_resident", "Models resident now.",
                                      value=sum(1 for row in rows if row["loaded"]))
-        return iter([running, waiting, loaded, resident])
+        return iter([running, waiting, loaded, kv_usage, resident])
