@@ -119,7 +119,8 @@ INFERENCE_POOL = _resource("inference.networking.k8s.io/v1", "InferencePool", _o
         **_object({
             "group": {"type": "string", "maxLength": 253,
                       "pattern": r"^$|^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"},
-            "kind": {"type": "string", "minLength": 1, "maxLength": 63, "pattern": r"^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$"},
+            "kind": {"type": "string", "minLength": 1, "maxLength": 63,
+                     "pattern": r"^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$"},
             "name": {"type": "string", "minLength": 1, "maxLength": 253},
             "port": _PORT_NUMBER,
             "failureMode": {"enum": ["FailOpen", "FailClose"]},

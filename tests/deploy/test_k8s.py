@@ -158,9 +158,10 @@ def test_pods_are_non_root_read_only_and_bounded(rendered: dict[str, list[dict[s
             assert pod["automountServiceAccountToken"] is False
         else:  # a picker watches pods and pools: its own identity, which a Role grants just that
             account = pod["serviceAccountName"]
+            bindings = [b for b in find(rendered[build], "RoleBinding")
+                        if b["metadata"].get("namespace") == deployment["metadata"].get("namespace")]
             assert account != "llm-server" and any(
-                ("ServiceAccount", account) == (b["subjects"][0]["kind"], b["subjects"][0]["name"]) for b in find(rendered[build], "RoleBinding")
-                if b["metadata"].get("namespace") == deployment["metadata"].get("namespace"))
+                ("ServiceAccount", account) == (b["subjects"][0]["kind"], b["subjects"][0]["name"]) for b in bindings)
         tmp = next(v for v in pod["volumes"] if v["name"] == "tmp")
         assert "emptyDir" in tmp
         for container in pod.get("initContainers", []) + pod["containers"]:
