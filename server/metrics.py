@@ -1,8 +1,8 @@
 """Prometheus metrics, defined once per app: `Metrics` owns its own CollectorRegistry (no global state).
 
 Names follow vLLM's (`vllm:` -> `llm_`) so that dashboard users recognise them; the label for the
-alias is `model`. Gauges of running/waiting requests and resident models are read from the pool at
-scrape time, so they can never drift from the pool's own counts. The README maps every name to
+alias is `model`. Gauges of running/waiting requests, KV-cache usage and resident models are read from
+the pool at scrape time, so they can never drift from the pool's own counts. The README maps every name to
 vLLM's and llama.cpp's.
 """
 
@@ -167,6 +167,10 @@ class _PoolCollector(Collector):
                                 "Resident memory of the model's worker process (0 while not loaded).", labels=["model"])
         max_queue = GaugeMetricFamily(PREFIX + "model_max_queue", "The alias's max_queue: requests allowed to wait "
                                       "before the next gets 429 (no sample while unlimited).", labels=["model"])
+        # vLLM's kv_cache_usage_perc (a fraction, despite the name): what the Gateway API Inference
+        # Extension's endpoint picker reads. Cells of busy slots only; 0 while not loaded.
+        kv_usage = GaugeMetricFamily(PREFIX + "kv_cache_usage_perc",
+                                     "KV-cache cells in use over cells allocated, 0 to 1.", labels=["model"])
         for row in rows:
             if row.get("max_queue") is not None:
                 max_queue.add_metric([row["id"]], row["max_queue"])
@@ -174,6 +178,7 @@ class _PoolCollector(Collector):
             waiting.add_metric([row["id"]], row["waiting"])
             loaded.add_metric([row["id"]], 1 if row["loaded"] else 0)
             rss.add_metric([row["id"]], row.get("rss_bytes") or 0)
+            kv_usage.add_metric([row["id"]], row.get("kv_cache_usage") or 0.0)
         resident = GaugeMetricFamily(PREFIX + "models_resident", "Models resident now.",
                                      value=sum(1 for row in rows if row["loaded"]))
-        return iter([running, waiting, loaded, resident, rss, max_queue])
+        return iter([running, waiting, loaded, kv_usage, resident, rss, max_queue])
