@@ -95,12 +95,13 @@ class ToolChoiceNone(msgspec.Struct, tag="none", tag_field="type", kw_only=True)
 ToolChoice = ToolChoiceAuto | ToolChoiceAny | ToolChoiceTool | ToolChoiceNone
 
 
-class ThinkingEnabled(msgspec.Struct, tag="enabled", tag_field="type", kw_only=True):
-    budget_tokens: Annotated[int, Meta(ge=1)]
+class JsonOutputFormat(msgspec.Struct, tag="json_schema", tag_field="type", kw_only=True):
+    schema: dict[str, Any]
 
 
-class ThinkingDisabled(msgspec.Struct, tag="disabled", tag_field="type", kw_only=True):
-    pass
+class OutputConfig(msgspec.Struct, kw_only=True):
+    format: JsonOutputFormat | None = None
+    effort: str | None = None  # accepted, no effect: these models do not reason
 
 
 class Metadata(msgspec.Struct, kw_only=True):
@@ -115,7 +116,8 @@ class CountTokensRequest(msgspec.Struct, kw_only=True):
     system: str | list[TextBlock] | UnsetType = UNSET
     tools: list[Tool] | UnsetType = UNSET
     tool_choice: ToolChoice | UnsetType = UNSET
-    thinking: ThinkingEnabled | ThinkingDisabled | UnsetType = UNSET
+    # enabled/disabled/adaptive: accepted; no thinking blocks come back, as chat has no reasoning split yet.
+    thinking: dict[str, Any] | UnsetType = UNSET
 
 
 class MessagesRequest(CountTokensRequest, kw_only=True):
@@ -126,3 +128,4 @@ class MessagesRequest(CountTokensRequest, kw_only=True):
     top_p: TopP | UnsetType = UNSET
     top_k: TopK | UnsetType = UNSET
     metadata: Metadata | UnsetType = UNSET
+    output_config: OutputConfig | UnsetType = UNSET

@@ -31,6 +31,8 @@ from server.protocol.chat import (
     ChatMessage,
     FunctionCall,
     FunctionDef,
+    JsonSchemaFormat,
+    JsonSchemaResponseFormat,
     NamedFunction,
     NamedToolChoice,
     StreamOptions,
@@ -60,6 +62,9 @@ def chat_request(request: wire.CountTokensRequest) -> ChatCompletionRequest:
         chat.stop = request.stop_sequences or None
         chat.stream = request.stream
         chat.stream_options = StreamOptions(include_usage=True) if request.stream else None
+        output_format = request.output_config.format if request.output_config else None
+        if output_format is not None:
+            chat.response_format = JsonSchemaResponseFormat(json_schema=JsonSchemaFormat(schema=output_format.schema))
     return chat
 
 
