@@ -4,6 +4,10 @@ A message request becomes a `ChatCompletionRequest` (system prompt first, conten
 text, `tool_use` blocks to assistant tool calls, `tool_result` blocks to tool messages), so prompts,
 tools, grammars and limits work exactly as on the chat route; the chat answer is mapped back to
 content blocks. Streams: see services/anthropic_stream.py.
+
+`thinking` is accepted and no thinking blocks come back: the chat service has no reasoning split yet.
+Once chat messages carry `reasoning_content` (delta.reasoning_content in streams), it maps to a
+`thinking` block placed before the text here and in EventMapper.
 """
 
 from __future__ import annotations
