@@ -1,6 +1,7 @@
 """Thin Litestar controllers, one per resource: parse, call a service, wrap the result."""
 
 from server.controllers.admin import AdminController
+from server.controllers.anthropic import MessagesController
 from server.controllers.chat import ChatController
 from server.controllers.completions import CompletionsController
 from server.controllers.embeddings import EmbeddingsController
@@ -9,4 +10,4 @@ from server.controllers.models import ModelsController
 from server.controllers.tokens import TokensController
 
 ROUTES = [ModelsController, ChatController, CompletionsController, EmbeddingsController, TokensController,
-          HealthController, AdminController]
+          HealthController, AdminController, MessagesController]

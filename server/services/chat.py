@@ -114,6 +114,7 @@ async def complete_chat(pool: ModelPool[Any], request: ChatCompletionRequest,
             message=AssistantMessage(content=content, tool_calls=calls or msgspec.UNSET),
             finish_reason="tool_calls" if calls else result.finish_reason,  # type: ignore[arg-type]
             logprobs=chat_logprobs(result.logprobs) if plan.logprobs is not None else None,
+            stop_reason=result.stop if result.stop is not None and not calls else msgspec.UNSET,
         ))
     prompt_tokens, completion_tokens, cached = total_usage([r.usage for r in collected])
     record_usage(pool, metrics, request.model, [r.usage for r in collected],
@@ -122,6 +123,13 @@ async def complete_chat(pool: ModelPool[Any], request: ChatCompletionRequest,
         id=new_id("chatcmpl"), created=now(), model=request.model, choices=choices,
         usage=usage(prompt_tokens, completion_tokens, cached),
     )
+
+
+async def count_prompt_tokens(pool: ModelPool[Any], request: ChatCompletionRequest) -> int:
+    """The prompt's length in tokens, rendered exactly as `complete_chat` renders it (tools included)."""
+    plan = plan_chat(pool, request)
+    async with pool.lease(request.model) as model:
+        return len((await model.chat_prompt(plan.messages)).tokens)
 
 
 def usage(prompt_tokens: int, completion_tokens: int, cached: int) -> Usage:

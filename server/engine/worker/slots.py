@@ -344,7 +344,8 @@ class SlotEngine:
         first = seq.first_at or time.perf_counter()
         usage = Usage(len(seq.prompt), seq.generated, seq.cached, first_token_seconds=first - seq.submitted,
                       decode_seconds=(seq.last_at or first) - first, gaps=tuple(seq.gaps))
-        self._out_pieces.append((seq.job.id, seq.index, Piece(tail, finish_reason=reason, usage=usage)))
+        stop = seq.stops.matched if hit_stop else None
+        self._out_pieces.append((seq.job.id, seq.index, Piece(tail, finish_reason=reason, usage=usage, stop=stop)))
         self._release(seq)
         self._end(seq)
 
