@@ -50,8 +50,10 @@ from server.services.common import new_id
 BLOCK_SEPARATOR = "\n\n"  # between text blocks of one message: each block is a paragraph of its own
 
 
-def chat_request(request: wire.CountTokensRequest) -> ChatCompletionRequest:
-    """The chat request that renders the same prompt and samples the same way."""
+def chat_request(request: wire.CountTokensRequest, n_ctx: int | None = None) -> ChatCompletionRequest:
+    """The chat request that renders the same prompt and samples the same way. Anthropic clients (Claude
+    Code among them) send max_tokens sized for Claude, often past a local model's whole context: such a
+    value means "as much as fits", as llama-server treats it, instead of a 400 on every request."""
     chat = ChatCompletionRequest(
         model=request.model,
         messages=_messages(request),
@@ -59,7 +61,7 @@ def chat_request(request: wire.CountTokensRequest) -> ChatCompletionRequest:
         tool_choice=_tool_choice(request.tool_choice),
     )
     if isinstance(request, wire.MessagesRequest):
-        chat.max_tokens = request.max_tokens
+        chat.max_tokens = request.max_tokens if n_ctx is None or request.max_tokens < n_ctx else None
         chat.temperature = request.temperature
         chat.top_p = request.top_p
         chat.top_k = request.top_k
@@ -74,7 +76,7 @@ def chat_request(request: wire.CountTokensRequest) -> ChatCompletionRequest:
 
 async def create_message(pool: ModelPool[Any], request: wire.MessagesRequest,
                          metrics: Metrics | None = None) -> MessageResponse:
-    completion = await complete_chat(pool, chat_request(request), metrics)
+    completion = await complete_chat(pool, chat_request(request, pool.spec(request.model).n_ctx), metrics)
     choice = completion.choices[0]
     content: list[Content] = []
     if choice.message.content:

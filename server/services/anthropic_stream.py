@@ -109,7 +109,7 @@ async def stream_message(pool: ModelPool[Any], request: MessagesRequest,
     """Event bytes, one write per decode step (the first one after the first step: errors before any output
     are still an HTTP status)."""
     mapper = EventMapper(request.model, request.stop_sequences)
-    async with aclosing(chat_chunks(pool, chat_request(request), metrics)) as steps:
+    async with aclosing(chat_chunks(pool, chat_request(request, pool.spec(request.model).n_ctx), metrics)) as steps:
         async for chunks in steps:
             events = mapper.events(chunks)
             if events:

@@ -201,3 +201,8 @@ def test_stop_matcher_tells_which_stop_string_hit() -> None:
     matcher = StopMatcher(["zz", "END"])
     assert matcher.feed("abc EN") == ("abc ", False) and matcher.matched is None
     assert matcher.feed("D more") == ("", True) and matcher.matched == "END"
+
+
+def test_a_max_tokens_past_the_whole_context_means_as_much_as_fits() -> None:
+    assert chat_request(request(max_tokens=32000), n_ctx=2048).max_tokens is None  # Claude Code's size
+    assert chat_request(request(max_tokens=200), n_ctx=2048).max_tokens == 200
