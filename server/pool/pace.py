@@ -42,6 +42,7 @@ class Pace:
         self.first_token_seconds = PRIOR_FIRST_TOKEN_SECONDS
         self.answer_tokens = PRIOR_ANSWER_TOKENS
         self.measured = 0  # requests that fed the averages
+        self._paced = 0  # of those, requests with a pace (two tokens or more)
         self.running: set[Running] = set()
 
     # -- requests come and go ---------------------------------------------------------------------------
@@ -66,9 +67,10 @@ class Pace:
         fresh = self.measured == 0
         self.first_token_seconds = _average(self.first_token_seconds, first, fresh)
         self.answer_tokens = _average(self.answer_tokens, float(max(generated)), fresh)
-        if paced:
+        if paced:  # a pace needs two tokens at least
             per_token = sum(decode for _, decode in paced) / sum(gaps for gaps, _ in paced)
-            self.token_seconds = _average(self.token_seconds, per_token, fresh)
+            self.token_seconds = _average(self.token_seconds, per_token, self._paced == 0)
+            self._paced += 1
         self.measured += 1
 
     def report(self) -> dict[str, float | int]:

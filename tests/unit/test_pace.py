@@ -47,6 +47,14 @@ def test_the_first_measurement_replaces_the_prior_and_later_ones_move_the_averag
     assert pace.answer_tokens == 101
 
 
+def test_a_one_token_answer_teaches_no_pace_and_the_next_one_still_replaces_the_prior() -> None:
+    pace = Pace()
+    pace.learn([(1, 0.3, 0.0)])
+    assert pace.token_seconds == Pace().token_seconds and pace.first_token_seconds == pytest.approx(0.3)
+    pace.learn([(11, 0.3, 0.5)])
+    assert pace.token_seconds == pytest.approx(0.05)
+
+
 def test_nothing_generated_teaches_nothing() -> None:
     pace = Pace()
     pace.learn([(0, 0.0, 0.0)])
@@ -103,3 +111,11 @@ def test_the_pool_answers_429_with_the_estimate_and_forgets_requests_that_ended(
         await holder
 
     asyncio.run(scenario())
+
+
+def test_a_request_of_several_sequences_is_as_long_as_its_longest() -> None:
+    pace = Pace()
+    pace.learn([(10, 0.1, 0.9), (30, 0.3, 2.9), (0, 0.0, 0.0)])  # n=3; one stopped at once
+    assert pace.answer_tokens == 30
+    assert pace.token_seconds == pytest.approx(3.8 / 38)  # every gap of both, one pace
+    assert pace.first_token_seconds == pytest.approx(0.2)  # of the sequences that had a first token
