@@ -22,7 +22,7 @@ from server.json_request import JsonRequest
 from server.logging import configure_logging
 from server.metrics import Metrics
 from server.observe import REQUEST_ID_HEADER, RequestObserver
-from server.openapi import docs_assets, openapi_config, openapi_json
+from server.openapi import docs_assets, drop_framework_errors, openapi_config, openapi_json
 from server.pool import ModelPool
 from server.registry import ModelSpec, Registry, load_registry
 from server.reload import handle_sighup
@@ -81,6 +81,7 @@ def create_app(
         request_class=JsonRequest,
         exception_handlers={Exception: handle_exception},
         lifespan=[pool_lifespan],
+        on_startup=[drop_framework_errors],
         cors_config=_cors(settings),
         request_max_body_size=settings.max_body_bytes,
         state=state,

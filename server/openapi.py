@@ -14,14 +14,15 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-from litestar import MediaType, Request, Response, get
-from litestar.openapi import OpenAPIConfig
+from litestar import Litestar, MediaType, Request, Response, get
+from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.plugins import SwaggerRenderPlugin
-from litestar.openapi.spec import Components, SecurityScheme
+from litestar.openapi.spec import Components, Schema, SecurityScheme
 from litestar.router import Router
 from litestar.static_files import create_static_files_router
 
 from server.auth import PUBLIC
+from server.protocol.errors import ErrorResponse
 
 DOCS = "/docs"
 ASSETS = f"{DOCS}/assets"
@@ -67,3 +68,45 @@ def docs_assets() -> Router:
 def openapi_json(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
     """The schema where clients and generators look for it (FastAPI's and vLLM's place)."""
     return Response(request.app.openapi_schema.to_schema())
+
+
+# -- the error responses each route documents ---------------------------------------------------------
+# Every error leaves as OpenAI's envelope (server/http_errors.py); each handler names the statuses it can
+# answer with `responses=errors(...)`. A client that drops its connection is logged as 499 but is sent
+# nothing, so 499 is not documented.
+
+_WHY = {
+    400: "Invalid request: a field is missing, malformed or out of range (`param` names it), or the body is "
+         "not JSON",
+    401: "Only when the server runs with API keys: the key is missing or wrong",
+    404: "No such model alias (`code`: `model_not_found`); see GET /v1/models",
+    408: "The request body did not arrive within --body-read-timeout",
+    413: "The request body is larger than --max-body-bytes",
+    429: "The alias already has `max_queue` requests waiting; retry after `Retry-After` seconds",
+    500: "The engine failed while serving the request",
+    503: "The alias's model could not be loaded, crashed (see `Retry-After`), or does not fit the memory budget",
+}
+
+
+def errors(*statuses: int) -> dict[int, ResponseSpec]:
+    return {status: ResponseSpec(data_container=ErrorResponse, description=_WHY[status], generate_examples=False)
+            for status in statuses}
+
+
+GENERATION_ERRORS = errors(400, 401, 404, 408, 413, 429, 500, 503)  # a JSON body run on a model
+
+
+def drop_framework_errors(app: Litestar) -> None:
+    """On startup: remove the error responses Litestar adds by itself in its own `{status_code, detail,
+    extra}` shape (a 400 on every route with a body or a path parameter), which this server never sends.
+    The schema is built once and cached, so every reader (/openapi.json, /docs) sees the cleaned one."""
+    for path_item in app.openapi_schema.paths.values() if app.openapi_schema.paths else ():
+        for method in ("get", "post", "put", "patch", "delete"):
+            operation = getattr(path_item, method)
+            if operation is None or not operation.responses:
+                continue
+            for status, response in list(operation.responses.items()):
+                content = getattr(response, "content", None) or {}
+                schema = next(iter(content.values())).schema if content else None
+                if isinstance(schema, Schema) and schema.properties and "status_code" in schema.properties:
+                    del operation.responses[status]
