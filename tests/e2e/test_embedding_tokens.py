@@ -38,11 +38,18 @@ def test_one_flat_list_of_ids_is_one_input(server: RunningServer, client: openai
     assert max(abs(x - y) for x, y in zip(flat.data[0].embedding, text.data[0].embedding)) < 1e-4
 
 
-@pytest.mark.parametrize("bad", [[1, 2, 10**9], [[1, 2], [-1]]])
+@pytest.mark.parametrize("bad", [[1, 2, 10**9], [[1, 2], [49152]]])
 def test_ids_outside_the_vocabulary_are_a_400(client: openai.OpenAI, bad: list) -> None:
     with pytest.raises(openai.BadRequestError) as info:
         client.embeddings.create(model=MODEL, input=bad)
     assert info.value.body["param"] == "input" and "vocabulary" in info.value.body["message"]
+
+
+@pytest.mark.parametrize("bad", [[[1, 2], [-1]], [10**20]])
+def test_ids_that_are_no_token_id_at_all_are_a_400(client: openai.OpenAI, bad: list) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        client.embeddings.create(model=MODEL, input=bad)
+    assert info.value.body["param"].startswith("input")
 
 
 def test_ids_past_the_context_are_refused(client: openai.OpenAI) -> None:
