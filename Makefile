@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 BENCH_VENV := .bench/venv
 BENCH_ARGS ?=
 
-.PHONY: serve test lint models check install clean bench bench-defaults bench-profile fuzz promtool
+.PHONY: serve test lint models check install clean bench bench-defaults bench-profile fuzz promtool chromium
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,8 +36,16 @@ check: install models
 promtool:
 	sh scripts/install_promtool.sh
 
+# Debian's Chromium for the test that renders /docs in a real browser (tests/e2e/test_docs_browser.py).
+# Installed once, as root with apt-get (CI is a clean Debian); elsewhere the test skips, except with CI=true.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; \
+	  else echo "chromium is missing and cannot be installed here (needs root and apt-get): the /docs browser test will skip"; fi; }
+
 # pytest exits 5 when it collects nothing; that must fail loudly, not pass silently.
-test: install models lint promtool
+test: install models lint promtool chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install

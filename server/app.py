@@ -22,7 +22,7 @@ from server.json_request import JsonRequest
 from server.logging import configure_logging
 from server.metrics import Metrics
 from server.observe import REQUEST_ID_HEADER, RequestObserver
-from server.openapi import docs_assets, openapi_config
+from server.openapi import docs_assets, drop_framework_errors, openapi_config, openapi_json
 from server.pool import ModelPool
 from server.registry import ModelSpec, Registry, load_registry
 from server.reload import handle_sighup
@@ -71,7 +71,7 @@ def create_app(
                 await launcher.close()
 
     return Litestar(
-        route_handlers=[*ROUTES, docs_assets()],
+        route_handlers=[*ROUTES, docs_assets(), openapi_json],
         dependencies={
             "pool": Provide(provide_pool, sync_to_thread=False),
             "metrics": Provide(provide_metrics, sync_to_thread=False),
@@ -81,10 +81,11 @@ def create_app(
         request_class=JsonRequest,
         exception_handlers={Exception: handle_exception},
         lifespan=[pool_lifespan],
+        on_startup=[drop_framework_errors],
         cors_config=_cors(settings),
         request_max_body_size=settings.max_body_bytes,
         state=state,
-        openapi_config=openapi_config(version="0.1.0"),
+        openapi_config=openapi_config(version="0.1.0", with_keys=bool(api_keys)),
         debug=False,
     )
 

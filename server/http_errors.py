@@ -49,6 +49,8 @@ def status_of(exc: BaseException) -> int:
 
 def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     status, body = _describe(exc)
+    if isinstance(exc, HTTPException) and status in (404, 405):
+        body = _routing_body(request, status, exc)
     if status >= 500:
         log.error("request_failed", path=request.url.path, status=status, error=body.message, exc_info=exc)
     headers = getattr(exc, "headers", None) if status == 405 or isinstance(exc, ServerError) else None
@@ -87,6 +89,24 @@ def _describe(exc: BaseException) -> tuple[int, ErrorBody]:
         code = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}.get(exc.status_code)
         return exc.status_code, ErrorBody(message=str(exc.detail), type=error_type, code=code)
     return 500, ErrorBody(message="Internal server error.", type="server_error")
+
+
+def _routing_body(request: Request[Any, Any, Any], status: int, exc: HTTPException) -> ErrorBody:
+    """No route for this path (404), or not for this method (405): say so, and for a path that exists
+    under /v1, say where (a client's base URL that lacks /v1 is the usual cause)."""
+    method, path = request.method, request.url.path
+    if status == 405:
+        allowed = (exc.headers or {}).get("allow", "")
+        return ErrorBody(message=f"{method} is not allowed on {path}. Allowed: {allowed}.",
+                         type="invalid_request_error", code="method_not_allowed")
+    message = f"No route {method} {path}."
+    if not path.startswith("/v1/"):
+        known = {route.path for route in request.app.routes}
+        if "/v1" + path in known:
+            message += f" Did you mean /v1{path}? The OpenAI API is under /v1: end the client's base URL with /v1."
+        else:
+            message += " The OpenAI API is under /v1 (e.g. POST /v1/chat/completions); see /docs."
+    return ErrorBody(message=message, type="invalid_request_error", code="not_found")
 
 
 def _validation_body(exc: ValidationException) -> ErrorBody:

@@ -64,19 +64,31 @@ def check_generation_request(alias: str, spec: ModelSpec, request: Any) -> None:
                                   code="invalid_value")
 
 
-def check_embedding_inputs(request: Any) -> list[str]:
-    """The inputs as a list: none empty (llama.cpp fails on an input with no tokens and leaves the model
-    broken), at most MAX_EMBEDDING_INPUTS of them."""
-    inputs = [request.input] if isinstance(request.input, str) else request.input
+def check_embedding_inputs(request: Any) -> list[str | list[int]]:
+    """The inputs as a list of texts or of token id lists: one kind only, none empty (llama.cpp fails on an
+    input with no tokens and leaves the model broken), at most MAX_EMBEDDING_INPUTS of them. Token ids
+    are checked against the vocabulary by the model itself."""
+    raw = request.input
+    if isinstance(raw, str):
+        inputs: list[Any] = [raw]
+    elif raw and all(isinstance(item, int) for item in raw):
+        inputs = [raw]  # one input given as token ids
+    else:
+        inputs = raw
+    kinds = {type(item) for item in inputs}
+    if len(kinds) > 1:
+        raise InvalidRequestError("`input` mixes kinds: send a string, a list of strings, a list of token ids, "
+                                  "or a list of lists of token ids.", param="input", code="invalid_value")
     if not inputs:
         raise InvalidRequestError("`input` must not be an empty list.", param="input", code="invalid_value")
     if len(inputs) > MAX_EMBEDDING_INPUTS:
         raise InvalidRequestError(f"`input` has {len(inputs)} items, above the limit of {MAX_EMBEDDING_INPUTS}.",
                                   param="input", code="invalid_value")
-    empty = next((i for i, text in enumerate(inputs) if not text), None)
+    empty = next((i for i, item in enumerate(inputs) if not item), None)
     if empty is not None:
-        where = "`input`" if isinstance(request.input, str) else f"`input[{empty}]`"
-        raise InvalidRequestError(f"{where} is an empty string; every input needs some text to embed.",
+        where = "`input`" if inputs is not raw else f"`input[{empty}]`"  # not raw: one input, wrapped
+        what = "an empty string" if isinstance(inputs[empty], str) else "an empty list of token ids"
+        raise InvalidRequestError(f"{where} is {what}; every input needs something to embed.",
                                   param="input", code="invalid_value")
     return inputs
 

@@ -5,6 +5,7 @@ from typing import Any
 from litestar import Controller, get, post
 from litestar.datastructures import State
 
+from server.openapi import errors
 from server.pool import ModelPool
 from server.reload import reload_registry
 
@@ -15,20 +16,22 @@ class AdminController(Controller):
     path = "/admin"
     tags = ["admin"]
 
-    @get("/pool", summary="Every alias: loaded, busy, waiting, last used, load time")
+    @get("/pool", summary="Every alias: loaded, busy, waiting, last used, load time", responses=errors(401))
     async def pool_state(self, pool: ModelPool) -> dict[str, Any]:
         return {"models": pool.snapshot(), "max_resident": pool.max_resident, "memory_budget": pool.memory_budget}
 
-    @post("/models/{alias:str}/load", status_code=200, summary="Load an alias now (waits for its turn)")
+    @post("/models/{alias:str}/load", status_code=200, summary="Load an alias now (waits for its turn)",
+          responses=errors(401, 404, 408, 429, 503))
     async def load(self, alias: str, pool: ModelPool) -> dict[str, Any]:
         await pool.load(alias)
         return {"id": alias, "status": "loaded"}
 
     @post("/models/{alias:str}/unload", status_code=200,
-          summary="Unload an alias: now if idle, else once its running request ends")
+          summary="Unload an alias: now if idle, else once its running request ends", responses=errors(401, 404, 408))
     async def unload(self, alias: str, pool: ModelPool) -> dict[str, Any]:
         return {"id": alias, "status": await pool.unload(alias)}
 
-    @post("/reload", status_code=200, summary="Re-read models.yaml (refused, old registry kept, if invalid)")
+    @post("/reload", status_code=200, summary="Re-read models.yaml (refused, old registry kept, if invalid)",
+          responses=errors(400, 401, 408))
     async def reload(self, pool: ModelPool, state: State) -> dict[str, Any]:
         return await reload_registry(pool, state.settings.config)

@@ -7,6 +7,7 @@ from litestar.response import Stream
 
 from server.controllers.disconnect import unless_disconnected
 from server.metrics import Metrics
+from server.openapi import GENERATION_ERRORS
 from server.pool import ModelPool
 from server.protocol.chat import ChatCompletionRequest
 from server.protocol.chat_response import ChatCompletion
@@ -19,7 +20,7 @@ class ChatController(Controller):
     tags = ["chat"]
 
     @post("", status_code=200, summary="Create a chat completion (streamed as SSE when `stream` is true)",
-)
+          responses=GENERATION_ERRORS)
     async def create(self, data: ChatCompletionRequest, pool: ModelPool, metrics: Metrics,
                      request: Request[Any, Any, Any]) -> Response[ChatCompletion]:
         if data.stream:

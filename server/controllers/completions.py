@@ -7,6 +7,7 @@ from litestar.response import Stream
 
 from server.controllers.disconnect import unless_disconnected
 from server.metrics import Metrics
+from server.openapi import GENERATION_ERRORS
 from server.pool import ModelPool
 from server.protocol.completions import Completion, CompletionRequest
 from server.services.completions import complete_text, stream_text
@@ -17,7 +18,8 @@ class CompletionsController(Controller):
     path = "/v1/completions"
     tags = ["completions"]
 
-    @post("", status_code=200, summary="Create a text completion (streamed as SSE when `stream` is true)")
+    @post("", status_code=200, summary="Create a text completion (streamed as SSE when `stream` is true)",
+          responses=GENERATION_ERRORS)
     async def create(self, data: CompletionRequest, pool: ModelPool, metrics: Metrics,
                      request: Request[Any, Any, Any]) -> Response[Completion]:
         if data.stream:

@@ -2,10 +2,12 @@ from __future__ import annotations
 
 from litestar import Controller, Response, get
 from litestar.datastructures import State
+from litestar.openapi import ResponseSpec
 
 from server.auth import METRICS, PUBLIC
 from server.errors import NotReadyError
 from server.metrics import Metrics
+from server.protocol.errors import ErrorResponse
 
 
 class HealthController(Controller):
@@ -18,7 +20,9 @@ class HealthController(Controller):
     async def health(self) -> dict[str, str]:
         return {"status": "ok"}
 
-    @get("/ready", opt=PUBLIC, summary="Registry loaded and pool usable; 503 while starting or shutting down")
+    @get("/ready", opt=PUBLIC, summary="Registry loaded and pool usable; 503 while starting or shutting down",
+         responses={503: ResponseSpec(data_container=ErrorResponse, description="Starting or shutting down",
+                                      generate_examples=False)})
     async def ready(self, state: State) -> dict[str, object]:
         if state.shutting_down:
             raise NotReadyError("The server is shutting down.")

@@ -4,6 +4,7 @@ from typing import Any
 
 from litestar import Controller, Request, get
 
+from server.openapi import errors
 from server.pool import ModelPool
 from server.protocol.models import ModelCard, ModelList
 from server.services.models import list_models, model_card
@@ -16,10 +17,11 @@ class ModelsController(Controller):
     path = "/v1/models"
     tags = ["models"]
 
-    @get("", summary="List every alias in the registry, loaded or not")
+    @get("", summary="List every alias in the registry, loaded or not", responses=errors(401))
     async def list(self, pool: ModelPool, request: Request[Any, Any, Any]) -> ModelList:
         return list_models(pool, request.app.state.started_at)
 
-    @get("/{model_id:path}", summary="One alias: its context size and whether it is loaded")
+    @get("/{model_id:path}", summary="One alias: its context size and whether it is loaded",
+         responses=errors(401, 404))
     async def retrieve(self, model_id: str, pool: ModelPool, request: Request[Any, Any, Any]) -> ModelCard:
         return model_card(pool, model_id.lstrip("/"), request.app.state.started_at)

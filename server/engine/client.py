@@ -136,7 +136,7 @@ class WorkerModel:
     async def detokenize(self, tokens: list[int]) -> str:
         return await self._call(lambda id: m.DetokenizeCall(id=id, tokens=tokens))
 
-    async def embed(self, inputs: list[str]) -> Embeddings:
+    async def embed(self, inputs: list[str | list[int]]) -> Embeddings:
         value = await self._call(lambda id: m.EmbedCall(id=id, inputs=inputs))
         return msgspec.convert(value, Embeddings)
 

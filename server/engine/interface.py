@@ -46,7 +46,9 @@ class Model(Protocol):
         bad grammar) raises before any piece. Leaving the iterator early cancels what is left."""
         ...
 
-    async def embed(self, inputs: list[str]) -> Embeddings: ...
+    async def embed(self, inputs: list[str | list[int]]) -> Embeddings:
+        """One pooled, normalised vector per input: a text, or the model's own token ids."""
+        ...
 
     async def close(self) -> None:
         """End the model and give its memory back. Requests still running on it fail."""

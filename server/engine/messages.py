@@ -42,7 +42,7 @@ class DetokenizeCall(msgspec.Struct, tag=True, frozen=True):
 
 class EmbedCall(msgspec.Struct, tag=True, frozen=True):
     id: int
-    inputs: list[str]
+    inputs: list[str | list[int]]  # texts, or token ids
 
 
 class Generate(msgspec.Struct, tag=True, frozen=True):

@@ -34,6 +34,7 @@ class ChoiceLogprobs(msgspec.Struct, kw_only=True):
 class AssistantMessage(msgspec.Struct, kw_only=True):
     role: Literal["assistant"] = "assistant"
     content: str | None = None
+    refusal: str | None = None  # OpenAI always sends it; this server never refuses
     tool_calls: list[ToolCall] | UnsetType = UNSET
 
 
@@ -69,6 +70,7 @@ class ToolCallDelta(msgspec.Struct, kw_only=True):
 class ChatDelta(msgspec.Struct, kw_only=True):
     role: Literal["assistant"] | UnsetType = UNSET
     content: str | UnsetType = UNSET
+    refusal: str | None | UnsetType = UNSET  # null in the first delta of a choice, as OpenAI sends it
     tool_calls: list[ToolCallDelta] | UnsetType = UNSET
 
 

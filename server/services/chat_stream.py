@@ -59,7 +59,7 @@ class ChunkBuilder:
         out: list[ChatCompletionChunk] = []
         if not self._started[index]:
             self._started[index] = True
-            out += self._chunk(index, ChatDelta(role="assistant", content=""))
+            out += self._chunk(index, ChatDelta(role="assistant", content="", refusal=None))
         text = piece.text
         content_filter = self._filters[index] if self._filters else None
         if content_filter is not None:

@@ -13,7 +13,7 @@ import llama_cpp
 import msgspec
 
 from server.engine.types import ChatPrompt, Embeddings, Request, check_context
-from server.engine.worker.compat import chat_handler, model_of, n_ctx_train, render_chat
+from server.engine.worker.compat import chat_handler, embed_tokens, model_of, n_ctx_train, render_chat
 from server.engine.worker.sampling import check_grammar
 from server.engine.worker.slots import Emit, SlotEngine
 from server.engine.worker.tokens import TokenPieces
@@ -130,22 +130,22 @@ class LlamaEngine:
 
     # -- embeddings -------------------------------------------------------------------------------
 
-    def embed(self, inputs: list[str]) -> Embeddings:
-        """One pooled, normalised vector per input. Every input is checked first: empty ones and ones
-        past the context are refused (llama.cpp would write out of bounds or cut them short)."""
-        token_lists = [self.tokenize(i) for i in inputs]
+    def embed(self, inputs: list[str | list[int]]) -> Embeddings:
+        """One pooled, normalised vector per input, a text or the model's own token ids (taken as they
+        are: no BOS added). Every input is checked first: empty ones, ids outside the vocabulary and
+        inputs past the context are refused (llama.cpp would write out of bounds or cut them short)."""
+        token_lists = [i if isinstance(i, list) else self.tokenize(i) for i in inputs]
+        limit = min(self.n_ctx, self._llm.n_batch)  # one input is decoded in one batch
         for index, tokens in enumerate(token_lists):
             where = f"input[{index}]" if len(inputs) > 1 else "input"
             if not tokens:
                 raise InvalidRequestError(f"`{where}` is empty: there is nothing to embed.", param="input")
             self._check_tokens(tokens, "input")
-            if len(tokens) > self.n_ctx:
+            if len(tokens) > limit:
                 raise ContextLengthError(f"`{where}` has {len(tokens)} tokens; this model's context is "
-                                         f"{self.n_ctx}. Shorten it.", param="input")
+                                         f"{limit}. Shorten it.", param="input")
         try:
-            # `Llama.embed` takes text only and tokenizes it again: a second pass over short inputs,
-            # cheaper than keeping a copy of its batching loop here.
-            vectors = self._llm.embed(inputs, normalize=True)
+            vectors = embed_tokens(self._llm, token_lists)
         except (ValueError, RuntimeError) as exc:
             raise EngineError(f"embedding failed: {exc}") from exc
         return Embeddings(vectors, sum(len(t) for t in token_lists))
