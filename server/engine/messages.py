@@ -27,6 +27,8 @@ class Load(msgspec.Struct, tag=True, frozen=True):
 class ChatPromptCall(msgspec.Struct, tag=True, frozen=True):
     id: int
     messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]] | None = None  # for a template that renders them itself
+    template_kwargs: dict[str, Any] = {}  # extra template variables (enable_thinking, reasoning_effort...)
 
 
 class TokenizeCall(msgspec.Struct, tag=True, frozen=True):
@@ -66,6 +68,7 @@ class Loaded(msgspec.Struct, tag=True, frozen=True):
     n_vocab: int
     n_threads: int
     n_threads_batch: int
+    chat_template: str | None = None  # the Jinja template chats are rendered with; None: a named format
 
 
 class Fault(msgspec.Struct, frozen=True):

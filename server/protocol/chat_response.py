@@ -35,6 +35,7 @@ class AssistantMessage(msgspec.Struct, kw_only=True):
     role: Literal["assistant"] = "assistant"
     content: str | None = None
     tool_calls: list[ToolCall] | UnsetType = UNSET
+    reasoning_content: str | None | UnsetType = UNSET  # a thinking model's reasoning (DeepSeek's, vLLM's name)
 
 
 class ChatChoice(msgspec.Struct, kw_only=True):
@@ -68,6 +69,7 @@ class ToolCallDelta(msgspec.Struct, kw_only=True):
 class ChatDelta(msgspec.Struct, kw_only=True):
     role: Literal["assistant"] | UnsetType = UNSET
     content: str | UnsetType = UNSET
+    reasoning_content: str | UnsetType = UNSET
     tool_calls: list[ToolCallDelta] | UnsetType = UNSET
 
 

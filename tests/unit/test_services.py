@@ -23,12 +23,14 @@ class ScriptedModel:
 
     def __init__(self, alias: str, script: list[list[Indexed]], fail: BaseException | None = None) -> None:
         self.alias, self.n_ctx, self.n_vocab = alias, 2048, 100
+        self.chat_template: str | None = None
         self.script, self.fail = script, fail
         self.requests: list[list[Request]] = []
         self.left_early = False
         self._ended: asyncio.Future[Exit] | None = None
 
-    async def chat_prompt(self, messages: list[dict[str, Any]]) -> ChatPrompt:
+    async def chat_prompt(self, messages: list[dict[str, Any]], *, tools: list[dict[str, Any]] | None = None,
+                          template_kwargs: dict[str, Any] | None = None) -> ChatPrompt:
         return ChatPrompt(tokens=[1, 2, 3], stop=["<|im_end|>"])
 
     async def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
