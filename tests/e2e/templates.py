@@ -48,9 +48,12 @@ LLAMA3 = (
 # Mistral v3 style: [AVAILABLE_TOOLS] before the last user turn, calls as a [TOOL_CALLS] JSON list,
 # results in [TOOL_RESULTS].
 MISTRAL = (
+    "{%- set ns = namespace(last=0) -%}"
+    "{%- for m in messages %}{% if m.role == 'user' %}{% set ns.last = loop.index0 %}{% endif %}{% endfor -%}"
     "{%- for m in messages -%}"
     "{%- if m.role == 'user' or m.role == 'system' -%}"
-    "{%- if tools and loop.last %}{{ '[AVAILABLE_TOOLS]' + (tools | tojson) + '[/AVAILABLE_TOOLS]' }}{% endif -%}"
+    "{%- if tools and loop.index0 == ns.last -%}"
+    "{{ '[AVAILABLE_TOOLS]' + (tools | tojson) + '[/AVAILABLE_TOOLS]' }}{% endif -%}"
     "{{ '[INST]' + m.content + '[/INST]' }}"
     "{%- elif m.role == 'tool' -%}"
     "{{ '[TOOL_RESULTS]' + ({'call_id': m.tool_call_id, 'content': m.content} | tojson) + '[/TOOL_RESULTS]' }}"
@@ -71,8 +74,10 @@ THINKING = (
 
 
 def registry(**templates: str) -> str:
-    """A models.yaml with one alias per template (JSON strings are YAML strings)."""
-    lines = ["models:"]
+    """A models.yaml with one alias per template (JSON strings are YAML strings), and `plain`: the GGUF's own
+    template, which knows nothing of tools or thinking."""
+    lines = ["pool:", f"  max_resident: {len(templates) + 1}", "models:",
+             "  plain:", "    path: {model}", "    sampling:", "      temperature: 0.0"]  # the GGUF's template
     for alias, template in templates.items():
         lines += [f"  {alias}:", "    path: {model}", "    n_ctx: 2048", f"    chat_template: {json.dumps(template)}",
                   "    sampling:", "      temperature: 0.0"]
