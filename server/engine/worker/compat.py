@@ -13,7 +13,7 @@ from llama_cpp import llama_chat_format, llama_grammar
 from llama_cpp._internals import LlamaContext, LlamaSampler
 
 from server.engine.types import ChatPrompt
-from server.errors import InvalidRequestError
+from server.errors import InvalidRequestError, ModelLoadError
 
 __all__ = ["LlamaContext", "LlamaSampler", "Threadpools", "chat_handler", "grammar_parts", "model_of", "n_ctx_train",
            "render_chat", "render_template", "template_formatter"]
@@ -104,7 +104,7 @@ def template_formatter(llm: llama_cpp.Llama, template: str) -> Any:
             template=template, eos_token=vocab.token_get_text(eos) if eos != -1 else "",
             bos_token=vocab.token_get_text(bos) if bos != -1 else "")
     except jinja2.TemplateError as exc:
-        raise ValueError(f"the chat template does not parse: {exc}") from exc
+        raise ModelLoadError(f"the chat template does not parse: {exc}") from exc
 
 
 def render_template(llm: llama_cpp.Llama, formatter: Any, messages: list[dict[str, Any]],
