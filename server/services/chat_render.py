@@ -55,7 +55,7 @@ def render(request: ChatCompletionRequest, spec: ModelSpec, template: str | None
     if handles_tools(template):
         assert template is not None
         fmt = tool_formats.family(template)
-        rendered = tools.native_history(messages, request.messages)
+        rendered = tools.native_history(messages, request.messages, fmt)
         tool_list = tools.template_tools(plan) if plan is not None else None
     else:
         fmt, tool_list = HERMES, None

@@ -9,6 +9,7 @@ to find it in the output. One table, one parser; a family is a row.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 import string
@@ -31,8 +32,19 @@ class ToolFormat:
 
     def new_id(self) -> str:
         if self.id_length:
-            return "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(self.id_length))
+            return "".join(secrets.choice(_ALNUM) for _ in range(self.id_length))
         return f"call_{secrets.token_hex(12)}"
+
+    def history_id(self, call_id: str) -> str:
+        """A call id from the history as the template accepts it: the same id always maps to the same one,
+        so a call and its result still match (`call_...` ids from other servers meet Mistral's rule)."""
+        if not self.id_length or (len(call_id) == self.id_length and call_id.isalnum()):
+            return call_id
+        digest = hashlib.sha256(call_id.encode()).digest()
+        return "".join(_ALNUM[b % len(_ALNUM)] for b in digest[:self.id_length])
+
+
+_ALNUM = string.ascii_letters + string.digits
 
 
 HERMES = ToolFormat("hermes", ("<tool_call>",), "<tool_call>", "</tool_call>", ("<tool_call>",), "arguments")

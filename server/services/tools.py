@@ -87,7 +87,8 @@ def template_tools(plan: ToolPlan) -> list[dict[str, Any]]:
     ]
 
 
-def native_history(messages: list[dict[str, Any]], source: list[ChatMessage]) -> list[dict[str, Any]]:
+def native_history(messages: list[dict[str, Any]], source: list[ChatMessage],
+                   fmt: ToolFormat = HERMES) -> list[dict[str, Any]]:
     """Tool calls and results as data, the way Hugging Face templates read them: `tool_calls` with
     arguments as an object, and `tool` messages with their call's id and function name."""
     names = _call_names(source)
@@ -96,13 +97,13 @@ def native_history(messages: list[dict[str, Any]], source: list[ChatMessage]) ->
         rendered = dict(rendered)
         if message.role == "assistant" and message.tool_calls:
             rendered["tool_calls"] = [
-                {"id": c.id, "type": "function",
+                {"id": fmt.history_id(c.id), "type": "function",
                  "function": {"name": c.function.name, "arguments": _loads(c.function.arguments)}}
                 for c in message.tool_calls
             ]
         elif message.role == "tool":
             call_id = message.tool_call_id if message.tool_call_id is not UNSET else ""
-            rendered["tool_call_id"] = call_id
+            rendered["tool_call_id"] = fmt.history_id(call_id)
             rendered["name"] = names.get(call_id, "")
         if message.name is not UNSET and message.role != "tool":
             rendered["name"] = message.name

@@ -43,6 +43,9 @@ def test_several_calls_and_ids_per_family() -> None:
     _, calls = tool_formats.parse(HERMES, '<tool_call>{"name": "a", "arguments": {}}</tool_call>'
                                           '<tool_call>{"name": "b", "arguments": {}}</tool_call>')
     assert [c.function.name for c in calls] == ["a", "b"] and calls[0].id.startswith("call_")
+    mapped = MISTRAL.history_id("call_0123456789abcdef")
+    assert len(mapped) == 9 and mapped.isalnum() and mapped == MISTRAL.history_id("call_0123456789abcdef")
+    assert MISTRAL.history_id("abcdefghi") == "abcdefghi" and HERMES.history_id("call_1") == "call_1"
 
 
 @pytest.mark.parametrize(("fmt", "text"), [
