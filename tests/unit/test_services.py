@@ -122,6 +122,39 @@ def test_a_tool_call_in_the_text_becomes_tool_calls() -> None:
     asyncio.run(scenario())
 
 
+def test_a_tool_aware_template_gets_tools_as_data_and_its_family_call_is_streamed() -> None:
+    """A Llama-3-style template: tools reach the template, the grammar opens on `{"name"`, and a call in
+    that family's format after streamed reasoning becomes tool-call deltas."""
+    call = '{"name": "weather", "parameters": {"city": "Oslo"}}'
+    model = ScriptedModel("m", [[(0, Piece("<think>hm"))], [(0, Piece("</think>"))], [(0, Piece(call[:9]))],
+                                [(0, Piece(call[9:], "stop", usage=usage(9)))]])
+    model.chat_template = "{% if tools %}<|python_tag|>{{ tools | tojson }}{% endif %}<think>"
+    seen: list[Any] = []
+    original = model.chat_prompt
+
+    async def chat_prompt(messages: list[dict[str, Any]], **kwargs: Any) -> ChatPrompt:
+        seen.append(kwargs)
+        return await original(messages, **kwargs)
+
+    model.chat_prompt = chat_prompt  # type: ignore[method-assign]
+    tools = [Tool(function=FunctionDef(name="weather", parameters={"type": "object"}))]
+
+    async def scenario() -> list[str]:
+        stream = await started(stream_chat(pool_of(model), chat(tools=tools, stream=True)))
+        return events(b"".join([chunk async for chunk in stream]))
+
+    out = [json.loads(e) for e in asyncio.run(scenario())[:-1]]
+    deltas = [e["choices"][0]["delta"] for e in out]
+    assert seen[0]["tools"][0]["function"]["name"] == "weather"
+    grammar = model.requests[0][0].sampling.grammar
+    assert grammar is not None and grammar.lazy and grammar.trigger == '{"name"' and grammar.open == ""
+    assert "".join(d.get("reasoning_content", "") for d in deltas) == "hm"
+    assert "".join(d.get("content", "") for d in deltas) == ""
+    (tool_call,) = [c for d in deltas for c in d.get("tool_calls", [])]
+    assert json.loads(tool_call["function"]["arguments"]) == {"city": "Oslo"}
+    assert out[-1]["choices"][0]["finish_reason"] == "tool_calls"
+
+
 def test_a_model_that_dies_mid_stream_ends_it_with_an_error_event_then_done() -> None:
     crash = ModelCrashedError("The model `m` stopped while serving this request (its worker killed by signal 9).")
     model = ScriptedModel("m", [[(0, Piece("Once"))], [(0, Piece(" upon"))]], fail=crash)
