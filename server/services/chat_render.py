@@ -14,7 +14,7 @@ from typing import Any
 
 from msgspec import UNSET
 
-from server.errors import InvalidRequestError
+from server.errors import InvalidRequestError, UnsupportedParameterError
 from server.protocol.chat import ChatCompletionRequest
 from server.registry import ModelSpec
 from server.services import reasoning, tool_formats, tools
@@ -68,7 +68,7 @@ def render(request: ChatCompletionRequest, spec: ModelSpec, template: str | None
         elif template is not None and "enable_thinking" in template:
             variables.setdefault("enable_thinking", effort != "none")
         else:
-            raise InvalidRequestError("reasoning_effort is not supported with this model: its chat template has "
-                                      "no reasoning setting.", param="reasoning_effort")
+            raise UnsupportedParameterError("reasoning_effort is not supported with this model: its chat template "
+                                            "has no reasoning setting.", param="reasoning_effort")
     return Rendering(messages=rendered, tools=tool_list, variables=variables, tool_format=fmt,
                      thinks=reasoning.thinks(template, spec.reasoning_format))
