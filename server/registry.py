@@ -48,6 +48,15 @@ class ModelSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
     n_batch: PositiveInt = 512
     n_ubatch: PositiveInt = 512
     chat_format: str | None = None
+    # A Jinja chat template used instead of the GGUF's own (Hugging Face's template language). With
+    # `tools` in it, tools and tool history are rendered through it and calls parsed in its family's format.
+    chat_template: str | None = None
+    # Extra variables every render of the template gets (e.g. `enable_thinking: false`); a request's own
+    # `chat_template_kwargs` override them key by key.
+    chat_template_kwargs: dict[str, Any] = {}
+    # `auto`: a template that writes `<think>` has its thinking returned as `reasoning_content`;
+    # `deepseek`: always split `<think>...</think>` off; `none`: never (thinking stays in the content).
+    reasoning_format: Literal["auto", "deepseek", "none"] = "auto"
     embedding: bool = False
     pooling_type: PoolingName | int = "unspecified"
     flash_attn: bool | None = None  # None: llama.cpp decides per backend (what llama-server does)

@@ -76,6 +76,7 @@ class WorkerModel:
         self.spec = spec
         self.n_ctx = loaded.n_ctx
         self.n_vocab = loaded.n_vocab
+        self.chat_template = loaded.chat_template
         self._loaded = loaded
         self._kv_cells_used = 0  # as the latest Step reported it: read at scrape time, never asked for
         self._process = process
@@ -126,8 +127,10 @@ class WorkerModel:
 
     # -- the engine interface ----------------------------------------------------------------------
 
-    async def chat_prompt(self, messages: list[dict[str, Any]]) -> ChatPrompt:
-        value = await self._call(lambda id: m.ChatPromptCall(id=id, messages=messages))
+    async def chat_prompt(self, messages: list[dict[str, Any]], *, tools: list[dict[str, Any]] | None = None,
+                          template_kwargs: dict[str, Any] | None = None) -> ChatPrompt:
+        value = await self._call(lambda id: m.ChatPromptCall(id=id, messages=messages, tools=tools,
+                                                            template_kwargs=template_kwargs or {}))
         return msgspec.convert(value, ChatPrompt)
 
     async def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:

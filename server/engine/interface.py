@@ -31,9 +31,12 @@ class Model(Protocol):
     alias: str
     n_ctx: int
     n_vocab: int
+    chat_template: str | None  # the Jinja template chats are rendered with; None: a named chat format
 
-    async def chat_prompt(self, messages: list[dict[str, Any]]) -> ChatPrompt:
-        """The chat rendered by the model's template, tokenized, with the template's stop strings."""
+    async def chat_prompt(self, messages: list[dict[str, Any]], *, tools: list[dict[str, Any]] | None = None,
+                          template_kwargs: dict[str, Any] | None = None) -> ChatPrompt:
+        """The chat rendered by the model's template, tokenized, with the template's stop strings. `tools`
+        and `template_kwargs` reach a Jinja template as its variables; a named format ignores them."""
         ...
 
     async def tokenize(self, text: str, *, add_special: bool = True) -> list[int]: ...

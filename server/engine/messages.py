@@ -27,6 +27,8 @@ class Load(msgspec.Struct, tag=True, frozen=True):
 class ChatPromptCall(msgspec.Struct, tag=True, frozen=True):
     id: int
     messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]] | None = None  # for a template that renders them itself
+    template_kwargs: dict[str, Any] = {}  # extra template variables (enable_thinking, reasoning_effort...)
 
 
 class TokenizeCall(msgspec.Struct, tag=True, frozen=True):
@@ -67,6 +69,7 @@ class Loaded(msgspec.Struct, tag=True, frozen=True):
     n_threads: int
     n_threads_batch: int
     kv_cells: int = 0  # KV cells allocated for generation (n_ctx x slots); 0 for an embedding model
+    chat_template: str | None = None  # the Jinja template chats are rendered with; None: a named format
 
 
 class Fault(msgspec.Struct, frozen=True):

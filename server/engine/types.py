@@ -49,14 +49,19 @@ class Grammar(msgspec.Struct, frozen=True, kw_only=True):
     """Constrained output, described rather than compiled: the worker turns it into llama.cpp's GBNF.
 
     `schema`: a JSON schema as JSON text, or None for any JSON object. `open`/`close`: literal text
-    around the JSON (a tool call's tags). `lazy`: free text until the model writes `open`, the grammar
-    from there on. `param`: the request field a schema problem is reported against.
+    around the JSON (a tool call's tags). `lazy`: free text until the model writes `trigger` (or `open`),
+    the grammar from there on (the trigger is the grammar's own first text). `after` (`</think>`): the
+    output starts with free text that must end with it, then the constrained part (a thinking model
+    reasons first; the constraint still applies before the end).
+    `param`: the request field a schema problem is reported against.
     """
 
     schema: str | None = None
     open: str = ""
     close: str = ""
     lazy: bool = False
+    trigger: str = ""
+    after: str = ""
     param: str = "response_format"
 
 
@@ -86,10 +91,12 @@ class Request(NamedTuple):
 
 
 class ChatPrompt(NamedTuple):
-    """A chat rendered by the model's template: its tokens, and the stop strings the template adds."""
+    """A chat rendered by the model's template: its tokens, and the stop strings the template adds.
+    `reasoning_open`: the prompt ends inside a `<think>` block, so the output starts as reasoning."""
 
     tokens: list[int]
     stop: list[str]
+    reasoning_open: bool = False
 
 
 class Embeddings(NamedTuple):

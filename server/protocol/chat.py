@@ -112,6 +112,10 @@ class ChatCompletionRequest(msgspec.Struct, kw_only=True):
     parallel_tool_calls: bool | None = None
     response_format: ResponseFormat | None = None
     user: str | None = None
+    # Reasoning models: passed to a chat template that reads it (or mapped onto `enable_thinking`).
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None | UnsetType = UNSET
+    # vLLM's extension: extra variables for the chat template, e.g. {"enable_thinking": false}.
+    chat_template_kwargs: dict[str, Any] | None = None
     # OpenAI parameters this server does not implement: declared so that a request using them gets a
     # 400 naming the parameter (see services.params.refuse_unsupported) instead of being ignored.
     functions: Any | UnsetType = UNSET
@@ -119,7 +123,6 @@ class ChatCompletionRequest(msgspec.Struct, kw_only=True):
     audio: Any | UnsetType = UNSET
     modalities: Any | UnsetType = UNSET
     prediction: Any | UnsetType = UNSET
-    reasoning_effort: Any | UnsetType = UNSET
     web_search_options: Any | UnsetType = UNSET
     store: Any | UnsetType = UNSET
     metadata: Any | UnsetType = UNSET

@@ -36,6 +36,7 @@ class AssistantMessage(msgspec.Struct, kw_only=True):
     content: str | None = None
     refusal: str | None = None  # OpenAI always sends it; this server never refuses
     tool_calls: list[ToolCall] | UnsetType = UNSET
+    reasoning_content: str | None | UnsetType = UNSET  # a thinking model's reasoning (DeepSeek's, vLLM's name)
 
 
 class ChatChoice(msgspec.Struct, kw_only=True):
@@ -71,6 +72,7 @@ class ChatDelta(msgspec.Struct, kw_only=True):
     role: Literal["assistant"] | UnsetType = UNSET
     content: str | UnsetType = UNSET
     refusal: str | None | UnsetType = UNSET  # null in the first delta of a choice, as OpenAI sends it
+    reasoning_content: str | UnsetType = UNSET
     tool_calls: list[ToolCallDelta] | UnsetType = UNSET
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 
-from server.engine import ChatPrompt, Grammar, Request
+from server.engine import ChatPrompt, Grammar, Model, Request
 from server.errors import InvalidRequestError
 from server.limits import check_generation_request
 from server.metrics import Metrics
@@ -17,7 +17,10 @@ from server.pool import ModelPool
 from server.protocol.chat import ChatCompletionRequest, ChatMessage, JsonObjectFormat, JsonSchemaResponseFormat
 from server.protocol.chat_response import AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionChunk
 from server.protocol.common import PromptTokensDetails, Usage
-from server.services import chat_stream, tools
+from server.registry import ModelSpec
+from server.services import chat_render, chat_stream, tools
+from server.services.chat_output import OutputFormat, whole
+from server.services.chat_render import Rendering
 from server.services.choices import choice_requests, collect, total_usage
 from server.services.common import new_id, now, record_usage, require_kind
 from server.services.logprobs import chat_logprobs
@@ -26,8 +29,8 @@ from server.services.schema_limits import check_schema
 from server.streaming import event
 
 UNSUPPORTED = (
-    "functions", "function_call", "audio", "modalities", "prediction", "reasoning_effort",
-    "web_search_options", "store", "metadata", "service_tier", "verbosity",
+    "functions", "function_call", "audio", "modalities", "prediction", "web_search_options", "store", "metadata",
+    "service_tier", "verbosity",
 )
 # Values of unsupported parameters that ask for nothing beyond what we do anyway.
 NEUTRAL: dict[str, Any] = {"store": False, "metadata": {}, "service_tier": "auto"}
@@ -36,8 +39,11 @@ _encode = msgspec.json.Encoder().encode
 
 @dataclass(frozen=True)
 class ChatPlan:
-    """Everything decided before the model is touched; the engine work only renders and generates."""
+    """Everything decided before the model is touched. What depends on the model's template (how tools
+    and history are rendered, how output is parsed) is decided by `render` once the model is leased."""
 
+    request: ChatCompletionRequest
+    spec: ModelSpec
     messages: list[dict[str, Any]]
     n: int
     max_tokens: int | None
@@ -45,10 +51,31 @@ class ChatPlan:
     sampling: Any
     logprobs: int | None
     tools: tools.ToolPlan | None
+    response_grammar: Grammar | None
 
-    def requests(self, prompt: ChatPrompt) -> list[Request]:
-        return choice_requests(prompt.tokens, self.n, self.max_tokens, self.stop + prompt.stop, self.sampling,
-                               self.logprobs)
+    def render(self, model: Model) -> Rendering:
+        return chat_render.render(self.request, self.spec, model.chat_template, self.messages, self.tools)
+
+    async def prompt(self, model: Model) -> tuple[ChatPrompt, OutputFormat, list[Request]]:
+        """The prompt rendered by the model, the format its output comes back in, and the engine requests."""
+        rendering = self.render(model)
+        prompt = await model.chat_prompt(rendering.messages, tools=rendering.tools,
+                                         template_kwargs=rendering.variables)
+        reasoning_open = rendering.thinks and prompt.reasoning_open
+        # A thinking model reasons first: a constraint applies from its `</think>` on.
+        after = "</think>" if reasoning_open else ""
+        grammar = self.response_grammar
+        if self.tools is not None:
+            grammar = self.tools.grammar(rendering.tool_format, after=after)
+        elif grammar is not None and after:
+            grammar = msgspec.structs.replace(grammar, after=after)
+        sampling = msgspec.structs.replace(self.sampling, grammar=grammar)
+        output = OutputFormat(tools=rendering.tool_format if self.tools is not None else None,
+                              thinks=rendering.thinks, reasoning_open=reasoning_open,
+                              strip_echo=any(m.role == "tool" for m in self.request.messages))
+        requests = choice_requests(prompt.tokens, self.n, self.max_tokens, self.stop + prompt.stop, sampling,
+                                   self.logprobs)
+        return prompt, output, requests
 
 
 def _text(message: ChatMessage) -> str:
@@ -72,24 +99,24 @@ def plan_chat(pool: ModelPool[Any], request: ChatCompletionRequest) -> ChatPlan:
     if tool_plan is not None and isinstance(fmt, (JsonObjectFormat, JsonSchemaResponseFormat)):
         raise InvalidRequestError("response_format cannot be combined with tool calls; set tool_choice to none.",
                                   param="response_format")
-    grammar = _grammar(fmt, tool_plan)
+    chat_render.check_variables(request)
     messages = [{"role": m.role if m.role != "developer" else "system", "content": _text(m)} for m in request.messages]
-    messages = tools.history(messages, request.messages, tool_plan.instructions if tool_plan else None)
     return ChatPlan(
+        request=request,
+        spec=spec,
         messages=messages,
         n=request.n or 1,
         max_tokens=max_tokens(request.model, spec, {"max_completion_tokens": request.max_completion_tokens,
                                                     "max_tokens": request.max_tokens}, fallback=None),
         stop=stop_list(request.stop),
-        sampling=sampling_params(spec, request, grammar=grammar),
+        sampling=sampling_params(spec, request),
         logprobs=(request.top_logprobs or 0) if request.logprobs else None,
         tools=tool_plan,
+        response_grammar=_grammar(fmt),
     )
 
 
-def _grammar(fmt: Any, tool_plan: tools.ToolPlan | None) -> Grammar | None:
-    if tool_plan is not None:
-        return tool_plan.grammar
+def _grammar(fmt: Any) -> Grammar | None:
     if isinstance(fmt, JsonObjectFormat):
         return Grammar()  # any JSON object
     if isinstance(fmt, JsonSchemaResponseFormat):
@@ -105,13 +132,15 @@ async def complete_chat(pool: ModelPool[Any], request: ChatCompletionRequest,
                         metrics: Metrics | None = None) -> ChatCompletion:
     plan = plan_chat(pool, request)
     async with pool.lease(request.model, max_tokens=plan.max_tokens) as model:
-        collected = await collect(model, plan.requests(await model.chat_prompt(plan.messages)))
+        _, output, requests = await plan.prompt(model)
+        collected = await collect(model, requests)
     choices = []
     for index, result in enumerate(collected):
-        content, calls = tools.parse_calls(result.text) if plan.tools else (result.text, [])
+        thought, content, calls = whole(output, result.text)
         choices.append(ChatChoice(
             index=index,
-            message=AssistantMessage(content=content, tool_calls=calls or msgspec.UNSET),
+            message=AssistantMessage(content=content, tool_calls=calls or msgspec.UNSET,
+                                     reasoning_content=thought if output.thinks else msgspec.UNSET),
             finish_reason="tool_calls" if calls else result.finish_reason,  # type: ignore[arg-type]
             logprobs=chat_logprobs(result.logprobs) if plan.logprobs is not None else None,
             stop_reason=result.stop if result.stop is not None and not calls else msgspec.UNSET,
@@ -128,8 +157,9 @@ async def complete_chat(pool: ModelPool[Any], request: ChatCompletionRequest,
 async def count_prompt_tokens(pool: ModelPool[Any], request: ChatCompletionRequest) -> int:
     """The prompt's length in tokens, rendered exactly as `complete_chat` renders it (tools included)."""
     plan = plan_chat(pool, request)
-    async with pool.lease(request.model) as model:
-        return len((await model.chat_prompt(plan.messages)).tokens)
+    async with pool.lease(request.model, max_tokens=0) as model:
+        prompt, _, _ = await plan.prompt(model)
+        return len(prompt.tokens)
 
 
 def usage(prompt_tokens: int, completion_tokens: int, cached: int) -> Usage:
@@ -146,10 +176,10 @@ async def chat_chunks(pool: ModelPool[Any], request: ChatCompletionRequest,
     The chat route encodes these as SSE; the Responses and Messages APIs map them to their own events."""
     plan = plan_chat(pool, request)
     include_usage = bool(request.stream_options and request.stream_options.include_usage)
-    builder = chat_stream.ChunkBuilder(new_id("chatcmpl"), now(), request.model, plan.n,
-                                       with_tools=plan.tools is not None, with_logprobs=plan.logprobs is not None)
     async with pool.lease(request.model, max_tokens=plan.max_tokens) as model:
-        requests = plan.requests(await model.chat_prompt(plan.messages))
+        _, output, requests = await plan.prompt(model)
+        builder = chat_stream.ChunkBuilder(new_id("chatcmpl"), now(), request.model, plan.n, output=output,
+                                           with_logprobs=plan.logprobs is not None)
         async with aclosing(model.generate(requests)) as batches:
             async for batch in batches:
                 yield builder.chunks(batch)

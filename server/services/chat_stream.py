@@ -1,4 +1,4 @@
-"""Chat stream chunks in OpenAI's delta format, for n choices, content, logprobs and tool calls.
+"""Chat stream chunks in OpenAI's delta format, for n choices, content, reasoning, logprobs and tool calls.
 
 `ChunkBuilder` turns the engine's per-step pieces into `ChatCompletionChunk` structs; the chat route
 encodes them as SSE, and other APIs (Responses, Messages) map the same structs to their own events."""
@@ -14,17 +14,17 @@ from server.protocol.chat_response import (
     ToolCallDelta,
 )
 from server.protocol.common import Usage as WireUsage
-from server.services import tools
+from server.services.chat_output import ChoiceOutput, OutputFormat
 from server.services.choices import Indexed, total_usage
 from server.services.logprobs import chat_logprobs
 
 
 class ChunkBuilder:
-    def __init__(self, chunk_id: str, created: int, model: str, n: int, *, with_tools: bool,
+    def __init__(self, chunk_id: str, created: int, model: str, n: int, *, output: OutputFormat,
                  with_logprobs: bool) -> None:
         self._id, self._created, self._model = chunk_id, created, model
         self._started = [False] * n
-        self._filters = [tools.ContentFilter() for _ in range(n)] if with_tools else None
+        self._outputs = [ChoiceOutput(output) for _ in range(n)]
         self._with_logprobs = with_logprobs
         self._usages: list[Usage | None] = [None] * n
         self._finishes: list[str | None] = [None] * n
@@ -60,29 +60,28 @@ class ChunkBuilder:
         if not self._started[index]:
             self._started[index] = True
             out += self._chunk(index, ChatDelta(role="assistant", content="", refusal=None))
-        text = piece.text
-        content_filter = self._filters[index] if self._filters else None
-        if content_filter is not None:
-            text = content_filter.feed(text)
+        output = self._outputs[index]
+        thought, text = output.feed(piece.text)
         logprobs = chat_logprobs(piece.logprobs) if self._with_logprobs and piece.logprobs else None
+        if thought:
+            out += self._chunk(index, ChatDelta(reasoning_content=thought))
         if text or logprobs:
             out += self._chunk(index, ChatDelta(content=text), logprobs=logprobs)
         if piece.finish_reason is None:
             return out
         self._usages[index] = piece.usage
         finish = piece.finish_reason
-        if content_filter is not None:
-            out_text, calls = tools.parse_calls(content_filter.text)
-            if calls:
-                finish = "tool_calls"
-                deltas = [ToolCallDelta(index=i, id=c.id, type="function",
-                                        function=FunctionDelta(name=c.function.name, arguments=c.function.arguments))
-                          for i, c in enumerate(calls)]
-                out += self._chunk(index, ChatDelta(tool_calls=deltas))
-            else:
-                rest = content_filter.remainder()
-                if rest:
-                    out += self._chunk(index, ChatDelta(content=rest))
+        thought, rest, calls = output.finish()
+        if thought:
+            out += self._chunk(index, ChatDelta(reasoning_content=thought))
+        if rest:
+            out += self._chunk(index, ChatDelta(content=rest))
+        if calls:
+            finish = "tool_calls"
+            deltas = [ToolCallDelta(index=i, id=c.id, type="function",
+                                    function=FunctionDelta(name=c.function.name, arguments=c.function.arguments))
+                      for i, c in enumerate(calls)]
+            out += self._chunk(index, ChatDelta(tool_calls=deltas))
         self._finishes[index] = finish
         last = self._chunk(index, ChatDelta(), finish)
         if piece.stop is not None and finish == "stop":

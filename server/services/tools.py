@@ -1,19 +1,22 @@
-"""Tool calling for any model, including ones whose chat template knows nothing of tools.
+"""Tool calling: which tools a request offers and may call, the grammar that constrains a call, and tool
+history for the two ways a template can see it.
 
-The server describes the tools to the model in the system message and asks for calls written as
-`<tool_call>{"name": ..., "arguments": {...}}</tool_call>`. A grammar built from the tools' parameter
-schemas constrains what follows the opening tag, so arguments always parse and validate:
-- `required` or a named function: the grammar applies from the first token (a call is certain);
-- `auto`: the grammar is lazy, switched on when the model writes the opening tag; free text before it
-  is the message content.
-History is rewritten the same way: an assistant's tool_calls become tagged text, and `tool` messages
-become user messages wrapped in `<tool_response>` (templates without a tool role would reject them).
+- Native: the template renders `tools` itself (a Qwen, Llama 3.x or Mistral template...). Tools and tool
+  history go to it as data (`template_tools`, `native_history`), and calls are parsed in the template's
+  family format (server/services/tool_formats.py).
+- Described: the template knows nothing of tools. The server describes them in the system message and asks
+  for `<tool_call>{"name": ..., "arguments": {...}}</tool_call>`; history is rewritten as text: an
+  assistant's calls become that text, and a tool's result becomes a user message in plain words (a result
+  wrapped in tags was echoed, tags and all, by small models in their answer).
+
+Either way a grammar built from the tools' parameter schemas constrains the call, so arguments parse and
+validate: from the first token for `required` or a named function, lazily for `auto` (switched on when the
+model starts a call; free text before it is the message content).
 """
 
 from __future__ import annotations
 
 import json
-import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,17 +24,28 @@ from msgspec import UNSET
 
 from server.engine import Grammar
 from server.errors import InvalidRequestError
-from server.protocol.chat import ChatCompletionRequest, ChatMessage, FunctionCall, NamedToolChoice, Tool, ToolCall
+from server.protocol.chat import ChatCompletionRequest, ChatMessage, NamedToolChoice, Tool, ToolCall
+from server.services import tool_formats
 from server.services.schema_limits import check_schema
+from server.services.tool_formats import HERMES, ToolFormat
 
-OPEN, CLOSE = "<tool_call>", "</tool_call>"
+OPEN, CLOSE = HERMES.open, HERMES.close
 EMPTY_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}
 
 
 @dataclass(frozen=True)
 class ToolPlan:
-    instructions: str
-    grammar: Grammar  # lazy for auto: from the opening tag on; otherwise from the first token
+    tools: list[Tool]  # every tool the model is told about
+    callable: list[Tool]  # the ones a call may name (one, for a named tool_choice)
+    choice: Any  # "auto", "required" or a NamedToolChoice
+
+    def grammar(self, fmt: ToolFormat = HERMES, *, after: str = "") -> Grammar:
+        """The constraint on a call in `fmt`: lazy for auto, else from the first token, or from `after`
+        (`</think>`: a thinking model reasons freely first)."""
+        schema = {"anyOf": [tool_formats.call_schema(fmt, t.function.name, _parameters(t)) for t in self.callable]}
+        check_schema(schema, param="tools")  # the tools together, as the grammar will hold them
+        return Grammar(schema=json.dumps(schema), open=fmt.open, close=fmt.close, lazy=self.choice == "auto",
+                       trigger=fmt.starts[0], after="" if self.choice == "auto" else after, param="tools")
 
 
 def plan_tools(request: ChatCompletionRequest) -> ToolPlan | None:
@@ -51,15 +65,50 @@ def plan_tools(request: ChatCompletionRequest) -> ToolPlan | None:
         if not callable_tools:
             raise InvalidRequestError(f"tool_choice names `{choice.function.name}`, which is not in `tools`.",
                                       param="tool_choice")
-    return ToolPlan(
-        instructions=_instructions(tools, choice),
-        grammar=_grammar(callable_tools, lazy=choice == "auto"),
-    )
+    plan = ToolPlan(tools=tools, callable=callable_tools, choice=choice)
+    plan.grammar()  # a schema too large together is refused before any model is loaded
+    return plan
 
 
 def _parameters(tool: Tool) -> dict[str, Any]:
     params = tool.function.parameters
     return params if params is not UNSET and params else EMPTY_PARAMETERS
+
+
+def template_tools(plan: ToolPlan) -> list[dict[str, Any]]:
+    """The tools as a Hugging Face template reads them: OpenAI's own shape."""
+    return [
+        {"type": "function", "function": {
+            "name": t.function.name,
+            "description": t.function.description if t.function.description is not UNSET else "",
+            "parameters": _parameters(t),
+        }}
+        for t in plan.tools
+    ]
+
+
+def native_history(messages: list[dict[str, Any]], source: list[ChatMessage],
+                   fmt: ToolFormat = HERMES) -> list[dict[str, Any]]:
+    """Tool calls and results as data, the way Hugging Face templates read them: `tool_calls` with
+    arguments as an object, and `tool` messages with their call's id and function name."""
+    names = _call_names(source)
+    out: list[dict[str, Any]] = []
+    for rendered, message in zip(messages, source):
+        rendered = dict(rendered)
+        if message.role == "assistant" and message.tool_calls:
+            rendered["tool_calls"] = [
+                {"id": fmt.history_id(c.id), "type": "function",
+                 "function": {"name": c.function.name, "arguments": _loads(c.function.arguments)}}
+                for c in message.tool_calls
+            ]
+        elif message.role == "tool":
+            call_id = message.tool_call_id if message.tool_call_id is not UNSET else ""
+            rendered["tool_call_id"] = fmt.history_id(call_id)
+            rendered["name"] = names.get(call_id, "")
+        if message.name is not UNSET and message.role != "tool":
+            rendered["name"] = message.name
+        out.append(rendered)
+    return out
 
 
 def _instructions(tools: list[Tool], choice: Any) -> str:
@@ -84,28 +133,16 @@ def _instructions(tools: list[Tool], choice: Any) -> str:
     )
 
 
-def _grammar(tools: list[Tool], *, lazy: bool) -> Grammar:
-    schema = {
-        "anyOf": [
-            {
-                "type": "object",
-                "properties": {"name": {"const": t.function.name}, "arguments": _parameters(t)},
-                "required": ["name", "arguments"],
-            }
-            for t in tools
-        ]
-    }
-    check_schema(schema, param="tools")  # the tools together, as the grammar will hold them
-    return Grammar(schema=json.dumps(schema), open=OPEN, close=CLOSE, lazy=lazy, param="tools")
-
-
-def history(messages: list[dict[str, Any]], source: list[ChatMessage],
-            instructions: str | None) -> list[dict[str, Any]]:
-    """Rewrite tool-related history as plain text, and put the tool instructions in the system message."""
+def described_history(messages: list[dict[str, Any]], source: list[ChatMessage],
+                      plan: ToolPlan | None) -> list[dict[str, Any]]:
+    """Tool history as plain text, and the tool instructions in the system message."""
+    names = _call_names(source)
     out: list[dict[str, Any]] = []
     for rendered, message in zip(messages, source):
         if message.role == "tool":
-            rendered = {"role": "user", "content": f"<tool_response>\n{rendered['content']}\n</tool_response>"}
+            name = names.get(message.tool_call_id if message.tool_call_id is not UNSET else "", "")
+            tool = f"The tool {name}" if name else "The tool"
+            rendered = {"role": "user", "content": f"{tool} returned: {rendered['content']}"}
         elif message.role == "assistant" and message.tool_calls:
             calls = "".join(
                 f"{OPEN}{json.dumps({'name': c.function.name, 'arguments': _loads(c.function.arguments)})}{CLOSE}"
@@ -113,12 +150,17 @@ def history(messages: list[dict[str, Any]], source: list[ChatMessage],
             )
             rendered = {"role": "assistant", "content": (rendered["content"] + "\n" + calls).strip()}
         out.append(rendered)
-    if instructions:
+    if plan is not None:
+        instructions = _instructions(plan.tools, plan.choice)
         if out and out[0]["role"] == "system":
             out[0] = {"role": "system", "content": out[0]["content"] + "\n\n" + instructions}
         else:
             out.insert(0, {"role": "system", "content": instructions})
     return out
+
+
+def _call_names(source: list[ChatMessage]) -> dict[str, str]:
+    return {c.id: c.function.name for m in source if m.role == "assistant" and m.tool_calls for c in m.tool_calls}
 
 
 def _loads(arguments: str) -> Any:
@@ -128,31 +170,17 @@ def _loads(arguments: str) -> Any:
         return arguments
 
 
-def parse_calls(text: str) -> tuple[str | None, list[ToolCall]]:
-    """Split generated text into content and tool calls. A call that did not complete (max_tokens cut it)
-    is not a call: the text stays content."""
-    start = text.find(OPEN)
-    if start < 0:
-        return text, []
-    end = text.find(CLOSE, start)
-    if end < 0:
-        return text, []
-    try:
-        call = json.loads(text[start + len(OPEN):end], strict=False)
-        name, arguments = call["name"], call["arguments"]
-    except (ValueError, KeyError, TypeError):
-        return text, []
-    tool_call = ToolCall(id=f"call_{secrets.token_hex(12)}",
-                         function=FunctionCall(name=name, arguments=json.dumps(arguments)))
-    content = text[:start].strip()
-    return (content or None), [tool_call]
+def parse_calls(text: str, fmt: ToolFormat = HERMES) -> tuple[str | None, list[ToolCall]]:
+    """Split generated text into content and tool calls (see tool_formats.parse)."""
+    return tool_formats.parse(fmt, text)
 
 
 class ContentFilter:
-    """For streams: passes content through until the opening tag, holding back a tail that could be its
-    beginning; from the tag on, everything is kept for `parse_calls` at the end."""
+    """For streams: passes content through until a call starts, holding back a tail that could be the
+    beginning of one; from there on, everything is kept for `parse_calls` at the end."""
 
-    def __init__(self) -> None:
+    def __init__(self, fmt: ToolFormat = HERMES) -> None:
+        self.fmt = fmt
         self.text = ""
         self._sent = 0
         self._in_call = False
@@ -161,12 +189,12 @@ class ContentFilter:
         self.text += text
         if self._in_call:
             return ""
-        start = self.text.find(OPEN, self._sent)
+        start = tool_formats.first_start(self.fmt, self.text, self._sent)
         if start >= 0:
             self._in_call = True
             return self._emit(start)
-        keep = next((k for k in range(min(len(OPEN) - 1, len(self.text) - self._sent), 0, -1)
-                     if OPEN.startswith(self.text[-k:])), 0)
+        keep = max((next((k for k in range(min(len(s) - 1, len(self.text) - self._sent), 0, -1)
+                          if s.startswith(self.text[-k:])), 0) for s in self.fmt.starts), default=0)
         return self._emit(len(self.text) - keep)
 
     def remainder(self) -> str:

@@ -84,11 +84,11 @@ def test_lazy_grammar_constrains_only_after_the_trigger(engine: Harness) -> None
         "required": ["city", "days"]}))
     plan = plan_tools(ChatCompletionRequest(model="t", messages=[ChatMessage(role="user", content="x")],
                                             tools=[tool]))
-    assert plan is not None and plan.grammar.lazy
+    assert plan is not None and plan.grammar().lazy
     example = f'{OPEN}{{"name": "get_weather", "arguments": {{"city": "Rome"}}}}</tool_call>'
     prompt = engine.tokenize(f"Weather lookups.\nQ: Rome?\nA: {example}\nQ: Oslo?\nA: {example.replace('Rome', 'Oslo')}"
                              "\nQ: Paris?\nA:")
-    sampling = SamplingParams(temperature=0.0, grammar=plan.grammar)
+    sampling = SamplingParams(temperature=0.0, grammar=plan.grammar())
     text, _ = text_of(engine, Request(prompt=prompt, max_tokens=60, stop=["\nQ:"], sampling=sampling))
     assert OPEN in text, text
     _, calls = parse_calls(text)

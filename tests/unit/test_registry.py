@@ -104,3 +104,19 @@ def test_embedding_models_have_no_slots(tmp_path: Path, gguf: Path) -> None:
     with pytest.raises(RegistryError) as info:
         load_registry(write(tmp_path, "models:\n  e: {path: m.gguf, embedding: true, n_parallel: 2}\n"))
     assert "models.e.n_parallel" in info.value.problems[0]
+
+
+def test_template_keys_are_read_and_a_bad_reasoning_format_names_its_key(tmp_path: Path, gguf: Path) -> None:
+    registry = load_registry(write(tmp_path, """models:
+  a:
+    path: m.gguf
+    chat_template: "{% for m in messages %}{{ m.content }}{% endfor %}"
+    chat_template_kwargs: {enable_thinking: false}
+    reasoning_format: deepseek
+"""))
+    spec = registry.models["a"]
+    assert spec.chat_template and "messages" in spec.chat_template
+    assert spec.chat_template_kwargs == {"enable_thinking": False} and spec.reasoning_format == "deepseek"
+    with pytest.raises(RegistryError) as info:
+        load_registry(write(tmp_path, "models:\n  a:\n    path: m.gguf\n    reasoning_format: qwen\n"))
+    assert any(p.startswith("models.a.reasoning_format:") for p in info.value.problems)

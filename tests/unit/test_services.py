@@ -23,12 +23,14 @@ class ScriptedModel:
 
     def __init__(self, alias: str, script: list[list[Indexed]], fail: BaseException | None = None) -> None:
         self.alias, self.n_ctx, self.n_vocab = alias, 2048, 100
+        self.chat_template: str | None = None
         self.script, self.fail = script, fail
         self.requests: list[list[Request]] = []
         self.left_early = False
         self._ended: asyncio.Future[Exit] | None = None
 
-    async def chat_prompt(self, messages: list[dict[str, Any]]) -> ChatPrompt:
+    async def chat_prompt(self, messages: list[dict[str, Any]], *, tools: list[dict[str, Any]] | None = None,
+                          template_kwargs: dict[str, Any] | None = None) -> ChatPrompt:
         return ChatPrompt(tokens=[1, 2, 3], stop=["<|im_end|>"])
 
     async def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
@@ -118,6 +120,39 @@ def test_a_tool_call_in_the_text_becomes_tool_calls() -> None:
         assert grammar is not None and grammar.lazy and grammar.param == "tools"
 
     asyncio.run(scenario())
+
+
+def test_a_tool_aware_template_gets_tools_as_data_and_its_family_call_is_streamed() -> None:
+    """A Llama-3-style template: tools reach the template, the grammar opens on `{"name"`, and a call in
+    that family's format after streamed reasoning becomes tool-call deltas."""
+    call = '{"name": "weather", "parameters": {"city": "Oslo"}}'
+    model = ScriptedModel("m", [[(0, Piece("<think>hm"))], [(0, Piece("</think>"))], [(0, Piece(call[:9]))],
+                                [(0, Piece(call[9:], "stop", usage=usage(9)))]])
+    model.chat_template = "{% if tools %}<|python_tag|>{{ tools | tojson }}{% endif %}<think>"
+    seen: list[Any] = []
+    original = model.chat_prompt
+
+    async def chat_prompt(messages: list[dict[str, Any]], **kwargs: Any) -> ChatPrompt:
+        seen.append(kwargs)
+        return await original(messages, **kwargs)
+
+    model.chat_prompt = chat_prompt  # type: ignore[method-assign]
+    tools = [Tool(function=FunctionDef(name="weather", parameters={"type": "object"}))]
+
+    async def scenario() -> list[str]:
+        stream = await started(stream_chat(pool_of(model), chat(tools=tools, stream=True)))
+        return events(b"".join([chunk async for chunk in stream]))
+
+    out = [json.loads(e) for e in asyncio.run(scenario())[:-1]]
+    deltas = [e["choices"][0]["delta"] for e in out]
+    assert seen[0]["tools"][0]["function"]["name"] == "weather"
+    grammar = model.requests[0][0].sampling.grammar
+    assert grammar is not None and grammar.lazy and grammar.trigger == '{"name"' and grammar.open == ""
+    assert "".join(d.get("reasoning_content", "") for d in deltas) == "hm"
+    assert "".join(d.get("content", "") for d in deltas) == ""
+    (tool_call,) = [c for d in deltas for c in d.get("tool_calls", [])]
+    assert json.loads(tool_call["function"]["arguments"]) == {"city": "Oslo"}
+    assert out[-1]["choices"][0]["finish_reason"] == "tool_calls"
 
 
 def test_a_model_that_dies_mid_stream_ends_it_with_an_error_event_then_done() -> None:

@@ -61,7 +61,7 @@ def fault_of(exc: BaseException) -> m.Fault:
 
 def answer(engine: Any, message: m.ToWorker) -> Any:
     if isinstance(message, m.ChatPromptCall):
-        return engine.chat_prompt(message.messages)
+        return engine.chat_prompt(message.messages, message.tools, message.template_kwargs)
     if isinstance(message, m.TokenizeCall):
         return engine.tokenize(message.text, add_special=message.add_special)
     if isinstance(message, m.DetokenizeCall):
@@ -85,7 +85,8 @@ def serve(conn: Connection) -> int:
         conn.send(m.Failed(id=0, fault=fault_of(exc)))
         return 1
     conn.send(m.Loaded(n_ctx=engine.n_ctx, n_vocab=engine.n_vocab, n_threads=engine.n_threads,
-                       n_threads_batch=engine.n_threads_batch, kv_cells=engine.kv_cells))
+                       n_threads_batch=engine.n_threads_batch, kv_cells=engine.kv_cells,
+                       chat_template=engine.chat_template))
     while True:
         message = conn.receive()
         if message is None or isinstance(message, m.Shutdown):

@@ -14,10 +14,10 @@ from llama_cpp import llama_chat_format, llama_grammar
 from llama_cpp._internals import LlamaContext, LlamaSampler
 
 from server.engine.types import ChatPrompt
-from server.errors import EngineError, InvalidRequestError
+from server.errors import EngineError, InvalidRequestError, ModelLoadError
 
 __all__ = ["LlamaContext", "LlamaSampler", "Threadpools", "chat_handler", "embed_tokens", "grammar_parts", "model_of",
-           "n_ctx_train", "render_chat"]
+           "n_ctx_train", "render_chat", "render_template", "template_formatter"]
 
 
 def model_of(llm: llama_cpp.Llama) -> Any:
@@ -125,6 +125,33 @@ def render_chat(llm: llama_cpp.Llama, handler: Any, messages: list[dict[str, Any
         raise InvalidRequestError(f"The model's chat template rejected these messages: {exc}",
                                   param="messages") from exc
     raise InvalidRequestError("This alias's chat format does not produce a plain prompt.", param="messages")
+
+
+def template_formatter(llm: llama_cpp.Llama, template: str) -> Any:
+    """llama-cpp-python's Jinja renderer (Hugging Face's sandbox, filters and globals) for a template, with
+    the model's own BOS and EOS texts. Calling the formatter itself, not the completion handler built on
+    it, lets tools and extra variables reach the template without the handler's own keyword arguments."""
+    vocab = model_of(llm)
+    eos, bos = llm.token_eos(), llm.token_bos()
+    try:
+        return llama_chat_format.Jinja2ChatFormatter(
+            template=template, eos_token=vocab.token_get_text(eos) if eos != -1 else "",
+            bos_token=vocab.token_get_text(bos) if bos != -1 else "")
+    except jinja2.TemplateError as exc:
+        raise ModelLoadError(f"the chat template does not parse: {exc}") from exc
+
+
+def render_template(llm: llama_cpp.Llama, formatter: Any, messages: list[dict[str, Any]],
+                    tools: list[dict[str, Any]] | None, variables: dict[str, Any]) -> ChatPrompt:
+    try:
+        result = formatter(messages=messages, tools=tools, **variables)
+    except (jinja2.TemplateError, ValueError, TypeError, KeyError) as exc:
+        raise InvalidRequestError(f"The model's chat template rejected these messages: {exc}",
+                                  param="messages") from exc
+    # The template writes its own BOS (`added_special`), as a Hugging Face template does.
+    tokens = llm.tokenize(result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True)
+    stops = [result.stop] if isinstance(result.stop, str) else list(result.stop or [])
+    return ChatPrompt(tokens, [s for s in stops if s], result.prompt.rstrip().endswith("<think>"))
 
 
 # Thread pools with a polling level of our choosing. llama-cpp-python does not wrap

@@ -13,7 +13,15 @@ import llama_cpp
 import msgspec
 
 from server.engine.types import ChatPrompt, Embeddings, Request, check_context
-from server.engine.worker.compat import chat_handler, embed_tokens, model_of, n_ctx_train, render_chat
+from server.engine.worker.compat import (
+    chat_handler,
+    embed_tokens,
+    model_of,
+    n_ctx_train,
+    render_chat,
+    render_template,
+    template_formatter,
+)
 from server.engine.worker.sampling import check_grammar
 from server.engine.worker.slots import Emit, SlotEngine
 from server.engine.worker.tokens import TokenPieces
@@ -30,7 +38,8 @@ _POOLING = {
 }
 
 # ModelSpec keys that are ours, not `Llama(...)` arguments.
-_NOT_LLAMA_ARGS = {"path", "sampling", "pooling_type", "n_parallel", "poll"} | SERVING_KEYS
+_NOT_LLAMA_ARGS = {"path", "sampling", "pooling_type", "n_parallel", "poll", "chat_template", "chat_template_kwargs",
+                   "reasoning_format"} | SERVING_KEYS
 # A chat model generates in the slot engine's own context; the one `Llama` makes is left at the smallest.
 _UNUSED_CTX = 256
 
@@ -66,8 +75,15 @@ class LlamaEngine:
             self.n_vocab = self._llm.n_vocab()
             self._slots: SlotEngine | None = None
             self._chat_handler = None
+            self._formatter = None
+            # The alias's own template, else the GGUF's unless the alias names a chat format instead.
+            self.chat_template: str | None = None
             if not spec.embedding:
                 self._chat_handler = chat_handler(self._llm)
+                self.chat_template = spec.chat_template or (
+                    None if spec.chat_format else self._llm.metadata.get("tokenizer.chat_template"))
+                if self.chat_template:
+                    self._formatter = template_formatter(self._llm, self.chat_template)
                 self._slots = SlotEngine(self._llm, TokenPieces(self._llm), emit, n_parallel=spec.n_parallel,
                                          n_ctx=self.n_ctx, n_batch=spec.n_batch, n_ubatch=spec.n_ubatch,
                                          flash_attn=spec.flash_attn, poll=spec.poll)
@@ -93,7 +109,10 @@ class LlamaEngine:
             raise InvalidRequestError(f"Token id {bad} is outside this model's vocabulary (0..{self.n_vocab - 1}).",
                                       param=param)
 
-    def chat_prompt(self, messages: list[dict[str, Any]]) -> ChatPrompt:
+    def chat_prompt(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None,
+                    variables: dict[str, Any] | None = None) -> ChatPrompt:
+        if self._formatter is not None:
+            return render_template(self._llm, self._formatter, messages, tools, variables or {})
         return render_chat(self._llm, self._chat_handler, messages)
 
     # -- generation -------------------------------------------------------------------------------

@@ -65,10 +65,27 @@ def gbnf(grammar: Grammar) -> str:
         raise InvalidRequestError(
             f"The JSON schema in `{grammar.param}` makes a grammar of {len(body)} bytes, above the limit of "
             f"{MAX_GRAMMAR_BYTES}: make it smaller.", param=grammar.param, code="schema_too_complex")
-    if not grammar.open and not grammar.close:
+    if not grammar.open and not grammar.close and not grammar.after:
         return body
     body = re.sub(r"^root ::=", "json-body ::=", body, flags=re.MULTILINE)
+    if grammar.after:  # free text that does not contain `after`, then `after`, then the constrained part
+        return (f'root ::= free-text {_literal(grammar.after)} [ \\t\\n]* {_literal(grammar.open)} "\\n"? '
+                f'json-body "\\n"? {_literal(grammar.close)}\nfree-text ::= {_text_without(grammar.after)}\n' + body)
     return f'root ::= {_literal(grammar.open)} "\\n"? json-body "\\n"? {_literal(grammar.close)}\n' + body
+
+
+def _text_without(tag: str) -> str:
+    """GBNF for text in which `tag` does not occur: each character, or a partial match of the tag that
+    then breaks off (`</thin` then anything but `k`). A near miss also takes the character after it, so
+    in `<</think>` the tag is not seen: a price paid for a grammar this simple."""
+    rest = f"[^{_class_char(tag[-1])}]"
+    for ch in reversed(tag[1:-1]):
+        rest = f"( [^{_class_char(ch)}] | {_literal(ch)} {rest} )"
+    return f"( [^{_class_char(tag[0])}] | {_literal(tag[0])} {rest} )*"
+
+
+def _class_char(ch: str) -> str:
+    return "\\" + ch if ch in "]\\^-[" else ch
 
 
 def _literal(text: str) -> str:
@@ -82,9 +99,10 @@ def grammar_sampler(model: object, grammar: Grammar) -> object:
     except (ValueError, RuntimeError) as exc:
         raise InvalidRequestError(f"could not build a grammar for this request: {exc}", param=grammar.param) from exc
     vocab = model.vocab  # type: ignore[attr-defined]
-    if grammar.lazy and grammar.open:
+    trigger = grammar.trigger or grammar.open if grammar.lazy else ""
+    if trigger:
         # Matched from the start of the output; the grammar is fed from the first group on.
-        pattern = "[\\s\\S]*?(" + re.escape(grammar.open) + "[\\s\\S]*)"
+        pattern = "[\\s\\S]*?(" + re.escape(trigger) + "[\\s\\S]*)"
         patterns = (ctypes.c_char_p * 1)(pattern.encode("utf-8"))
         sampler = llama_cpp.llama_sampler_init_grammar_lazy_patterns(
             vocab, text, root, patterns, 1, (llama_cpp.llama_token * 0)(), 0)
