@@ -15,6 +15,9 @@ from msgspec import UNSET, Meta, UnsetType
 from server.protocol.common import MaxTokens, Temperature, TopP
 
 MessageRole = Literal["user", "system", "developer", "assistant"]
+# OpenAI's limits: 16 pairs, keys up to 64 characters, values up to 512.
+Metadata = Annotated[dict[Annotated[str, Meta(max_length=64)], Annotated[str, Meta(max_length=512)]],
+                     Meta(max_length=16)]
 
 
 class ContentPart(msgspec.Struct, kw_only=True):
@@ -94,7 +97,7 @@ class ResponseRequest(msgspec.Struct, kw_only=True):
     temperature: Temperature | None = None
     top_p: TopP | None = None
     parallel_tool_calls: bool | None = None
-    metadata: dict[str, str] | None = None
+    metadata: Metadata | None = None
     user: str | None = None
     store: bool | None = None
     stream: bool | None = None
@@ -111,10 +114,3 @@ class ResponseRequest(msgspec.Struct, kw_only=True):
     prompt: Any | UnsetType = UNSET
     max_tool_calls: Any | UnsetType = UNSET
     top_logprobs: Any | UnsetType = UNSET
-
-
-class InputItemsQuery(msgspec.Struct, kw_only=True):
-    limit: Annotated[int, Meta(ge=1, le=100)] = 20
-    order: Literal["asc", "desc"] = "desc"
-    after: str | None = None
-    before: str | None = None
