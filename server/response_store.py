@@ -64,6 +64,11 @@ class ResponseStore:
         self._lock = threading.Lock()
         self._last_purge = 0.0
 
+    async def ensure(self) -> None:
+        """Create the database on first use (raises StoreUnavailableError when it cannot be)."""
+        if not self._ready:
+            await asyncio.to_thread(lambda: self._connect().close())
+
     async def put(self, record: StoredResponse) -> None:
         await asyncio.to_thread(self._put, record)
 

@@ -41,6 +41,8 @@ from server.services.responses_input import chat_request, function_tools, input_
 # Parameters accepted only at values that ask for nothing beyond what we do anyway.
 NEUTRAL: dict[str, Any] = {"include": [], "truncation": "disabled", "service_tier": ("auto", "default")}
 UNSUPPORTED = ("background", "conversation", "prompt", "max_tool_calls", "top_logprobs")
+# The chat service names chat's parameters in its errors; a Responses client sent these instead.
+PARAM_NAMES = {"messages": "input", "max_completion_tokens": "max_output_tokens", "response_format": "text.format"}
 
 
 class ResponseNotFoundError(ServerError):
@@ -86,6 +88,8 @@ async def prepare(store: ResponseStore, request: ResponseRequest) -> Prepared:
                                         param="previous_response_id", code="previous_response_not_found")
         history = previous.context
     conversation = history + items
+    if request.store is not False:
+        await store.ensure()  # a store that cannot be opened fails now, not after the generation
     chat = chat_request(request, tools, conversation)
     fmt = request.text.format if request.text is not None and given(request.text.format) else None
     response = ResponseObject(
@@ -100,6 +104,10 @@ async def prepare(store: ResponseStore, request: ResponseRequest) -> Prepared:
         metadata=request.metadata or {},
     )
     return Prepared(chat=chat, input_items=items, conversation=conversation, response=response)
+
+
+def in_responses_terms(exc: ServerError) -> None:
+    exc.param = PARAM_NAMES.get(exc.param or "", exc.param)
 
 
 def response_usage(usage: Usage) -> ResponseUsage:
@@ -149,7 +157,11 @@ def _output(completion: ChatCompletion) -> list[OutputItem]:
 async def create_response(pool: ModelPool[Any], store: ResponseStore, request: ResponseRequest,
                           metrics: Metrics | None = None) -> ResponseObject:
     prepared = await prepare(store, request)
-    completion = await complete_chat(pool, prepared.chat, metrics)
+    try:
+        completion = await complete_chat(pool, prepared.chat, metrics)
+    except ServerError as exc:
+        in_responses_terms(exc)
+        raise
     response = finished(prepared, _output(completion), completion.usage, completion.choices[0].finish_reason)
     await save(store, prepared, response)
     return response

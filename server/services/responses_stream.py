@@ -21,6 +21,7 @@ from typing import Any
 import msgspec
 import structlog
 
+from server.errors import ServerError
 from server.http_errors import error_event
 from server.metrics import Metrics
 from server.pool import ModelPool
@@ -37,7 +38,7 @@ from server.protocol.responses_output import (
 )
 from server.response_store import ResponseStore
 from server.services.chat import chat_chunks
-from server.services.responses import Prepared, finished, prepare, save
+from server.services.responses import Prepared, finished, in_responses_terms, prepare, save
 from server.services.responses_input import new_item_id
 
 log = structlog.get_logger("server.responses")
@@ -150,19 +151,23 @@ async def stream_response(pool: ModelPool[Any], store: ResponseStore, request: R
     steps = chat_chunks(pool, prepared.chat, metrics)
     try:
         first = await steps.__anext__()
-    except BaseException:
+    except BaseException as exc:
         await steps.aclose()
+        if isinstance(exc, ServerError):
+            in_responses_terms(exc)
         raise
     return _events(store, prepared, first, steps)
 
 
 async def _events(store: ResponseStore, prepared: Prepared, first: list[ChatCompletionChunk],
                   steps: AsyncGenerator[list[ChatCompletionChunk], None]) -> AsyncGenerator[bytes, None]:
-    mapper = EventMapper()
-    yield b"".join(frame(mapper.event(kind, response=prepared.response))
-                   for kind in ("response.created", "response.in_progress"))
-    try:
-        async with aclosing(steps):
+    # Closing this generator (the client left, even right after `response.created`) closes the chat
+    # stream at once, and with it the generation.
+    async with aclosing(steps):
+        mapper = EventMapper()
+        yield b"".join(frame(mapper.event(kind, response=prepared.response))
+                       for kind in ("response.created", "response.in_progress"))
+        try:
             events = mapper.chunks(first)
             if events:
                 yield b"".join(map(frame, events))
@@ -170,17 +175,18 @@ async def _events(store: ResponseStore, prepared: Prepared, first: list[ChatComp
                 events = mapper.chunks(chunks)
                 if events:
                     yield b"".join(map(frame, events))
-        events = mapper.close()
-        response = finished(prepared, mapper.items, mapper.usage, mapper.finish_reason)
-        await save(store, prepared, response)
-    except Exception as exc:  # the status line is gone: the failure travels as events
-        log.error("response_stream_failed", error=str(exc), exc_info=exc)
-        body = msgspec.json.decode(error_event(exc))["error"]
-        failed = msgspec.structs.replace(
-            prepared.response, status="failed", output=mapper.items,
-            error=ResponseError(code=body.get("code") or "server_error", message=body["message"]))
-        yield frame(mapper.event("error", code=body.get("code"), message=body["message"], param=body.get("param"))) \
-            + frame(mapper.event("response.failed", response=failed))
-        return
-    kind = "response.incomplete" if response.status == "incomplete" else "response.completed"
-    yield b"".join(map(frame, events)) + frame(mapper.event(kind, response=response))
+            events = mapper.close()
+            response = finished(prepared, mapper.items, mapper.usage, mapper.finish_reason)
+            await save(store, prepared, response)
+        except Exception as exc:  # the status line is gone: the failure travels as events
+            log.error("response_stream_failed", error=str(exc), exc_info=exc)
+            body = msgspec.json.decode(error_event(exc))["error"]
+            failed = msgspec.structs.replace(
+                prepared.response, status="failed", output=mapper.items,
+                error=ResponseError(code=body.get("code") or "server_error", message=body["message"]))
+            yield frame(mapper.event("error", code=body.get("code"), message=body["message"],
+                                     param=body.get("param"))) \
+                + frame(mapper.event("response.failed", response=failed))
+            return
+        kind = "response.incomplete" if response.status == "incomplete" else "response.completed"
+        yield b"".join(map(frame, events)) + frame(mapper.event(kind, response=response))

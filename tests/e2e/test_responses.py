@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import httpx
@@ -197,3 +198,17 @@ def test_openai_agents_default_api_answers_paris(server: RunningServer) -> None:
                          model_settings=agents.ModelSettings(temperature=0))
     result = agents.Runner.run_sync(agent, QUESTION)
     assert "Paris" in result.final_output
+
+
+def test_a_stream_whose_client_leaves_stops_the_generation(make_server) -> None:  # type: ignore[no-untyped-def]
+    server: RunningServer = make_server("models:\n  smollm2:\n    path: {model}\n")
+    body = {"model": "smollm2", "input": "Tell me a very long story about a dragon.", "max_output_tokens": 1000,
+            "stream": True, "store": False}
+    with httpx.stream("POST", server.base_url + "/v1/responses", json=body, timeout=120) as reply:
+        lines = reply.iter_lines()
+        assert next(lines) == "event: response.created"
+        assert any(line == "event: response.output_text.delta" for line in lines)
+    deadline = time.monotonic() + 20
+    while '"reason": "client_gone"' not in server.log() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert '"reason": "client_gone"' in server.log()

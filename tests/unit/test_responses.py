@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import time
 from pathlib import Path
 
 import pytest
@@ -38,11 +37,17 @@ def test_store_round_trip_in_wal_mode_shared_by_two_stores(tmp_path: Path) -> No
 
 
 def test_store_forgets_responses_past_retention(tmp_path: Path) -> None:
-    store = ResponseStore(str(tmp_path / "r.sqlite3"), retention_seconds=0.05)
+    path = str(tmp_path / "r.sqlite3")
+    store = ResponseStore(path, retention_seconds=3600)
     asyncio.run(store.put(record("resp_old")))
     assert asyncio.run(store.get("resp_old")) is not None
-    time.sleep(0.1)
-    assert asyncio.run(store.get("resp_old")) is None
+    with sqlite3.connect(path) as conn:  # two hours pass
+        conn.execute("UPDATE responses SET created_at = created_at - 7200")
+    assert asyncio.run(store.get("resp_old")) is None  # expired at once, swept or not
+    store._last_purge = 0.0  # the last sweep was long ago
+    asyncio.run(store.put(record("resp_new")))
+    with sqlite3.connect(path) as conn:
+        assert [row[0] for row in conn.execute("SELECT id FROM responses")] == ["resp_new"]
 
 
 def test_unwritable_store_is_a_503_naming_the_setting(tmp_path: Path) -> None:
