@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -190,14 +191,17 @@ def test_unknown_ids_are_404_in_openai_envelope(server: RunningServer) -> None:
 
 
 def test_openai_agents_default_api_answers_paris(server: RunningServer) -> None:
+    """openai-agents as its users run it: a model name, the default client, its default (Responses) API."""
     agents = pytest.importorskip("agents")
-    agents.set_tracing_disabled(True)
-    client = openai.AsyncOpenAI(base_url=server.base_url + "/v1", api_key="unused", max_retries=0)
-    model = agents.OpenAIResponsesModel(model="smollm2", openai_client=client)
-    agent = agents.Agent(name="Assistant", instructions=SYSTEM, model=model,
+    agents.set_tracing_disabled(True)  # traces would go to OpenAI
+    agents.set_default_openai_client(
+        openai.AsyncOpenAI(base_url=server.base_url + "/v1", api_key="unused", max_retries=0), use_for_tracing=False)
+    agent = agents.Agent(name="Assistant", instructions=SYSTEM, model="smollm2",
                          model_settings=agents.ModelSettings(temperature=0))
+    served = server.log().count('"route": "/v1/responses"')
     result = agents.Runner.run_sync(agent, QUESTION)
     assert "Paris" in result.final_output
+    assert wait_for_log(server, lambda log: log.count('"route": "/v1/responses"') == served + 1)  # no chat fallback
 
 
 def test_a_stream_whose_client_leaves_stops_the_generation(make_server) -> None:  # type: ignore[no-untyped-def]
@@ -208,7 +212,12 @@ def test_a_stream_whose_client_leaves_stops_the_generation(make_server) -> None:
         lines = reply.iter_lines()
         assert next(lines) == "event: response.created"
         assert any(line == "event: response.output_text.delta" for line in lines)
-    deadline = time.monotonic() + 20
-    while '"reason": "client_gone"' not in server.log() and time.monotonic() < deadline:
+    assert wait_for_log(server, lambda log: '"reason": "client_gone"' in log)
+
+
+def wait_for_log(server: RunningServer, seen: Callable[[str], bool], seconds: float = 20) -> bool:
+    """The access line is written once the answer is out, so a test may read the log a moment early."""
+    deadline = time.monotonic() + seconds
+    while not seen(server.log()) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert '"reason": "client_gone"' in server.log()
+    return seen(server.log())
