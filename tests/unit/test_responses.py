@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -34,6 +36,22 @@ def test_store_round_trip_in_wal_mode_shared_by_two_stores(tmp_path: Path) -> No
     assert asyncio.run(other.delete("resp_a")) is True
     assert asyncio.run(one.get("resp_a")) is None
     assert asyncio.run(one.delete("resp_a")) is False
+
+
+def test_another_process_shares_the_store(tmp_path: Path) -> None:
+    path = str(tmp_path / "shared.sqlite3")
+    store = ResponseStore(path, 0)
+    asyncio.run(store.put(record("resp_here")))
+    other = (
+        "import asyncio, sys\n"
+        "from server.response_store import ResponseStore, StoredResponse\n"
+        "store = ResponseStore(sys.argv[1], 0)\n"
+        "assert asyncio.run(store.get('resp_here')) is not None\n"
+        "asyncio.run(store.put(StoredResponse(id='resp_there', response={}, input_items=[], context=[])))\n"
+    )
+    subprocess.run([sys.executable, "-c", other, path], check=True, timeout=60,
+                   cwd=Path(__file__).resolve().parents[2])
+    assert asyncio.run(store.get("resp_there")) is not None
 
 
 def test_store_forgets_responses_past_retention(tmp_path: Path) -> None:
