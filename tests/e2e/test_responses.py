@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import openai
+import pydantic
 import pytest
 
 from tests.e2e.conftest import RunningServer, stop_server
@@ -141,6 +142,14 @@ def test_json_schema_text_format(client: openai.OpenAI) -> None:
     )
     assert isinstance(json.loads(response.output_text)["capital"], str)
     assert response.text.format.type == "json_schema"
+
+    class Capital(pydantic.BaseModel):
+        city: str
+        country: str
+
+    parsed = client.responses.parse(model="smollm2", input=QUESTION, instructions=SYSTEM, temperature=0,
+                                    max_output_tokens=40, text_format=Capital)
+    assert isinstance(parsed.output_parsed, Capital)
 
 
 def test_previous_response_id_survives_restart(make_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
