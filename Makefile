@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 BENCH_VENV := .bench/venv
 BENCH_ARGS ?=
 
-.PHONY: serve test lint models check install clean bench bench-defaults bench-profile fuzz
+.PHONY: serve test lint models check install clean bench bench-defaults bench-profile fuzz promtool
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,8 +31,13 @@ serve: install models
 check: install models
 	$(PY) -m server check $(CONFIG)
 
+# promtool checks and unit-tests deploy/prometheus/alerts.yml (tests/deploy/test_prometheus.py): from
+# Debian's prometheus package when missing, its daemon not left running (scripts/install_promtool.sh).
+promtool:
+	sh scripts/install_promtool.sh
+
 # pytest exits 5 when it collects nothing; that must fail loudly, not pass silently.
-test: install models lint
+test: install models lint promtool
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install

@@ -99,7 +99,7 @@ def _cors(settings: Settings) -> CORSConfig | None:
     return CORSConfig(
         allow_origins=list(settings.cors_origins),
         allow_methods=["GET", "POST", "DELETE", "OPTIONS"],  # DELETE: stored responses
-        allow_headers=["Authorization", "Content-Type", REQUEST_ID_HEADER],
+        allow_headers=["Authorization", "Content-Type", REQUEST_ID_HEADER, "x-api-key", "anthropic-version"],
         expose_headers=[REQUEST_ID_HEADER, "Retry-After"],
         allow_credentials=False,
     )

@@ -1,5 +1,6 @@
 """API keys: a Litestar guard on every route, except those marked public (and /metrics unless the
-settings say it needs a key). Keys are compared in constant time, against every key, every time.
+settings say it needs a key). A key comes as `Authorization: Bearer KEY` or, as Anthropic's clients send
+it, `x-api-key: KEY`. Keys are compared in constant time, against every key, every time.
 
 The guard is a coroutine function: Litestar runs a plain function guard in its thread pool, a thread
 hop on every request. Without keys the app has no guard at all (see create_app)."""
@@ -44,7 +45,9 @@ async def require_api_key(connection: ASGIConnection, handler: BaseRouteHandler)
         return
     scheme, _, token = connection.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise AuthenticationError("No API key provided. Send it as `Authorization: Bearer KEY`.")
+        token = connection.headers.get("x-api-key", "")  # how Anthropic's clients send it
+    if not token.strip():
+        raise AuthenticationError("No API key provided. Send it as `Authorization: Bearer KEY` or `x-api-key: KEY`.")
     if not _matches(token.strip(), keys):
         raise AuthenticationError("Incorrect API key provided.")
 

@@ -1,7 +1,8 @@
 """The one translator from exceptions to OpenAI's error envelope, for responses and for SSE streams.
 
 Every handler result, Litestar's own validation and routing errors included, leaves the server as
-`{"error": {"message", "type", "param", "code"}}`.
+`{"error": {"message", "type", "param", "code"}}`; on the Anthropic Messages routes (/v1/messages...) as
+Anthropic's `{"type": "error", "error": {"type", "message"}}`, its type chosen by the HTTP status.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, SerializationException, ValidationException
 
 from server.errors import ServerError
+from server.protocol.anthropic_response import AnthropicError, AnthropicErrorBody
 from server.protocol.errors import ErrorBody, ErrorResponse
 
 log = structlog.get_logger("server.errors")
@@ -35,6 +37,11 @@ def error_event(exc: BaseException) -> bytes:
     return msgspec.json.encode(ErrorResponse(error=body))
 
 
+def anthropic_error_event(exc: BaseException) -> bytes:
+    """The data of the `error` event sent when a Messages stream fails after its headers went out."""
+    return msgspec.json.encode(_anthropic(*_describe(exc)))
+
+
 def status_of(exc: BaseException) -> int:
     """The HTTP status an exception leaves as (for logs and metrics of failed requests)."""
     return _describe(exc)[0]
@@ -45,7 +52,24 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
     if status >= 500:
         log.error("request_failed", path=request.url.path, status=status, error=body.message, exc_info=exc)
     headers = getattr(exc, "headers", None) if status == 405 or isinstance(exc, ServerError) else None
+    path = request.url.path
+    if path == ANTHROPIC_ROUTES or path.startswith(ANTHROPIC_ROUTES + "/"):
+        return Response(content=_anthropic(status, body), status_code=status, media_type=MediaType.JSON,
+                        headers=headers)
     return error_response(status, body, headers)
+
+
+ANTHROPIC_ROUTES = "/v1/messages"
+# Anthropic's error types by HTTP status (its SDK picks the exception class by status, clients read the type).
+_ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                    404: "not_found_error", 408: "timeout_error", 413: "request_too_large",
+                    429: "rate_limit_error", 503: "overloaded_error", 504: "timeout_error"}
+
+
+def _anthropic(status: int, body: ErrorBody) -> AnthropicError:
+    fallback = "invalid_request_error" if status < 500 else "api_error"
+    return AnthropicError(error=AnthropicErrorBody(type=_ANTHROPIC_TYPES.get(status, fallback),
+                                                   message=body.message))
 
 
 def _describe(exc: BaseException) -> tuple[int, ErrorBody]:

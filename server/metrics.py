@@ -1,8 +1,8 @@
 """Prometheus metrics, defined once per app: `Metrics` owns its own CollectorRegistry (no global state).
 
 Names follow vLLM's (`vllm:` -> `llm_`) so that dashboard users recognise them; the label for the
-alias is `model`. Gauges of running/waiting requests and resident models are read from the pool at
-scrape time, so they can never drift from the pool's own counts. The README maps every name to
+alias is `model`. Gauges of running/waiting requests, KV-cache usage and resident models are read from
+the pool at scrape time, so they can never drift from the pool's own counts. The README maps every name to
 vLLM's and llama.cpp's.
 """
 
@@ -23,6 +23,7 @@ EVICTION_REASONS = ("lru", "make_room", "idle", "admin", "reload", "shutdown")
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0)
 TTFT_BUCKETS = (0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 20.0, 60.0)
 ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0, 2.5)
+RETRY_AFTER_BUCKETS = (1, 2, 3, 5, 10, 20, 30, 60)
 LOAD_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
 
@@ -58,6 +59,9 @@ class Metrics:
                                       registry=r)
         self._crashes = Counter(PREFIX + "model_crashes", "Model worker processes that died without being "
                                 "closed (signal, abort, memory limit), by reason.", ["model", "reason"], registry=r)
+        self._rejected = Histogram(PREFIX + "request_rejected_retry_after_seconds",
+                                   "Requests refused with 429 because the alias's queue was full, by the "
+                                   "Retry-After they were given.", ["model"], buckets=RETRY_AFTER_BUCKETS, registry=r)
         self._evictions = Counter(PREFIX + "model_evictions",
                                   "Models closed, by reason (lru, make_room, idle, admin, reload, shutdown).",
                                   ["model", "reason"], registry=r)
@@ -70,6 +74,7 @@ class Metrics:
         for alias in aliases:
             self._loads.labels(model=alias)
             self._load_failures.labels(model=alias)
+            self._rejected.labels(model=alias)
             for reason in CRASH_REASONS:
                 self._crashes.labels(model=alias, reason=reason)
             for reason in EVICTION_REASONS:
@@ -138,6 +143,9 @@ class Metrics:
     def request_queued(self, alias: str, seconds: float) -> None:
         self._queued.labels(model=alias).observe(seconds)
 
+    def request_rejected(self, alias: str, retry_after: int) -> None:
+        self._rejected.labels(model=alias).observe(retry_after)
+
     # -- exposition -------------------------------------------------------------------------------------
 
     def render(self) -> tuple[bytes, str]:
@@ -155,10 +163,22 @@ class _PoolCollector(Collector):
         waiting = GaugeMetricFamily(PREFIX + "num_requests_waiting",
                                     "Requests waiting for their turn on a model or for it to load.", labels=["model"])
         loaded = GaugeMetricFamily(PREFIX + "model_loaded", "1 while the model is resident.", labels=["model"])
+        rss = GaugeMetricFamily(PREFIX + "model_rss_bytes",
+                                "Resident memory of the model's worker process (0 while not loaded).", labels=["model"])
+        max_queue = GaugeMetricFamily(PREFIX + "model_max_queue", "The alias's max_queue: requests allowed to wait "
+                                      "before the next gets 429 (no sample while unlimited).", labels=["model"])
+        # vLLM's kv_cache_usage_perc (a fraction, despite the name): what the Gateway API Inference
+        # Extension's endpoint picker reads. Cells of busy slots only; 0 while not loaded.
+        kv_usage = GaugeMetricFamily(PREFIX + "kv_cache_usage_perc",
+                                     "KV-cache cells in use over cells allocated, 0 to 1.", labels=["model"])
         for row in rows:
+            if row.get("max_queue") is not None:
+                max_queue.add_metric([row["id"]], row["max_queue"])
             running.add_metric([row["id"]], row["running"])
             waiting.add_metric([row["id"]], row["waiting"])
             loaded.add_metric([row["id"]], 1 if row["loaded"] else 0)
+            rss.add_metric([row["id"]], row.get("rss_bytes") or 0)
+            kv_usage.add_metric([row["id"]], row.get("kv_cache_usage") or 0.0)
         resident = GaugeMetricFamily(PREFIX + "models_resident", "Models resident now.",
                                      value=sum(1 for row in rows if row["loaded"]))
-        return iter([running, waiting, loaded, resident])
+        return iter([running, waiting, loaded, kv_usage, resident, rss, max_queue])

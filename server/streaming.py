@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
 
 import structlog
@@ -34,9 +34,11 @@ async def sse(events: AsyncGenerator[bytes, None]) -> AsyncIterator[bytes]:
     yield DONE
 
 
-async def started(stream: AsyncGenerator[bytes, None]) -> AsyncIterator[bytes]:
+async def started(stream: AsyncGenerator[bytes, None],
+                  framing: Callable[[AsyncGenerator[bytes, None]], AsyncIterator[bytes]] = sse) -> AsyncIterator[bytes]:
     """Run a stream up to its first event now, so that errors before any output (unknown model, load
-    failure, prompt too long) still become a proper HTTP error status instead of an SSE error event."""
+    failure, prompt too long) still become a proper HTTP error status instead of an SSE error event.
+    `framing`: how the rest goes out (OpenAI's by default; the Messages API has its own)."""
     try:
         first = await stream.__anext__()
     except BaseException:
@@ -49,4 +51,4 @@ async def started(stream: AsyncGenerator[bytes, None]) -> AsyncIterator[bytes]:
             async for chunk in stream:
                 yield chunk
 
-    return sse(rest())
+    return framing(rest())

@@ -1,6 +1,7 @@
 """Thin Litestar controllers, one per resource: parse, call a service, wrap the result."""
 
 from server.controllers.admin import AdminController
+from server.controllers.anthropic import MessagesController
 from server.controllers.chat import ChatController
 from server.controllers.completions import CompletionsController
 from server.controllers.embeddings import EmbeddingsController
@@ -10,4 +11,4 @@ from server.controllers.responses import ResponsesController
 from server.controllers.tokens import TokensController
 
 ROUTES = [ModelsController, ChatController, CompletionsController, EmbeddingsController, TokensController,
-          HealthController, AdminController, ResponsesController]
+          HealthController, AdminController, MessagesController, ResponsesController]

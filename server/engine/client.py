@@ -77,6 +77,7 @@ class WorkerModel:
         self.n_ctx = loaded.n_ctx
         self.n_vocab = loaded.n_vocab
         self._loaded = loaded
+        self._kv_cells_used = 0  # as the latest Step reported it: read at scrape time, never asked for
         self._process = process
         self._reader = reader
         self._writer = writer
@@ -174,9 +175,12 @@ class WorkerModel:
         return await asyncio.shield(self._exit)
 
     def stats(self) -> dict[str, Any]:
+        cells = self._loaded.kv_cells
         return {"pid": self._process.pid, "rss_bytes": rss_bytes(self._process.pid),
                 "memory_limit_bytes": self._memory_limit, "n_threads": self._loaded.n_threads,
-                "n_threads_batch": self._loaded.n_threads_batch}
+                "n_threads_batch": self._loaded.n_threads_batch, "kv_cells": cells,
+                "kv_cells_used": self._kv_cells_used,
+                "kv_cache_usage": round(self._kv_cells_used / cells, 6) if cells else 0.0}
 
     # -- the wire ----------------------------------------------------------------------------------
 
@@ -231,6 +235,7 @@ class WorkerModel:
 
     def _dispatch(self, message: m.FromWorker) -> None:
         if isinstance(message, m.Step):
+            self._kv_cells_used = message.cells
             touched = set()
             for job_id, index, piece in message.pieces:
                 job = self._jobs.get(job_id)

@@ -57,6 +57,8 @@ class Model(Protocol):
         ...
 
     def stats(self) -> dict[str, Any]:
-        """What /admin/pool shows of it: process id, resident memory, thread counts."""
+        """What /admin/pool and the metrics show of it: process id, resident memory, thread counts, KV
+        cells allocated and in use (`kv_cells`, `kv_cells_used`, `kv_cache_usage` from 0 to 1). Cheap:
+        called at every scrape, it must not wait for the model."""
         ...
 

@@ -66,6 +66,7 @@ class Loaded(msgspec.Struct, tag=True, frozen=True):
     n_vocab: int
     n_threads: int
     n_threads_batch: int
+    kv_cells: int = 0  # KV cells allocated for generation (n_ctx x slots); 0 for an embedding model
 
 
 class Fault(msgspec.Struct, frozen=True):
@@ -90,6 +91,7 @@ class Failed(msgspec.Struct, tag=True, frozen=True):
 class Step(msgspec.Struct, tag=True, frozen=True):
     pieces: list[tuple[int, int, Piece]]  # (request id, sequence index, piece)
     ended: list[int] = []  # requests whose every sequence has ended or been dropped
+    cells: int = 0  # KV cells the busy slots hold after this step
 
 
 FromWorker = Loaded | Result | Failed | Step

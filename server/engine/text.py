@@ -26,21 +26,24 @@ class StopMatcher:
 
     `feed` returns (text safe to emit now, whether a stop string was hit). After a hit, the text up to
     the stop string has been returned and the rest is dropped, as OpenAI does (the stop string itself
-    is not part of the output).
+    is not part of the output). `matched` is the stop string that was hit, for APIs that report it.
     """
 
     def __init__(self, stops: list[str]) -> None:
         self._stops = [s for s in stops if s]
         self._longest = max((len(s) for s in self._stops), default=0)
         self._held = ""
+        self.matched: str | None = None
 
     def feed(self, text: str) -> tuple[str, bool]:
         if not self._stops:
             return text, False
         buffer = self._held + text
-        hit = min((i for i in (buffer.find(s) for s in self._stops) if i >= 0), default=-1)
+        hit, stop = min(((i, s) for s, i in ((s, buffer.find(s)) for s in self._stops) if i >= 0),
+                        default=(-1, None))
         if hit >= 0:
             self._held = ""
+            self.matched = stop
             return buffer[:hit], True
         keep = self._holdback(buffer)
         self._held = buffer[len(buffer) - keep:] if keep else ""

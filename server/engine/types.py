@@ -42,6 +42,7 @@ class Piece(NamedTuple):
     finish_reason: str | None = None
     logprobs: list[TokenLogprob] | None = None
     usage: Usage | None = None
+    stop: str | None = None  # the stop string that ended the sequence, when one did
 
 
 class Grammar(msgspec.Struct, frozen=True, kw_only=True):

@@ -3,8 +3,9 @@ models are in memory: load, room, eviction, crashes). No llama_cpp here: a model
 engine interface's `close()` and `exited()`."""
 
 from server.pool.entry import Lease, PoolEvents, State
-from server.pool.model_pool import RETRY_AFTER_SECONDS, ModelPool
+from server.pool.model_pool import ModelPool
+from server.pool.pace import RETRY_AFTER_MAX, RETRY_AFTER_MIN, Pace
 from server.pool.residency import CRASH_COOL_DOWN_SECONDS, CRASH_LIMIT, CRASH_WINDOW_SECONDS
 
-__all__ = ["CRASH_COOL_DOWN_SECONDS", "CRASH_LIMIT", "CRASH_WINDOW_SECONDS", "RETRY_AFTER_SECONDS", "Lease",
-           "ModelPool", "PoolEvents", "State"]
+__all__ = ["CRASH_COOL_DOWN_SECONDS", "CRASH_LIMIT", "CRASH_WINDOW_SECONDS", "RETRY_AFTER_MAX", "RETRY_AFTER_MIN",
+           "Lease", "ModelPool", "Pace", "PoolEvents", "State"]

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
+from server.pool.pace import Pace
 from server.registry import ModelSpec
 
 
@@ -27,6 +28,7 @@ class PoolEvents(Protocol):
     def model_evicted(self, alias: str, reason: str) -> None: ...
     def model_crashed(self, alias: str, reason: str) -> None: ...
     def request_queued(self, alias: str, seconds: float) -> None: ...
+    def request_rejected(self, alias: str, retry_after: int) -> None: ...
 
 
 E = TypeVar("E", bound=Closable)
@@ -59,6 +61,7 @@ class Entry(Generic[E]):
     crashes: int = 0  # since the server started; each one a restart on next use
     recent_crashes: list[float] = field(default_factory=list)
     cool_down_until: float = 0.0
+    pace: Pace = field(default_factory=Pace)  # measured per request; the 429's Retry-After
 
     @property
     def resident(self) -> bool:

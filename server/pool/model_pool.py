@@ -3,7 +3,8 @@
 Requests take turns per alias (up to `n_parallel` at a time, a FIFO semaphore; past `max_queue`
 waiting, a 429), then get the model from `Residency`, which loads and evicts. Policy from models.yaml:
 `pinned` aliases load at start and are never evicted; `pool.idle_ttl` unloads models unused that long;
-`update_registry` applies a re-read models.yaml without cutting anything running.
+`update_registry` applies a re-read models.yaml without cutting anything running. The 429's
+`Retry-After` comes from the alias's measured pace and the work ahead of the request (pace.py).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any, Generic
 
@@ -19,11 +20,11 @@ import structlog
 
 from server.errors import ModelCrashedError, ModelNotFoundError, QueueFullError
 from server.pool.entry import E, Entry, Lease, PoolEvents, State
+from server.pool.pace import Pace, Running
 from server.pool.residency import CRASH_LIMIT, CRASH_WINDOW_SECONDS, Residency
 from server.registry import ModelSpec, Registry
 
 log = structlog.get_logger("server.pool")
-RETRY_AFTER_SECONDS = 1
 
 
 class ModelPool(Generic[E]):
@@ -67,15 +68,16 @@ class ModelPool(Generic[E]):
     # -- requests ---------------------------------------------------------------------------------------
 
     @asynccontextmanager
-    async def lease(self, alias: str) -> AsyncIterator[E]:
-        """`async with pool.lease(alias) as model`: the model is this request's until the block ends."""
-        lease = await self.acquire(alias)
+    async def lease(self, alias: str, *, max_tokens: int | None = None) -> AsyncIterator[E]:
+        """`async with pool.lease(alias) as model`: the model is this request's until the block ends.
+        `max_tokens`: the most tokens a sequence of it may generate (None: not said), for Retry-After."""
+        lease = await self.acquire(alias, max_tokens=max_tokens)
         try:
             yield lease.engine
         finally:
             lease.release()
 
-    async def acquire(self, alias: str) -> Lease[E]:
+    async def acquire(self, alias: str, *, max_tokens: int | None = None) -> Lease[E]:
         """Wait for this alias's turn, load it if needed, and hand it over until `Lease.release()`."""
         entry = self._entry(alias)
         arrived = time.perf_counter()
@@ -86,7 +88,10 @@ class ModelPool(Generic[E]):
                 f"started again for another {math.ceil(cooling)} s.", retry_after=math.ceil(cooling))
         limit = entry.spec.max_queue
         if limit is not None and entry.turn.locked() and entry.waiting >= limit:
-            raise QueueFullError(alias, entry.waiting, RETRY_AFTER_SECONDS)
+            retry_after = entry.pace.retry_after(entry.spec.n_parallel, entry.waiting)
+            if self._events is not None:
+                self._events.request_rejected(alias, retry_after)
+            raise QueueFullError(alias, entry.waiting, retry_after)
         entry.waiting += 1
         try:
             await entry.turn.acquire()
@@ -106,9 +111,17 @@ class ModelPool(Generic[E]):
             raise
         entry.in_use += 1
         entry.last_used = time.monotonic()
+        run = entry.pace.start(max_tokens)
         if self._events is not None:
             self._events.request_queued(alias, time.perf_counter() - arrived)
-        return Lease(engine, lambda: self._release(entry))
+        return Lease(engine, lambda: self._release(entry, run))
+
+    def learn(self, alias: str, sequences: Iterable[tuple[int, float, float]]) -> None:
+        """A finished request's sequences, each (tokens generated, seconds to the first token, seconds
+        from the first to the last): the alias's pace, from which Retry-After is estimated."""
+        entry = self._models.entries.get(alias)
+        if entry is not None:
+            entry.pace.learn(sequences)
 
     def _entry(self, alias: str) -> Entry[E]:
         spec = self.spec(alias)
@@ -118,8 +131,9 @@ class ModelPool(Generic[E]):
             self._models.entries[alias] = entry
         return entry
 
-    def _release(self, entry: Entry[E]) -> None:
+    def _release(self, entry: Entry[E], run: Running) -> None:
         """Synchronous on purpose: safe to call from a `finally` under cancellation or a done-callback."""
+        entry.pace.end(run)
         entry.in_use -= 1
         entry.holders -= 1
         entry.last_used = time.monotonic()
@@ -217,11 +231,13 @@ class ModelPool(Generic[E]):
                 "waiting": entry.waiting + entry.holders - entry.in_use if entry is not None else 0,
                 "draining": entry is not None and entry.state is State.DRAINING,
                 "pinned": spec.pinned,
+                "max_queue": spec.max_queue,
                 "removed": entry is not None and entry.retired,
                 "last_used": round(now_wall - (now_mono - used), 3) if used is not None else None,
                 "load_seconds": round(entry.load_seconds, 4) if entry and entry.load_seconds else None,
                 "estimated_bytes": self._models.footprint(spec),
                 "restarts": entry.crashes if entry is not None else 0,
+                "pace": (entry.pace if entry is not None else Pace()).report(),
                 **_process(entry),
             })
         return rows

@@ -16,6 +16,7 @@ from server.protocol.common import (
     Stop,
     StreamOptions,
     Temperature,
+    TopK,
     TopP,
 )
 
@@ -95,6 +96,7 @@ class ChatCompletionRequest(msgspec.Struct, kw_only=True):
     max_completion_tokens: MaxTokens | None | UnsetType = UNSET
     temperature: Temperature | None | UnsetType = UNSET
     top_p: TopP | None | UnsetType = UNSET
+    top_k: TopK | None | UnsetType = UNSET  # an extension (vLLM, llama-server); 0: no top-k cut
     stop: Stop | None = None
     seed: Seed | None = None
     presence_penalty: Penalty | None | UnsetType = UNSET

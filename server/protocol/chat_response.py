@@ -42,6 +42,7 @@ class ChatChoice(msgspec.Struct, kw_only=True):
     message: AssistantMessage
     finish_reason: FinishReason | None
     logprobs: ChoiceLogprobs | None = None
+    stop_reason: str | UnsetType = UNSET  # vLLM's extension: the stop string that ended the choice, if one did
 
 
 class ChatCompletion(msgspec.Struct, kw_only=True):
@@ -76,6 +77,7 @@ class ChatChunkChoice(msgspec.Struct, kw_only=True):
     delta: ChatDelta
     finish_reason: FinishReason | None = None
     logprobs: ChoiceLogprobs | None = None
+    stop_reason: str | UnsetType = UNSET  # as in ChatChoice, on the chunk with the finish_reason
 
 
 class ChatCompletionChunk(msgspec.Struct, kw_only=True):

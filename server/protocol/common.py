@@ -13,6 +13,7 @@ Penalty = Annotated[float, Meta(ge=-2.0, le=2.0)]
 INT32_MAX = 2**31 - 1
 MaxTokens = Annotated[int, Meta(ge=1, le=INT32_MAX)]
 Seed = Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]  # OpenAI's seed is an int64
+TopK = Annotated[int, Meta(ge=0, le=INT32_MAX)]
 TokenId = Annotated[int, Meta(ge=0, le=INT32_MAX)]
 ChoiceCount = Annotated[int, Meta(ge=1, le=16)]
 Stop = str | Annotated[list[str], Meta(max_length=16)]

@@ -104,7 +104,7 @@ def _grammar(fmt: Any, tool_plan: tools.ToolPlan | None) -> Grammar | None:
 async def complete_chat(pool: ModelPool[Any], request: ChatCompletionRequest,
                         metrics: Metrics | None = None) -> ChatCompletion:
     plan = plan_chat(pool, request)
-    async with pool.lease(request.model) as model:
+    async with pool.lease(request.model, max_tokens=plan.max_tokens) as model:
         collected = await collect(model, plan.requests(await model.chat_prompt(plan.messages)))
     choices = []
     for index, result in enumerate(collected):
@@ -114,13 +114,22 @@ async def complete_chat(pool: ModelPool[Any], request: ChatCompletionRequest,
             message=AssistantMessage(content=content, tool_calls=calls or msgspec.UNSET),
             finish_reason="tool_calls" if calls else result.finish_reason,  # type: ignore[arg-type]
             logprobs=chat_logprobs(result.logprobs) if plan.logprobs is not None else None,
+            stop_reason=result.stop if result.stop is not None and not calls else msgspec.UNSET,
         ))
     prompt_tokens, completion_tokens, cached = total_usage([r.usage for r in collected])
-    record_usage(metrics, request.model, [r.usage for r in collected], [c.finish_reason or "stop" for c in choices])
+    record_usage(pool, metrics, request.model, [r.usage for r in collected],
+                 [c.finish_reason or "stop" for c in choices])
     return ChatCompletion(
         id=new_id("chatcmpl"), created=now(), model=request.model, choices=choices,
         usage=usage(prompt_tokens, completion_tokens, cached),
     )
+
+
+async def count_prompt_tokens(pool: ModelPool[Any], request: ChatCompletionRequest) -> int:
+    """The prompt's length in tokens, rendered exactly as `complete_chat` renders it (tools included)."""
+    plan = plan_chat(pool, request)
+    async with pool.lease(request.model) as model:
+        return len((await model.chat_prompt(plan.messages)).tokens)
 
 
 def usage(prompt_tokens: int, completion_tokens: int, cached: int) -> Usage:
@@ -139,12 +148,12 @@ async def chat_chunks(pool: ModelPool[Any], request: ChatCompletionRequest,
     include_usage = bool(request.stream_options and request.stream_options.include_usage)
     builder = chat_stream.ChunkBuilder(new_id("chatcmpl"), now(), request.model, plan.n,
                                        with_tools=plan.tools is not None, with_logprobs=plan.logprobs is not None)
-    async with pool.lease(request.model) as model:
+    async with pool.lease(request.model, max_tokens=plan.max_tokens) as model:
         requests = plan.requests(await model.chat_prompt(plan.messages))
         async with aclosing(model.generate(requests)) as batches:
             async for batch in batches:
                 yield builder.chunks(batch)
-    record_usage(metrics, request.model, builder.usages, builder.finish_reasons)
+    record_usage(pool, metrics, request.model, builder.usages, builder.finish_reasons)
     if include_usage:
         yield [builder.usage_chunk(usage(*builder.usage()))]
 

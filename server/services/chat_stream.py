@@ -84,5 +84,8 @@ class ChunkBuilder:
                 if rest:
                     out += self._chunk(index, ChatDelta(content=rest))
         self._finishes[index] = finish
-        return out + self._chunk(index, ChatDelta(), finish)
+        last = self._chunk(index, ChatDelta(), finish)
+        if piece.stop is not None and finish == "stop":
+            last[0].choices[0].stop_reason = piece.stop
+        return out + last
 

@@ -26,6 +26,7 @@ class Collected:
     finish_reason: str = "length"
     logprobs: list[TokenLogprob] = field(default_factory=list)
     usage: Usage | None = None
+    stop: str | None = None  # the stop string that ended it, if one did
 
 
 def add_pieces(choices: list[Collected], items: list[Indexed]) -> None:
@@ -37,6 +38,7 @@ def add_pieces(choices: list[Collected], items: list[Indexed]) -> None:
         if piece.finish_reason:
             choice.finish_reason = piece.finish_reason
             choice.usage = piece.usage
+            choice.stop = piece.stop
 
 
 def total_usage(usages: list[Usage | None]) -> tuple[int, int, int]:

@@ -4,22 +4,25 @@ from __future__ import annotations
 
 import secrets
 import time
+from typing import Any
 
 from server.engine import Usage
 from server.errors import WrongModelKindError
 from server.metrics import Metrics
+from server.pool import ModelPool
 from server.registry import ModelSpec
 
 
-def record_usage(metrics: Metrics | None, model: str, usages: list[Usage | None], finish_reasons: list[str],
-                 n: int = 1) -> None:
-    """Token metrics once per request, from the engine's per-sequence timings (every gap between tokens
-    observed, as vLLM does, so a stall inside a request shows in the p95). Sequences come n per prompt;
-    each prompt counts once."""
+def record_usage(pool: ModelPool[Any], metrics: Metrics | None, model: str, usages: list[Usage | None],
+                 finish_reasons: list[str], n: int = 1) -> None:
+    """Once per request, from the engine's per-sequence timings: the alias's pace (for Retry-After), and
+    token metrics (every gap between tokens observed, as vLLM does, so a stall inside a request shows in
+    the p95). Sequences come n per prompt; each prompt counts once."""
+    known = [u for u in usages if u is not None]
+    pool.learn(model, [(u.completion_tokens, u.first_token_seconds, u.decode_seconds) for u in known])
     if metrics is None:
         return
     metrics.finished(model, finish_reasons)
-    known = [u for u in usages if u is not None]
     for usage in known:
         if usage.completion_tokens:
             metrics.first_token(model, usage.first_token_seconds)

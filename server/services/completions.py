@@ -65,9 +65,10 @@ class TextPlan:
 async def complete_text(pool: ModelPool[Any], request: CompletionRequest,
                         metrics: Metrics | None = None) -> Completion:
     plan = TextPlan(pool, request)
-    async with pool.lease(request.model) as model:
+    async with pool.lease(request.model, max_tokens=plan.max_tokens) as model:
         collected = await collect(model, plan.requests())
-    record_usage(metrics, request.model, [r.usage for r in collected], [r.finish_reason for r in collected], plan.n)
+    record_usage(pool, metrics, request.model, [r.usage for r in collected], [r.finish_reason for r in collected],
+                 plan.n)
     choices = []
     for i, result in enumerate(collected):
         prefix = plan.prompt_of(i) if plan.echo else ""
@@ -114,10 +115,11 @@ async def stream_text(pool: ModelPool[Any], request: CompletionRequest,
             finishes.append(piece.finish_reason)
         return event(_encode(Completion(id=chunk_id, created=created, model=model, choices=[choice])))
 
-    async with pool.lease(model) as engine, aclosing(engine.generate(plan.requests())) as batches:
+    async with (pool.lease(model, max_tokens=plan.max_tokens) as engine,
+                aclosing(engine.generate(plan.requests())) as batches):
         async for batch in batches:
             yield b"".join(chunk(index, piece) for index, piece in batch)
-    record_usage(metrics, model, usages, finishes, plan.n)
+    record_usage(pool, metrics, model, usages, finishes, plan.n)
     if request.stream_options and request.stream_options.include_usage:
         final = Completion(id=chunk_id, created=created, model=model, choices=[],
                            usage=wire_usage(*_usage(usages, plan.n)))

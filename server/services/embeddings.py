@@ -30,7 +30,7 @@ async def embed(pool: ModelPool[Any], request: EmbeddingRequest, metrics: Metric
             param="dimensions",
         )
     inputs = check_embedding_inputs(request)
-    async with pool.lease(request.model) as model:
+    async with pool.lease(request.model, max_tokens=0) as model:
         vectors, tokens = await model.embed(inputs)
     if metrics is not None:
         metrics.tokens(request.model, tokens, 0)  # embedding inputs are prompt tokens, as vLLM counts them

@@ -57,7 +57,7 @@ def sampling_params(spec: ModelSpec, request: Any, *, grammar: Grammar | None = 
     return SamplingParams(
         temperature=pick(request.temperature, defaults.temperature),
         top_p=pick(request.top_p, defaults.top_p),
-        top_k=defaults.top_k,
+        top_k=pick(getattr(request, "top_k", None), defaults.top_k),
         min_p=defaults.min_p,
         repeat_penalty=defaults.repeat_penalty,
         presence_penalty=pick(request.presence_penalty, defaults.presence_penalty),

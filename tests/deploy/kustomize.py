@@ -2,9 +2,10 @@
 
 Neither Debian nor PyPI ships kustomize (Debian has no package; kubectl comes from outside Debian), so the
 tests render deploy/k8s with this, and `test_k8s.py` compares its output with `kubectl kustomize` wherever
-that binary exists. Supported: `resources` (files, several documents each, and folders), `namespace`,
-`images`, `configMapGenerator` (`files`, `literals`, `behavior` create/replace/merge, the content-hash
-name suffix and the references to it from pod specs) and `patches` given as a strategic merge patch file
+that binary exists. Supported: `resources` (files, several documents each, and folders), `namespace`
+(given to a RoleBinding's ServiceAccount subjects that have none, too), `images`, `configMapGenerator`
+(`files`, `literals`, `behavior` create/replace/merge, the content-hash name suffix and the references to
+it from pod specs) and `patches` given as a strategic merge patch file
 (dicts merge, named lists such as containers merge by name, other lists are replaced). Anything else in
 a kustomization.yaml is refused, so a new feature cannot be silently ignored.
 """
@@ -66,6 +67,10 @@ def _build(folder: Path) -> list[Resource]:
         for resource in resources:
             if resource["kind"] not in CLUSTER_SCOPED:
                 resource.setdefault("metadata", {})["namespace"] = spec["namespace"]
+            if resource["kind"] in ("RoleBinding", "ClusterRoleBinding"):  # as kustomize: its ServiceAccounts too
+                for subject in resource.get("subjects", []):
+                    if subject.get("kind") == "ServiceAccount" and "namespace" not in subject:
+                        subject["namespace"] = spec["namespace"]
     return resources
 
 

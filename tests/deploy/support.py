@@ -65,6 +65,7 @@ def server_paths() -> set[str]:
 def exported_metric_names() -> set[str]:
     """Every series name a scrape of the server declares, from the server's own collectors."""
     metrics = Metrics()
-    metrics.watch_pool(lambda: [{"id": "smollm2", "running": 0, "waiting": 0, "loaded": True}])
+    metrics.watch_pool(lambda: [{"id": "smollm2", "running": 0, "waiting": 0, "loaded": True, "max_queue": 8,
+                                  "rss_bytes": 1}])
     body, _ = metrics.render()
     return exported_names(body.decode())

@@ -18,11 +18,11 @@ from tests.deploy.kustomize import render
 from tests.deploy.support import ROOT, exported_metric_names, load_shipped_registry, server_paths, settings_for
 
 K8S = ROOT / "deploy" / "k8s"
-BUILDS = ("base", "overlays/gpu", "sharded")
+BUILDS = ("base", "overlays/gpu", "sharded", "inference-pool")
 # The oldest Kubernetes the manifests promise to work on, and the newest the schemas know.
 KUBERNETES_VERSIONS = ("1.29.0", kubernetes_validate.latest_version())
 # A rule for every file under deploy/k8s, so that none escapes validation unnoticed.
-NOT_MANIFESTS = {"kustomization.yaml", "models.yaml"}
+NOT_MANIFESTS = {"kustomization.yaml", "models.yaml", "epp-config.yaml"}  # the last: the picker's
 PATCHES = {"overlays/gpu/deployment-gpu.yaml"}
 HELM_VALUES = {"prometheus-adapter/values.yaml"}
 SHUTDOWN_MARGIN_S = 5  # closing the models after the drain
@@ -35,6 +35,12 @@ def rendered() -> dict[str, list[dict[str, Any]]]:
 
 def find(resources: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [r for r in resources if r["kind"] == kind]
+
+
+def servers(resources: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The Deployments that run the server (not, say, an endpoint picker)."""
+    return [d for d in find(resources, "Deployment")
+            if any(c["name"] == "server" for c in d["spec"]["template"]["spec"]["containers"])]
 
 
 def ident(resource: dict[str, Any]) -> tuple[str, str, str]:
@@ -104,7 +110,8 @@ def test_deployments_run_the_server_with_its_real_flags(rendered: dict[str, list
                                                          tmp_path: Path) -> None:
     resources = rendered[build]
     paths = server_paths()
-    for deployment in find(resources, "Deployment"):
+    assert servers(resources)
+    for deployment in servers(resources):
         namespace = deployment["metadata"].get("namespace")
         pod = deployment["spec"]["template"]["spec"]
         server = next(c for c in pod["containers"] if c["name"] == "server")
@@ -147,10 +154,17 @@ def test_pods_are_non_root_read_only_and_bounded(rendered: dict[str, list[dict[s
         pod = deployment["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["securityContext"]["runAsUser"] > 0
-        assert pod["automountServiceAccountToken"] is False
+        if deployment in servers(rendered[build]):  # the server never talks to the Kubernetes API
+            assert pod["automountServiceAccountToken"] is False
+        else:  # a picker watches pods and pools: its own identity, which a Role grants just that
+            account = pod["serviceAccountName"]
+            bindings = [b for b in find(rendered[build], "RoleBinding")
+                        if b["metadata"].get("namespace") == deployment["metadata"].get("namespace")]
+            assert account != "llm-server" and any(
+                ("ServiceAccount", account) == (b["subjects"][0]["kind"], b["subjects"][0]["name"]) for b in bindings)
         tmp = next(v for v in pod["volumes"] if v["name"] == "tmp")
         assert "emptyDir" in tmp
-        for container in pod["initContainers"] + pod["containers"]:
+        for container in pod.get("initContainers", []) + pod["containers"]:
             context = container["securityContext"]
             assert context["readOnlyRootFilesystem"] is True, container["name"]
             assert context["allowPrivilegeEscalation"] is False, container["name"]
@@ -166,12 +180,16 @@ def test_service_and_monitor_reach_the_pods(rendered: dict[str, list[dict[str, A
     paths = server_paths()
     for service in find(resources, "Service"):
         namespace = service["metadata"].get("namespace")
-        deployment = next(d for d in find(resources, "Deployment") if d["metadata"].get("namespace") == namespace)
-        pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
-        assert service["spec"]["selector"].items() <= pod_labels.items()
+        (deployment,) = [d for d in find(resources, "Deployment") if d["metadata"].get("namespace") == namespace
+                         and service["spec"]["selector"].items() <= d["spec"]["template"]["metadata"]["labels"].items()]
+        named_ports = {p["name"] for c in deployment["spec"]["template"]["spec"]["containers"] for p in c["ports"]}
+        for port in service["spec"]["ports"]:
+            assert port["targetPort"] in named_ports, (ident(service), port)
+    for monitor in find(resources, "ServiceMonitor"):
+        namespace = monitor["metadata"].get("namespace")
+        (service,) = [s for s in find(resources, "Service") if s["metadata"].get("namespace") == namespace
+                      and monitor["spec"]["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()]
         assert service["spec"]["ports"][0]["targetPort"] == "http"
-        monitor = next(m for m in find(resources, "ServiceMonitor") if m["metadata"].get("namespace") == namespace)
-        assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
         endpoint = monitor["spec"]["endpoints"][0]
         assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
         assert endpoint["path"] in paths

@@ -4,6 +4,7 @@ the request log line, 429 past max_queue, SIGHUP reload and SIGTERM drain."""
 from __future__ import annotations
 
 import json
+import math
 import re
 import signal
 import threading
@@ -14,6 +15,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import MODEL, ROOT, RunningServer, start_server, stop_server
@@ -70,6 +72,10 @@ def test_metrics_after_a_chat_request(ops_server: RunningServer) -> None:
     assert 'llm_time_to_first_token_seconds_count{model="smollm2"} 1.0' in scrape
     assert 'llm_inter_token_latency_seconds_count{model="smollm2"} 3.0' in scrape  # one per gap
     assert re.search(r'llm_prompt_tokens_total\{model="smollm2"\} [1-9]', scrape)
+    assert re.search(r'llm_model_rss_bytes\{model="smollm2"\} [1-9]', scrape)  # its worker's memory
+    assert 'llm_model_rss_bytes{model="capped"} 0.0' in scrape  # not loaded
+    assert 'llm_model_max_queue{model="solo"} 0.0' in scrape and 'llm_model_max_queue{model="smollm2"}' not in scrape
+    assert 'llm_request_rejected_retry_after_seconds_count{model="solo"} 0.0' in scrape  # before any 429
     exported = exported_names(scrape)
     for name in ("llm_time_to_first_token_seconds_bucket", "llm_inter_token_latency_seconds_bucket",
                  "llm_prompt_tokens_total", "llm_generation_tokens_total", "llm_num_requests_running",
@@ -94,6 +100,14 @@ def test_the_grafana_dashboard_uses_only_exported_metrics(ops_server: RunningSer
     exprs += [v["query"] for v in dashboard["templating"]["list"] if v["type"] == "query"]
     used = {name for expr in exprs for name in re.findall(r"\bllm_[a-z0-9_]+", expr)}
     assert len(used) >= 10
+    exported = exported_names(httpx.get(ops_server.base_url + "/metrics").text)
+    assert used <= exported, f"not exported: {sorted(used - exported)}"
+
+
+def test_the_alerting_rules_use_only_exported_metrics(ops_server: RunningServer) -> None:
+    groups = yaml.safe_load((ROOT / "deploy" / "prometheus" / "alerts.yml").read_text())["groups"]
+    used = {name for group in groups for rule in group["rules"] for name in re.findall(r"\bllm_[a-z0-9_]+", rule["expr"])}
+    assert len(used) >= 7
     exported = exported_names(httpx.get(ops_server.base_url + "/metrics").text)
     assert used <= exported, f"not exported: {sorted(used - exported)}"
 
@@ -145,15 +159,63 @@ def finish_reason(lines: list[str]) -> str | None:
 
 def test_past_max_queue_the_server_answers_429_with_retry_after(ops_server: RunningServer) -> None:
     lines: list[str] = []
-    stream = open_stream(ops_server, "solo", 200, lines, threading.Event())
+    stream = open_stream(ops_server, "solo", 64, lines, threading.Event())
     response = httpx.post(ops_server.base_url + "/v1/completions", json={"model": "solo", "prompt": "x"})
     assert response.status_code == 429
-    assert response.headers["retry-after"] == "1"
+    assert 1 <= int(response.headers["retry-after"]) <= 60
     assert response.json()["error"]["code"] == "rate_limit_exceeded"
     with pytest.raises(openai.RateLimitError):
         ops_server.client().completions.create(model="solo", prompt="x", max_tokens=2)
     stream.join(120)
     assert finish_reason(lines) is not None and lines[-1] == "data: [DONE]"  # the running one is untouched
+
+
+SOLO = """
+models:
+  solo:
+    path: {model}
+    n_ctx: 1024
+    n_threads: 1
+    n_parallel: 1
+    max_queue: 0
+    sampling:
+      temperature: 0.0
+"""
+SEA = [{"role": "user", "content": "Tell me about the sea."}]
+NO_END = {"2": -100}  # the end-of-turn token never comes: every answer runs to max_tokens
+
+
+def refused_retry_after(server: RunningServer) -> int:
+    """Start a 400-token answer on the only slot, then ask again: the 429's Retry-After."""
+    client = server.client()
+    with client.chat.completions.create(model="solo", messages=SEA, max_tokens=400, logit_bias=NO_END,
+                                        stream=True) as stream:
+        next(iter(stream))  # the slot is busy now
+        with pytest.raises(openai.RateLimitError) as refused:
+            client.chat.completions.create(model="solo", messages=[{"role": "user", "content": "Hi"}], max_tokens=4)
+    assert refused.value.body["code"] == "rate_limit_exceeded"
+    return int(refused.value.response.headers["retry-after"])
+
+
+def pace(server: RunningServer) -> dict:  # type: ignore[type-arg]
+    return httpx.get(server.base_url + "/admin/pool").json()["models"][0]["pace"]
+
+
+def test_retry_after_covers_the_400_token_answer_on_the_busy_slot(make_server) -> None:  # type: ignore[no-untyped-def]
+    server = make_server(SOLO)
+    first = refused_retry_after(server)
+    assert first >= 2  # nothing measured yet: the prior pace
+    answer = server.client().chat.completions.create(model="solo", messages=SEA, max_tokens=48, logit_bias=NO_END)
+    assert answer.usage.completion_tokens == 48
+    measured = pace(server)
+    assert measured["measured"] == 1  # this answer, not the refused or the cut one
+    second = refused_retry_after(server)
+    # 400 tokens at the pace just measured, less the time the running answer already had.
+    full = measured["first_token_seconds"] + 400 / measured["tokens_per_second"]
+    assert 2 <= second <= min(60, math.ceil(full) + 1), (second, measured)
+    scrape = httpx.get(server.base_url + "/metrics").text
+    assert 'llm_request_rejected_retry_after_seconds_count{model="solo"} 2.0' in scrape
+    assert f'llm_request_rejected_retry_after_seconds_sum{{model="solo"}} {float(first + second)}' in scrape
 
 
 def test_sighup_reloads_models_yaml_without_cutting_a_stream(make_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

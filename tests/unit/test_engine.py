@@ -25,8 +25,9 @@ class Harness:
     """A LlamaEngine whose steps land in a queue, read back per job as the worker's client would."""
 
     def __init__(self, spec: ModelSpec) -> None:
-        self.steps: queue.SimpleQueue[tuple[list, list, list]] = queue.SimpleQueue()
+        self.steps: queue.SimpleQueue[tuple[list, list, list, int]] = queue.SimpleQueue()
         self.engine = LlamaEngine("t", spec, lambda *step: self.steps.put(step))
+        self.cells: list[int] = []  # each step's count of KV cells in use, as read by `pieces`
         self._ids = itertools.count(1)
 
     def tokenize(self, text: str) -> list[int]:
@@ -39,7 +40,8 @@ class Harness:
 
     def pieces(self, job: int) -> Iterator[tuple[int, Piece]]:
         while True:
-            pieces, ended, failed = self.steps.get(timeout=60)
+            pieces, ended, failed, cells = self.steps.get(timeout=60)
+            self.cells.append(cells)
             for failed_job, exc in failed:
                 if failed_job == job:
                     raise exc
@@ -122,6 +124,19 @@ def test_usage_counts_cached_prefix(engine: Harness) -> None:
     assert second.cached_tokens == len(prompt) - 1 and second.prompt_tokens == len(prompt)
 
 
+def test_steps_report_the_cells_busy_slots_hold(engine: Harness) -> None:
+    prompt = engine.tokenize("Count: 1, 2, 3,")
+    request = Request(prompt=prompt, max_tokens=5, stop=[],
+                      sampling=SamplingParams(temperature=0.0, logit_bias={2: -100.0}))
+    engine.cells.clear()
+    assert len(list(engine.generate(request))) >= 1
+    # The prompt, then one more generated token evaluated per step (the last sampled one never is);
+    # the step that ends the sequence reports its slot free, cache kept but counted as free.
+    n = len(prompt)
+    assert engine.cells == [n, n + 1, n + 2, n + 3, 0]
+    assert engine.engine.kv_cells == 512
+
+
 def test_tiny_batches_chunk_prompts_and_starve_nobody() -> None:
     """Three sequences share a batch of 3 tokens: prompts go in chunks, every sequence still finishes,
     with the same text as when it ran alone."""
@@ -182,7 +197,7 @@ def test_a_big_request_does_not_hold_a_small_one_back(engine: Harness) -> None:
                                   sampling=SamplingParams(temperature=0.0))])
     ended: list[int] = []
     while len(ended) < 2:
-        _, done, _ = engine.steps.get(timeout=60)
+        _, done, _, _ = engine.steps.get(timeout=60)
         ended += done
     assert ended[0] == small, ended
     assert many in ended

@@ -47,10 +47,10 @@ class Connection:
             self._sock.sendall(data)
 
     def emit(self, pieces: list[tuple[int, int, Piece]], ended: list[int],
-             failed: list[tuple[int, BaseException]]) -> None:
+             failed: list[tuple[int, BaseException]], cells: int) -> None:
         """One decode step's output as one write: failures first, so an ended id never hides one."""
         faults = [m.Failed(id=job, fault=fault_of(exc)) for job, exc in failed]
-        self.send(*faults, m.Step(pieces=pieces, ended=ended))
+        self.send(*faults, m.Step(pieces=pieces, ended=ended, cells=cells))
 
 
 def fault_of(exc: BaseException) -> m.Fault:
@@ -85,7 +85,7 @@ def serve(conn: Connection) -> int:
         conn.send(m.Failed(id=0, fault=fault_of(exc)))
         return 1
     conn.send(m.Loaded(n_ctx=engine.n_ctx, n_vocab=engine.n_vocab, n_threads=engine.n_threads,
-                       n_threads_batch=engine.n_threads_batch))
+                       n_threads_batch=engine.n_threads_batch, kv_cells=engine.kv_cells))
     while True:
         message = conn.receive()
         if message is None or isinstance(message, m.Shutdown):

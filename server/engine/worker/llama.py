@@ -74,6 +74,10 @@ class LlamaEngine:
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelLoadError(f"llama.cpp could not load the model file: {exc}") from exc
 
+    @property
+    def kv_cells(self) -> int:
+        return self._slots.cells_total if self._slots is not None else 0
+
     # -- tokens -----------------------------------------------------------------------------------
 
     def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:

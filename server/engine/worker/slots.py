@@ -26,8 +26,9 @@ from server.engine.worker.sampling import RANDOM_SEED, build_sampler
 from server.engine.worker.tokens import TokenPieces, logprobs_at
 from server.errors import EngineError
 
-# One step's output: (request id, sequence index, piece)s, ids of requests that ended, (id, error)s.
-Emit = Callable[[list[tuple[int, int, Piece]], list[int], list[tuple[int, BaseException]]], None]
+# One step's output: (request id, sequence index, piece)s, ids of requests that ended, (id, error)s, and
+# the KV cells the busy slots hold after it (the HTTP process exports it as the KV-cache usage gauge).
+Emit = Callable[[list[tuple[int, int, Piece]], list[int], list[tuple[int, BaseException]], int], None]
 
 
 @dataclass(eq=False)
@@ -110,6 +111,7 @@ class SlotEngine:
         self._out_pieces: list[tuple[int, int, Piece]] = []
         self._out_ended: list[int] = []
         self._out_failed: list[tuple[int, BaseException]] = []
+        self._cells_sent = 0  # cells_in_use() as last emitted
         self._thread = threading.Thread(target=self._run, name="decode", daemon=True)
         self._thread.start()
 
@@ -167,11 +169,25 @@ class SlotEngine:
                 self._fail(list(self._active), EngineError(f"generation failed: {exc}"))
             self._flush()
 
+    @property
+    def cells_total(self) -> int:
+        """KV cells allocated: n_ctx for each slot (the cache is not unified)."""
+        return self.n_ctx * len(self._slots)
+
+    def cells_in_use(self) -> int:
+        """KV cells held by busy slots: the prompt evaluated so far (a reused prefix included) and the
+        tokens generated. A free slot's cache is kept for reuse but counts as free, as vLLM counts a
+        cached block nobody references: any new sequence may take it over."""
+        return sum(len(slot.tokens) for slot in self._slots if slot.busy)
+
     def _flush(self) -> None:
-        if self._out_pieces or self._out_ended or self._out_failed:
+        cells = self.cells_in_use()
+        # A step with no output still reports a changed cell count (a prompt chunk evaluated).
+        if self._out_pieces or self._out_ended or self._out_failed or cells != self._cells_sent:
             pieces, ended, failed = self._out_pieces, self._out_ended, self._out_failed
             self._out_pieces, self._out_ended, self._out_failed = [], [], []
-            self._emit(pieces, ended, failed)
+            self._cells_sent = cells
+            self._emit(pieces, ended, failed, cells)
 
     def _take_waiting(self) -> list[_Sequence]:
         with self._wake:
@@ -328,7 +344,8 @@ class SlotEngine:
         first = seq.first_at or time.perf_counter()
         usage = Usage(len(seq.prompt), seq.generated, seq.cached, first_token_seconds=first - seq.submitted,
                       decode_seconds=(seq.last_at or first) - first, gaps=tuple(seq.gaps))
-        self._out_pieces.append((seq.job.id, seq.index, Piece(tail, finish_reason=reason, usage=usage)))
+        stop = seq.stops.matched if hit_stop else None
+        self._out_pieces.append((seq.job.id, seq.index, Piece(tail, finish_reason=reason, usage=usage, stop=stop)))
         self._release(seq)
         self._end(seq)
 

@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, Response, post
+from litestar.response import Stream
+
+from server.controllers.disconnect import unless_disconnected
+from server.metrics import Metrics
+from server.pool import ModelPool
+from server.protocol.anthropic import CountTokensRequest, MessagesRequest
+from server.protocol.anthropic_response import CountTokensResponse, MessageResponse
+from server.services.anthropic import count_tokens, create_message
+from server.services.anthropic_stream import anthropic_sse, stream_message
+from server.streaming import SSE_HEADERS, started
+
+
+class MessagesController(Controller):
+    """Anthropic's Messages API. Errors on these routes take Anthropic's shape (see http_errors); the
+    `anthropic-version` header is accepted and ignored."""
+
+    path = "/v1/messages"
+    tags = ["anthropic"]
+
+    @post("", status_code=200, summary="Create a message (Anthropic's Messages API; SSE events when `stream` is true)")
+    async def create(self, data: MessagesRequest, pool: ModelPool, metrics: Metrics,
+                     request: Request[Any, Any, Any]) -> Response[MessageResponse]:
+        if data.stream:
+            # A client that leaves while queued or while its model loads gives its turn away.
+            events = await unless_disconnected(request, started(stream_message(pool, data, metrics), anthropic_sse))
+            return Stream(events, media_type="text/event-stream", headers=SSE_HEADERS)  # type: ignore[return-value]
+        return Response(await unless_disconnected(request, create_message(pool, data, metrics)))
+
+    @post("/count_tokens", status_code=200, summary="Count a message request's input tokens, tools included")
+    async def count(self, data: CountTokensRequest, pool: ModelPool) -> CountTokensResponse:
+        return await count_tokens(pool, data)

@@ -1,0 +1,206 @@
+"""POST /v1/messages and /v1/messages/count_tokens: Anthropic's Messages API on top of the chat service.
+
+A message request becomes a `ChatCompletionRequest` (system prompt first, content blocks flattened to
+text, `tool_use` blocks to assistant tool calls, `tool_result` blocks to tool messages), so prompts,
+tools, grammars and limits work exactly as on the chat route; the chat answer is mapped back to
+content blocks. Streams: see services/anthropic_stream.py.
+
+`thinking` is accepted and no thinking blocks come back: the chat service has no reasoning split yet.
+Once chat messages carry `reasoning_content` (delta.reasoning_content in streams), it maps to a
+`thinking` block placed before the text here and in EventMapper.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from msgspec import UNSET
+
+from server.errors import InvalidRequestError
+from server.metrics import Metrics
+from server.pool import ModelPool
+from server.protocol import anthropic as wire
+from server.protocol.anthropic_response import (
+    Content,
+    CountTokensResponse,
+    MessageResponse,
+    MessageUsage,
+    StopReason,
+    TextContent,
+    ToolUseContent,
+)
+from server.protocol.chat import (
+    ChatCompletionRequest,
+    ChatMessage,
+    FunctionCall,
+    FunctionDef,
+    JsonSchemaFormat,
+    JsonSchemaResponseFormat,
+    NamedFunction,
+    NamedToolChoice,
+    StreamOptions,
+    Tool,
+    ToolCall,
+)
+from server.protocol.common import Usage
+from server.services.chat import complete_chat, count_prompt_tokens
+from server.services.common import new_id
+
+BLOCK_SEPARATOR = "\n\n"  # between text blocks of one message: each block is a paragraph of its own
+
+
+def chat_request(request: wire.CountTokensRequest, n_ctx: int | None = None) -> ChatCompletionRequest:
+    """The chat request that renders the same prompt and samples the same way. Anthropic clients (Claude
+    Code among them) send max_tokens sized for Claude, often past a local model's whole context: such a
+    value means "as much as fits", as llama-server treats it, instead of a 400 on every request."""
+    chat = ChatCompletionRequest(
+        model=request.model,
+        messages=_messages(request),
+        tools=_tools(request.tools) if request.tools is not UNSET else None,
+        tool_choice=_tool_choice(request.tool_choice),
+    )
+    if isinstance(request, wire.MessagesRequest):
+        chat.max_tokens = request.max_tokens if n_ctx is None or request.max_tokens < n_ctx else None
+        chat.temperature = request.temperature
+        chat.top_p = request.top_p
+        chat.top_k = request.top_k
+        chat.stop = request.stop_sequences or None
+        chat.stream = request.stream
+        chat.stream_options = StreamOptions(include_usage=True) if request.stream else None
+        output_format = request.output_config.format if request.output_config else None
+        if output_format is not None:
+            chat.response_format = JsonSchemaResponseFormat(json_schema=JsonSchemaFormat(schema=output_format.schema))
+    return chat
+
+
+async def create_message(pool: ModelPool[Any], request: wire.MessagesRequest,
+                         metrics: Metrics | None = None) -> MessageResponse:
+    completion = await complete_chat(pool, chat_request(request, pool.spec(request.model).n_ctx), metrics)
+    choice = completion.choices[0]
+    content: list[Content] = []
+    if choice.message.content:
+        content.append(TextContent(text=choice.message.content))
+    for call in choice.message.tool_calls or []:
+        content.append(ToolUseContent(id=tool_use_id(call.id), name=call.function.name,
+                                      input=json.loads(call.function.arguments)))
+    reason, sequence = stop_reason(choice.finish_reason, choice.stop_reason or None, request.stop_sequences)
+    return MessageResponse(id=new_message_id(), content=content, model=request.model, stop_reason=reason,
+                           stop_sequence=sequence, usage=message_usage(completion.usage))
+
+
+async def count_tokens(pool: ModelPool[Any], request: wire.CountTokensRequest) -> CountTokensResponse:
+    return CountTokensResponse(input_tokens=await count_prompt_tokens(pool, chat_request(request)))
+
+
+def new_message_id() -> str:
+    return new_id("msg").replace("-", "_")
+
+
+def tool_use_id(call_id: str) -> str:
+    """Anthropic's prefix on the chat service's call id; a `tool_result` sends it back as it is."""
+    return "toolu_" + call_id.removeprefix("call_")
+
+
+def stop_reason(finish_reason: str | None, stop: str | None,
+                stop_sequences: list[str] | Any) -> tuple[StopReason, str | None]:
+    """Anthropic's stop_reason (and the stop sequence hit) for a chat finish_reason. A stop string the chat
+    template added (end-of-turn text) ends the turn like the end token; only the client's own are named."""
+    if finish_reason == "tool_calls":
+        return "tool_use", None
+    if finish_reason == "length":
+        return "max_tokens", None
+    if stop is not None and stop_sequences and stop in stop_sequences:
+        return "stop_sequence", stop
+    return "end_turn", None
+
+
+def message_usage(usage: Usage) -> MessageUsage:
+    """Anthropic counts prompt tokens read from the cache apart from `input_tokens` (llama-server does too)."""
+    cached = usage.prompt_tokens_details.cached_tokens if usage.prompt_tokens_details else 0
+    return MessageUsage(input_tokens=usage.prompt_tokens - cached, output_tokens=usage.completion_tokens,
+                        cache_read_input_tokens=cached)
+
+
+def _messages(request: wire.CountTokensRequest) -> list[ChatMessage]:
+    out: list[ChatMessage] = []
+    system = request.system
+    if isinstance(system, list):
+        system = BLOCK_SEPARATOR.join(block.text for block in system)
+    if system:
+        out.append(ChatMessage(role="system", content=system))
+    for i, message in enumerate(request.messages):
+        if isinstance(message.content, str):
+            out.append(ChatMessage(role=message.role, content=message.content))
+        else:
+            out += _blocks(message.role, message.content, f"messages[{i}].content")
+    return out
+
+
+def _blocks(role: str, blocks: list[wire.ContentBlock], where: str) -> list[ChatMessage]:
+    """One Anthropic message as chat messages: its tool results first (each a tool message), then the text
+    and tool calls."""
+    texts: list[str] = []
+    calls: list[ToolCall] = []
+    results: list[ChatMessage] = []
+    for j, block in enumerate(blocks):
+        at = f"{where}[{j}]"
+        if isinstance(block, wire.TextBlock):
+            texts.append(block.text)
+        elif isinstance(block, (wire.ThinkingBlock, wire.RedactedThinkingBlock)):
+            continue  # earlier turns' thinking is not part of the prompt (Anthropic drops it too)
+        elif isinstance(block, wire.ToolUseBlock):
+            if role != "assistant":
+                raise InvalidRequestError(f"`{at}`: tool_use blocks belong in assistant messages.", param=at)
+            calls.append(ToolCall(id=block.id, function=FunctionCall(name=block.name,
+                                                                     arguments=json.dumps(block.input))))
+        elif isinstance(block, wire.ToolResultBlock):
+            if role != "user":
+                raise InvalidRequestError(f"`{at}`: tool_result blocks belong in user messages.", param=at)
+            results.append(ChatMessage(role="tool", tool_call_id=block.tool_use_id, content=_result_text(block, at)))
+        else:
+            _refuse_media(block, at)
+    text = BLOCK_SEPARATOR.join(texts)
+    if role == "assistant":
+        return [ChatMessage(role="assistant", content=text or None, tool_calls=calls or UNSET)]
+    return results + ([ChatMessage(role="user", content=text)] if texts or not results else [])
+
+
+def _result_text(block: wire.ToolResultBlock, where: str) -> str:
+    if isinstance(block.content, str):
+        text = block.content
+    else:
+        for k, part in enumerate(block.content):
+            if not isinstance(part, wire.TextBlock):
+                _refuse_media(part, f"{where}.content[{k}]")
+        text = BLOCK_SEPARATOR.join(part.text for part in block.content if isinstance(part, wire.TextBlock))
+    return f"Error: {text}" if block.is_error else text
+
+
+def _refuse_media(block: Any, where: str) -> None:
+    kind = "image" if isinstance(block, wire.ImageBlock) else "document"
+    raise InvalidRequestError(f"`{where}` is an {kind} block; this server's models read text only: send the "
+                              "content as text blocks.", param=where)
+
+
+def _tools(tools: list[wire.Tool]) -> list[Tool]:
+    out = []
+    for i, tool in enumerate(tools):
+        if tool.type is not UNSET and tool.type != "custom":
+            raise InvalidRequestError(f"`tools[{i}]` is the server tool `{tool.type}`, which this server does not "
+                                      "run; give client tools (name, description, input_schema).", param=f"tools[{i}]")
+        out.append(Tool(function=FunctionDef(name=tool.name, description=tool.description,
+                                             parameters=tool.input_schema)))
+    return out
+
+
+def _tool_choice(choice: wire.ToolChoice | Any) -> Any:
+    if isinstance(choice, wire.ToolChoiceTool):
+        return NamedToolChoice(function=NamedFunction(name=choice.name))
+    if isinstance(choice, wire.ToolChoiceAny):
+        return "required"
+    if isinstance(choice, wire.ToolChoiceNone):
+        return "none"
+    if isinstance(choice, wire.ToolChoiceAuto):
+        return "auto"
+    return None  # not sent: auto when there are tools, as on the chat route

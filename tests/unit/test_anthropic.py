@@ -1,0 +1,208 @@
+"""The Messages API's mapping to and from the chat service, without a model."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncGenerator
+
+import msgspec
+import pytest
+
+from server.engine.text import StopMatcher
+from server.errors import InvalidRequestError, ModelCrashedError
+from server.protocol.anthropic import CountTokensRequest, MessagesRequest
+from server.protocol.chat import NamedToolChoice
+from server.protocol.chat_response import (
+    ChatChunkChoice,
+    ChatCompletionChunk,
+    ChatDelta,
+    FunctionDelta,
+    ToolCallDelta,
+)
+from server.protocol.common import PromptTokensDetails, Usage
+from server.services.anthropic import chat_request, message_usage, stop_reason
+from server.services.anthropic_stream import EventMapper, anthropic_sse, frame
+
+
+def request(**fields: object) -> MessagesRequest:
+    body = {"model": "m", "max_tokens": 32, "messages": [{"role": "user", "content": "hi"}], **fields}
+    return msgspec.convert(body, MessagesRequest)
+
+
+def test_system_blocks_and_a_tool_round_trip_become_chat_messages() -> None:
+    chat = chat_request(request(
+        system=[{"type": "text", "text": "Be brief."}, {"type": "text", "text": "Be kind.", "cache_control": {}}],
+        messages=[
+            {"role": "user", "content": [{"type": "text", "text": "Weather in Paris?"}]},
+            {"role": "assistant", "content": [
+                {"type": "thinking", "thinking": "hmm", "signature": "s"},
+                {"type": "text", "text": "Let me look."},
+                {"type": "tool_use", "id": "toolu_1", "name": "weather", "input": {"city": "Paris"}},
+            ]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_1", "content": [{"type": "text", "text": "22 C"}]},
+                {"type": "tool_result", "tool_use_id": "toolu_2", "content": "down", "is_error": True},
+                {"type": "text", "text": "Thanks."},
+            ]},
+        ],
+        tools=[{"name": "weather", "description": "Weather now", "input_schema": {"type": "object"}}],
+        tool_choice={"type": "tool", "name": "weather"},
+        stop_sequences=["END"], top_k=5, temperature=0.5,
+    ))
+    shape = [(m.role, m.content) for m in chat.messages]
+    assert shape == [
+        ("system", "Be brief.\n\nBe kind."),
+        ("user", "Weather in Paris?"),
+        ("assistant", "Let me look."),
+        ("tool", "22 C"),
+        ("tool", "Error: down"),
+        ("user", "Thanks."),
+    ]
+    call = chat.messages[2].tool_calls[0]  # type: ignore[index]
+    assert (call.id, call.function.name) == ("toolu_1", "weather")
+    assert json.loads(call.function.arguments) == {"city": "Paris"}
+    assert [m.tool_call_id for m in chat.messages[3:5]] == ["toolu_1", "toolu_2"]
+    assert chat.tools is not None and chat.tools[0].function.parameters == {"type": "object"}
+    assert isinstance(chat.tool_choice, NamedToolChoice) and chat.tool_choice.function.name == "weather"
+    assert (chat.stop, chat.top_k, chat.temperature, chat.max_tokens) == (["END"], 5, 0.5, 32)
+
+
+@pytest.mark.parametrize(("sent", "chat"), [("auto", "auto"), ("any", "required"), ("none", "none")])
+def test_tool_choice_types(sent: str, chat: str) -> None:
+    tools = [{"name": "t", "input_schema": {"type": "object"}}]
+    assert chat_request(request(tools=tools, tool_choice={"type": sent})).tool_choice == chat
+
+
+def test_streams_ask_the_chat_service_for_the_usage_chunk() -> None:
+    chat = chat_request(request(stream=True))
+    assert chat.stream and chat.stream_options is not None and chat.stream_options.include_usage
+    assert chat_request(request()).stream_options is None
+
+
+def test_count_tokens_needs_no_max_tokens() -> None:
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "system": "s"}
+    chat = chat_request(msgspec.convert(body, CountTokensRequest))
+    assert [m.role for m in chat.messages] == ["system", "user"]
+
+
+@pytest.mark.parametrize(("messages", "param"), [
+    ([{"role": "user", "content": [{"type": "image", "source": {"type": "url", "url": "x"}}]}],
+     "messages[0].content[0]"),
+    ([{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t",
+                                    "content": [{"type": "document", "source": {}}]}]}],
+     "messages[0].content[0].content[0]"),
+    ([{"role": "user", "content": [{"type": "tool_use", "id": "t", "name": "n", "input": {}}]}],
+     "messages[0].content[0]"),
+    ([{"role": "user", "content": "q"}, {"role": "assistant", "content": [
+        {"type": "tool_result", "tool_use_id": "t", "content": "r"}]}], "messages[1].content[0]"),
+])
+def test_blocks_a_text_model_cannot_take_are_refused_by_name(messages: list[object], param: str) -> None:
+    with pytest.raises(InvalidRequestError) as caught:
+        chat_request(request(messages=messages))
+    assert caught.value.param == param
+
+
+def test_server_tools_are_refused() -> None:
+    with pytest.raises(InvalidRequestError, match="web_search_20250305") as caught:
+        chat_request(request(tools=[{"type": "web_search_20250305", "name": "web_search", "input_schema": {}}]))
+    assert caught.value.param == "tools[0]"
+
+
+def test_output_config_format_becomes_a_json_schema_response_format() -> None:
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}}
+    chat = chat_request(request(output_config={"format": {"type": "json_schema", "schema": schema}}))
+    assert chat.response_format.json_schema.schema == schema  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("finish", "stop", "expected"), [
+    ("stop", None, ("end_turn", None)),
+    ("stop", "<|im_end|>", ("end_turn", None)),  # the template's own stop string ends the turn
+    ("stop", "END", ("stop_sequence", "END")),
+    ("length", None, ("max_tokens", None)),
+    ("tool_calls", None, ("tool_use", None)),
+])
+def test_stop_reason(finish: str, stop: str | None, expected: tuple[str, str | None]) -> None:
+    assert stop_reason(finish, stop, ["END"]) == expected
+
+
+def test_usage_splits_cached_prompt_tokens_like_anthropic() -> None:
+    usage = Usage(prompt_tokens=30, completion_tokens=5, total_tokens=35,
+                  prompt_tokens_details=PromptTokensDetails(cached_tokens=20))
+    got = message_usage(usage)
+    assert (got.input_tokens, got.cache_read_input_tokens, got.output_tokens) == (10, 20, 5)
+
+
+def chunk(delta: ChatDelta, finish: str | None = None, stop: str | None = None) -> ChatCompletionChunk:
+    choice = ChatChunkChoice(index=0, delta=delta, finish_reason=finish)  # type: ignore[arg-type]
+    if stop is not None:
+        choice.stop_reason = stop
+    return ChatCompletionChunk(id="c", created=0, model="m", choices=[choice])
+
+
+def events_of(mapper: EventMapper, steps: list[list[ChatCompletionChunk]]) -> list[dict]:  # type: ignore[type-arg]
+    return [msgspec.to_builtins(e) for step in steps for e in mapper.events(step)]
+
+
+def test_stream_events_for_text_then_a_tool_call() -> None:
+    call = ToolCallDelta(index=0, id="call_abc", type="function",
+                         function=FunctionDelta(name="weather", arguments='{"city": "Paris"}'))
+    usage = Usage(prompt_tokens=9, completion_tokens=4, total_tokens=13)
+    steps = [
+        [chunk(ChatDelta(role="assistant", content="")), chunk(ChatDelta(content="Let"))],
+        [chunk(ChatDelta(content=" me"))],
+        [chunk(ChatDelta(tool_calls=[call])), chunk(ChatDelta(), "tool_calls")],
+        [ChatCompletionChunk(id="c", created=0, model="m", choices=[], usage=usage)],
+    ]
+    events = events_of(EventMapper("m", []), steps)
+    assert [e["type"] for e in events] == [
+        "message_start", "ping",
+        "content_block_start", "content_block_delta", "content_block_delta", "content_block_stop",
+        "content_block_start", "content_block_delta", "content_block_stop",
+        "message_delta", "message_stop",
+    ]
+    assert events[0]["message"]["content"] == [] and events[0]["message"]["stop_reason"] is None
+    assert [e["index"] for e in events[2:9]] == [0, 0, 0, 0, 1, 1, 1]
+    assert events[3]["delta"] == {"type": "text_delta", "text": "Let"}
+    assert events[6]["content_block"] == {"type": "tool_use", "id": "toolu_abc", "name": "weather", "input": {}}
+    assert events[7]["delta"] == {"type": "input_json_delta", "partial_json": '{"city": "Paris"}'}
+    assert events[9]["delta"] == {"stop_reason": "tool_use", "stop_sequence": None}
+    assert events[9]["usage"]["input_tokens"] == 9 and events[9]["usage"]["output_tokens"] == 4
+
+
+def test_stream_names_the_stop_sequence_and_frames_events() -> None:
+    mapper = EventMapper("m", ["END"])
+    usage = Usage(prompt_tokens=9, completion_tokens=2, total_tokens=11)
+    steps = [[chunk(ChatDelta(role="assistant", content="")), chunk(ChatDelta(content="ok"))],
+             [chunk(ChatDelta(), "stop", stop="END")],
+             [ChatCompletionChunk(id="c", created=0, model="m", choices=[], usage=usage)]]
+    events = [e for step in steps for e in mapper.events(step)]
+    assert frame(events[-2]).startswith(b'event: message_delta\ndata: {"type":"message_delta"')
+    assert msgspec.to_builtins(events[-2])["delta"] == {"stop_reason": "stop_sequence", "stop_sequence": "END"}
+
+
+def test_a_failure_mid_stream_is_an_error_event_in_anthropics_shape() -> None:
+    async def failing() -> AsyncGenerator[bytes, None]:
+        yield b"event: ping\ndata: {}\n\n"
+        raise ModelCrashedError("The worker died.")
+
+    async def read() -> list[bytes]:
+        return [part async for part in anthropic_sse(failing())]
+
+    parts = asyncio.run(read())
+    assert parts[0].startswith(b"event: ping")
+    name, data = parts[1].decode().strip().split("\n")
+    assert name == "event: error"
+    assert json.loads(data.removeprefix("data: ")) == {
+        "type": "error", "error": {"type": "overloaded_error", "message": "The worker died."}}
+
+
+def test_stop_matcher_tells_which_stop_string_hit() -> None:
+    matcher = StopMatcher(["zz", "END"])
+    assert matcher.feed("abc EN") == ("abc ", False) and matcher.matched is None
+    assert matcher.feed("D more") == ("", True) and matcher.matched == "END"
+
+
+def test_a_max_tokens_past_the_whole_context_means_as_much_as_fits() -> None:
+    assert chat_request(request(max_tokens=32000), n_ctx=2048).max_tokens is None  # Claude Code's size
+    assert chat_request(request(max_tokens=200), n_ctx=2048).max_tokens == 200
