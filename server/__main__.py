@@ -79,6 +79,11 @@ def serve(argv: list[str]) -> int:
                         help="seconds running requests get to finish after SIGTERM (default 30)")
     parser.add_argument("--body-read-timeout", type=float,
                         help="seconds a client gets to send a request body; past it, 408 (default 30)")
+    parser.add_argument("--responses-db", metavar="PATH",
+                        help="SQLite file of stored responses (env LLM_SERVER_RESPONSES_DB; default "
+                             "$XDG_STATE_HOME/llm-server/responses.sqlite3)")
+    parser.add_argument("--responses-retention-days", type=float, metavar="DAYS",
+                        help="how long stored responses are kept; 0 keeps them until deleted (default 30)")
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env(**vars(args))

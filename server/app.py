@@ -15,7 +15,7 @@ from litestar.di import Provide
 
 from server.auth import load_api_keys, require_api_key
 from server.controllers import ROUTES
-from server.controllers.deps import provide_metrics, provide_pool
+from server.controllers.deps import provide_metrics, provide_pool, provide_response_store
 from server.engine.client import WorkerLauncher
 from server.http_errors import handle_exception
 from server.json_request import JsonRequest
@@ -26,6 +26,7 @@ from server.openapi import docs_assets, drop_framework_errors, openapi_config, o
 from server.pool import ModelPool
 from server.registry import ModelSpec, Registry, load_registry
 from server.reload import handle_sighup
+from server.response_store import ResponseStore
 from server.settings import Settings
 
 
@@ -46,6 +47,8 @@ def create_app(
     state = State({
         "settings": settings, "started_at": int(time.time()), "metrics": metrics,
         "api_keys": api_keys, "ready": False, "shutting_down": False,
+        # Opened on first use: a server that never stores a response needs no writable state directory.
+        "response_store": ResponseStore(settings.responses_db, settings.responses_retention_days * 86400),
     })
 
     @asynccontextmanager
@@ -75,6 +78,7 @@ def create_app(
         dependencies={
             "pool": Provide(provide_pool, sync_to_thread=False),
             "metrics": Provide(provide_metrics, sync_to_thread=False),
+            "response_store": Provide(provide_response_store, sync_to_thread=False),
         },
         guards=[require_api_key] if api_keys else [],  # keys are fixed for the app's life
         middleware=[RequestObserver],
@@ -95,7 +99,7 @@ def _cors(settings: Settings) -> CORSConfig | None:
         return None
     return CORSConfig(
         allow_origins=list(settings.cors_origins),
-        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_methods=["GET", "POST", "DELETE", "OPTIONS"],  # DELETE: stored responses
         allow_headers=["Authorization", "Content-Type", REQUEST_ID_HEADER, "x-api-key", "anthropic-version"],
         expose_headers=[REQUEST_ID_HEADER, "Retry-After"],
         allow_credentials=False,

@@ -13,6 +13,8 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
+from server.response_store import default_path
+
 ENV_PREFIX = "LLM_SERVER_"
 
 
@@ -28,6 +30,10 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     max_body_bytes: Annotated[int, Meta(ge=1)] = 4 * 1024 * 1024
     shutdown_timeout: Annotated[float, Meta(gt=0)] = 30.0
     body_read_timeout: Annotated[float, Meta(gt=0)] = 30.0  # seconds a client gets to send its whole body
+    # Stored responses (POST /v1/responses with `store`): an SQLite file, and how long a response is kept
+    # (days; 0 keeps them until deleted).
+    responses_db: str = msgspec.field(default_factory=default_path)
+    responses_retention_days: Annotated[float, Meta(ge=0)] = 30.0
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:

@@ -7,7 +7,8 @@ from server.controllers.completions import CompletionsController
 from server.controllers.embeddings import EmbeddingsController
 from server.controllers.health import HealthController
 from server.controllers.models import ModelsController
+from server.controllers.responses import ResponsesController
 from server.controllers.tokens import TokensController
 
 ROUTES = [ModelsController, ChatController, CompletionsController, EmbeddingsController, TokensController,
-          HealthController, AdminController, MessagesController]
+          HealthController, AdminController, MessagesController, ResponsesController]

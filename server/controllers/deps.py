@@ -9,6 +9,7 @@ from litestar import Request
 
 from server.metrics import Metrics
 from server.pool import ModelPool
+from server.response_store import ResponseStore
 
 
 def provide_pool(request: Request[Any, Any, Any]) -> ModelPool:
@@ -17,3 +18,7 @@ def provide_pool(request: Request[Any, Any, Any]) -> ModelPool:
 
 def provide_metrics(request: Request[Any, Any, Any]) -> Metrics:
     return request.app.state.metrics
+
+
+def provide_response_store(request: Request[Any, Any, Any]) -> ResponseStore:
+    return request.app.state.response_store

@@ -43,6 +43,8 @@ def start_server(config: Path, log_path: Path, args: Sequence[str] = ()) -> Runn
         pytest.fail(f"{MODEL} is missing: run `make models` (make test does it)")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLM_SERVER_")}
+    # Stored responses beside the log: servers started on the same tmp_path share them, as after a restart.
+    env["LLM_SERVER_RESPONSES_DB"] = str(log_path.parent / "responses.sqlite3")
     log = log_path.open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "server", "--config", str(config), "--host", "127.0.0.1", "--port", str(port), *args],

@@ -1,0 +1,52 @@
+"""The Responses API: create (JSON or typed SSE events), and the stored responses (`store: true`)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from litestar import Controller, Request, Response, delete, get, post
+from litestar.params import Parameter
+from litestar.response import Stream
+
+from server.controllers.disconnect import unless_disconnected
+from server.metrics import Metrics
+from server.pool import ModelPool
+from server.protocol.responses import ResponseRequest
+from server.protocol.responses_output import DeletedResponse, InputItemList, ResponseObject
+from server.response_store import ResponseStore
+from server.services.responses import create_response, delete_response, page, stored
+from server.services.responses_stream import stream_response
+from server.streaming import SSE_HEADERS
+
+
+class ResponsesController(Controller):
+    path = "/v1/responses"
+    tags = ["responses"]
+
+    @post("", status_code=200, summary="Create a model response (typed SSE events when `stream` is true)")
+    async def create(self, data: ResponseRequest, pool: ModelPool, metrics: Metrics, response_store: ResponseStore,
+                     request: Request[Any, Any, Any]) -> Response[ResponseObject]:
+        if data.stream:
+            # A client that leaves while queued or while its model loads gives its turn away.
+            events = await unless_disconnected(request, stream_response(pool, response_store, data, metrics))
+            return Stream(events, media_type="text/event-stream", headers=SSE_HEADERS)  # type: ignore[return-value]
+        return Response(await unless_disconnected(request, create_response(pool, response_store, data, metrics)))
+
+    @get("/{response_id:str}", summary="Retrieve a stored response")
+    async def retrieve(self, response_id: str, response_store: ResponseStore) -> dict[str, Any]:
+        return (await stored(response_store, response_id)).response
+
+    @delete("/{response_id:str}", status_code=200, summary="Delete a stored response")
+    async def remove(self, response_id: str, response_store: ResponseStore) -> DeletedResponse:
+        return await delete_response(response_store, response_id)
+
+    @get("/{response_id:str}/input_items", summary="List a stored response's input items")
+    async def input_items(
+        self, response_id: str, response_store: ResponseStore,
+        limit: int = Parameter(default=20, ge=1, le=100),
+        order: Literal["asc", "desc"] = "desc",
+        after: str | None = None,
+        before: str | None = None,
+    ) -> InputItemList:
+        record = await stored(response_store, response_id)
+        return page(record.input_items, limit=limit, order=order, after=after, before=before)

@@ -1,0 +1,192 @@
+"""Streamed responses: the chat stream's chunks -> Responses' typed SSE events, each with its sequence number.
+
+    response.created, response.in_progress
+    per output item: response.output_item.added
+        message:       response.content_part.added, response.output_text.delta..., response.output_text.done,
+                       response.content_part.done
+        function_call: response.function_call_arguments.delta..., response.function_call_arguments.done
+    response.output_item.done
+    response.completed | response.incomplete (max_output_tokens) | error + response.failed (after a failure)
+
+Errors before the first decode step (unknown model, prompt too long, queue full) still get an HTTP status:
+the first chunk is awaited before any event is sent, as the chat route does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
+from typing import Any
+
+import msgspec
+import structlog
+
+from server.errors import ServerError
+from server.http_errors import error_event
+from server.metrics import Metrics
+from server.pool import ModelPool
+from server.protocol.chat_response import ChatCompletionChunk
+from server.protocol.common import Usage
+from server.protocol.responses import ResponseRequest
+from server.protocol.responses_output import (
+    FunctionCallOutput,
+    OutputItem,
+    OutputMessage,
+    OutputText,
+    ResponseError,
+    StreamEvent,
+)
+from server.response_store import ResponseStore
+from server.services.chat import chat_chunks
+from server.services.responses import Prepared, finished, in_responses_terms, prepare, save
+from server.services.responses_input import new_item_id
+
+log = structlog.get_logger("server.responses")
+_encode = msgspec.json.Encoder().encode
+
+
+def frame(event: StreamEvent) -> bytes:
+    return b"event: " + event.type.encode() + b"\ndata: " + _encode(event) + b"\n\n"
+
+
+class EventMapper:
+    """Keeps the output items being built and numbers the events."""
+
+    def __init__(self) -> None:
+        self._sequence = 0
+        self.items: list[OutputItem] = []
+        self._message: OutputMessage | None = None  # the open message item, if any
+        self._calls: dict[int, FunctionCallOutput] = {}  # open function calls by the chat's tool-call index
+        self.finish_reason: str | None = None
+        self.usage: Usage | None = None
+
+    def event(self, type_: str, **fields: Any) -> StreamEvent:
+        event = StreamEvent(type=type_, sequence_number=self._sequence, **fields)
+        self._sequence += 1
+        return event
+
+    def chunks(self, chunks: list[ChatCompletionChunk]) -> list[StreamEvent]:
+        out: list[StreamEvent] = []
+        for chunk in chunks:
+            if isinstance(chunk.usage, Usage):
+                self.usage = chunk.usage
+            for choice in chunk.choices[:1]:  # Responses has one output: n is always 1
+                delta = choice.delta
+                if isinstance(delta.content, str) and delta.content:
+                    out += self._text(delta.content)
+                for call in delta.tool_calls if isinstance(delta.tool_calls, list) else []:
+                    out += self._call(call.index, call.id, call.function.name, call.function.arguments)
+                if choice.finish_reason is not None:
+                    self.finish_reason = choice.finish_reason
+        return out
+
+    def _text(self, text: str) -> list[StreamEvent]:
+        out = [] if self._message is not None else self._open_message()
+        assert self._message is not None
+        part = self._message.content[0]
+        part.text += text
+        return out + [self.event("response.output_text.delta", item_id=self._message.id,
+                                 output_index=self.items.index(self._message), content_index=0, delta=text,
+                                 logprobs=[])]
+
+    def _open_message(self) -> list[StreamEvent]:
+        self._message = OutputMessage(id=new_item_id("msg"), status="in_progress", content=[])
+        index = len(self.items)
+        self.items.append(self._message)
+        added = self.event("response.output_item.added", output_index=index,
+                           item=OutputMessage(id=self._message.id, status="in_progress", content=[]))
+        self._message.content.append(OutputText(text=""))
+        return [added, self.event("response.content_part.added", item_id=self._message.id, output_index=index,
+                                  content_index=0, part=OutputText(text=""))]
+
+    def _close_message(self, status: str) -> list[StreamEvent]:
+        message, self._message = self._message, None
+        if message is None:
+            return []
+        index, text = self.items.index(message), message.content[0].text
+        message.status = status  # type: ignore[assignment]
+        return [
+            self.event("response.output_text.done", item_id=message.id, output_index=index, content_index=0,
+                       text=text, logprobs=[]),
+            self.event("response.content_part.done", item_id=message.id, output_index=index, content_index=0,
+                       part=OutputText(text=text)),
+            self.event("response.output_item.done", output_index=index, item=message),
+        ]
+
+    def _call(self, index: int, call_id: Any, name: Any, arguments: str) -> list[StreamEvent]:
+        out = self._close_message("completed")
+        item = self._calls.get(index)
+        if item is None:
+            item = FunctionCallOutput(id=new_item_id("fc"), call_id=call_id if isinstance(call_id, str) else "",
+                                      name=name if isinstance(name, str) else "", arguments="", status="in_progress")
+            self._calls[index] = item
+            self.items.append(item)
+            out.append(self.event("response.output_item.added", output_index=len(self.items) - 1,
+                                  item=msgspec.structs.replace(item)))
+        if arguments:
+            item.arguments += arguments
+            out.append(self.event("response.function_call_arguments.delta", item_id=item.id,
+                                  output_index=self.items.index(item), delta=arguments))
+        return out
+
+    def close(self) -> list[StreamEvent]:
+        """Finish every open item; a response with no output at all still gets its (empty) message."""
+        status = "incomplete" if self.finish_reason == "length" else "completed"
+        out = self._open_message() if not self.items else []
+        out += self._close_message(status)
+        for item in self._calls.values():
+            index = self.items.index(item)
+            item.status = "completed"
+            out += [self.event("response.function_call_arguments.done", item_id=item.id, output_index=index,
+                               arguments=item.arguments),
+                    self.event("response.output_item.done", output_index=index, item=item)]
+        self._calls = {}
+        return out
+
+
+async def stream_response(pool: ModelPool[Any], store: ResponseStore, request: ResponseRequest,
+                          metrics: Metrics | None = None) -> AsyncIterator[bytes]:
+    """Validate, and wait for the first decode step, before any byte goes out; then the SSE stream."""
+    prepared = await prepare(store, request)
+    steps = chat_chunks(pool, prepared.chat, metrics)
+    try:
+        first = await steps.__anext__()
+    except BaseException as exc:
+        await steps.aclose()
+        if isinstance(exc, ServerError):
+            in_responses_terms(exc)
+        raise
+    return _events(store, prepared, first, steps)
+
+
+async def _events(store: ResponseStore, prepared: Prepared, first: list[ChatCompletionChunk],
+                  steps: AsyncGenerator[list[ChatCompletionChunk], None]) -> AsyncGenerator[bytes, None]:
+    # Closing this generator (the client left, even right after `response.created`) closes the chat
+    # stream at once, and with it the generation.
+    async with aclosing(steps):
+        mapper = EventMapper()
+        yield b"".join(frame(mapper.event(kind, response=prepared.response))
+                       for kind in ("response.created", "response.in_progress"))
+        try:
+            events = mapper.chunks(first)
+            if events:
+                yield b"".join(map(frame, events))
+            async for chunks in steps:
+                events = mapper.chunks(chunks)
+                if events:
+                    yield b"".join(map(frame, events))
+            events = mapper.close()
+            response = finished(prepared, mapper.items, mapper.usage, mapper.finish_reason)
+            await save(store, prepared, response)
+        except Exception as exc:  # the status line is gone: the failure travels as events
+            log.error("response_stream_failed", error=str(exc), exc_info=exc)
+            body = msgspec.json.decode(error_event(exc))["error"]
+            failed = msgspec.structs.replace(
+                prepared.response, status="failed", output=mapper.items,
+                error=ResponseError(code=body.get("code") or "server_error", message=body["message"]))
+            yield frame(mapper.event("error", code=body.get("code"), message=body["message"],
+                                     param=body.get("param"))) \
+                + frame(mapper.event("response.failed", response=failed))
+            return
+        kind = "response.incomplete" if response.status == "incomplete" else "response.completed"
+        yield b"".join(map(frame, events)) + frame(mapper.event(kind, response=response))

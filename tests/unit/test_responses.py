@@ -1,0 +1,151 @@
+"""Responses API pieces without a model: the SQLite store, input mapping, pagination and the event mapper."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from server.errors import InvalidRequestError, UnsupportedParameterError
+from server.protocol.chat_response import ChatChunkChoice, ChatCompletionChunk, ChatDelta, FunctionDelta, ToolCallDelta
+from server.protocol.responses import ResponseRequest
+from server.protocol.responses_output import OutputMessage
+from server.response_store import ResponseStore, StoredResponse, StoreUnavailableError
+from server.services.responses import page
+from server.services.responses_input import chat_messages, input_items
+from server.services.responses_stream import EventMapper
+
+
+def record(response_id: str) -> StoredResponse:
+    return StoredResponse(id=response_id, response={"id": response_id, "output": []},
+                          input_items=[{"id": "msg_1", "type": "message"}], context=[{"id": "msg_1"}])
+
+
+def test_store_round_trip_in_wal_mode_shared_by_two_stores(tmp_path: Path) -> None:
+    path = str(tmp_path / "deep" / "responses.sqlite3")
+    one, other = ResponseStore(path, 0), ResponseStore(path, 0)
+    asyncio.run(one.put(record("resp_a")))
+    got = asyncio.run(other.get("resp_a"))  # another process would open the file the same way
+    assert got is not None and got.response["id"] == "resp_a" and got.input_items[0]["id"] == "msg_1"
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert asyncio.run(other.delete("resp_a")) is True
+    assert asyncio.run(one.get("resp_a")) is None
+    assert asyncio.run(one.delete("resp_a")) is False
+
+
+def test_another_process_shares_the_store(tmp_path: Path) -> None:
+    path = str(tmp_path / "shared.sqlite3")
+    store = ResponseStore(path, 0)
+    asyncio.run(store.put(record("resp_here")))
+    other = (
+        "import asyncio, sys\n"
+        "from server.response_store import ResponseStore, StoredResponse\n"
+        "store = ResponseStore(sys.argv[1], 0)\n"
+        "assert asyncio.run(store.get('resp_here')) is not None\n"
+        "asyncio.run(store.put(StoredResponse(id='resp_there', response={}, input_items=[], context=[])))\n"
+    )
+    subprocess.run([sys.executable, "-c", other, path], check=True, timeout=60,
+                   cwd=Path(__file__).resolve().parents[2])
+    assert asyncio.run(store.get("resp_there")) is not None
+
+
+def test_store_forgets_responses_past_retention(tmp_path: Path) -> None:
+    path = str(tmp_path / "r.sqlite3")
+    store = ResponseStore(path, retention_seconds=3600)
+    asyncio.run(store.put(record("resp_old")))
+    assert asyncio.run(store.get("resp_old")) is not None
+    with sqlite3.connect(path) as conn:  # two hours pass
+        conn.execute("UPDATE responses SET created_at = created_at - 7200")
+    assert asyncio.run(store.get("resp_old")) is None  # expired at once, swept or not
+    store._last_purge = 0.0  # the last sweep was long ago
+    asyncio.run(store.put(record("resp_new")))
+    with sqlite3.connect(path) as conn:
+        assert [row[0] for row in conn.execute("SELECT id FROM responses")] == ["resp_new"]
+
+
+def test_unwritable_store_is_a_503_naming_the_setting(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    store = ResponseStore(str(blocker / "responses.sqlite3"), 0)
+    with pytest.raises(StoreUnavailableError) as failed:
+        asyncio.run(store.get("resp_x"))
+    assert failed.value.status_code == 503 and "--responses-db" in failed.value.message
+
+
+def test_input_items_map_to_chat_messages() -> None:
+    request = ResponseRequest(model="m", input=[
+        {"role": "user", "content": [{"type": "input_text", "text": "Weather"}, {"type": "input_text", "text": "?"}]},
+        {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Let me check."}]},
+        {"type": "function_call", "call_id": "c1", "name": "get_weather", "arguments": "{}"},
+        {"type": "function_call", "call_id": "c2", "name": "get_time", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "c1", "output": "sunny"},
+    ])
+    items = input_items(request)
+    assert [i["id"][:3] for i in items] == ["msg", "msg", "fc_", "fc_", "fco"]
+    messages = chat_messages("Be brief.", items)
+    assert [m.role for m in messages] == ["system", "user", "assistant", "tool"]
+    assert messages[1].content == "Weather?"
+    assistant = messages[2]
+    assert assistant.content == "Let me check." and [c.id for c in assistant.tool_calls or []] == ["c1", "c2"]
+    assert messages[3].tool_call_id == "c1" and messages[3].content == "sunny"
+
+
+def test_unsupported_input_is_refused_by_name() -> None:
+    with pytest.raises(UnsupportedParameterError) as refused:
+        input_items(ResponseRequest(model="m", input=[{"type": "input_file", "file_id": "f"}]))
+    assert refused.value.param == "input[0].type"
+    with pytest.raises(InvalidRequestError) as bad:
+        input_items(ResponseRequest(model="m", input=[{"type": "function_call", "name": "f"}]))
+    assert bad.value.param == "input[0]"
+
+
+def test_input_item_pages() -> None:
+    items = [{"id": f"i{n}"} for n in range(5)]
+    newest = page(items, limit=2, order="desc", after=None, before=None)
+    assert [i["id"] for i in newest.data] == ["i4", "i3"] and newest.has_more
+    following = page(items, limit=2, order="desc", after=newest.last_id, before=None)
+    assert [i["id"] for i in following.data] == ["i2", "i1"] and following.has_more
+    oldest = page(items, limit=10, order="asc", after=None, before="i2")
+    assert [i["id"] for i in oldest.data] == ["i0", "i1"] and not oldest.has_more
+    with pytest.raises(InvalidRequestError):
+        page(items, limit=2, order="asc", after="nope", before=None)
+
+
+def chunk(delta: ChatDelta, finish: str | None = None) -> ChatCompletionChunk:
+    return ChatCompletionChunk(id="c", created=0, model="m",
+                               choices=[ChatChunkChoice(index=0, delta=delta, finish_reason=finish)])  # type: ignore[arg-type]
+
+
+def test_event_mapper_closes_text_before_a_call_and_numbers_events() -> None:
+    mapper = EventMapper()
+    call = ToolCallDelta(index=0, id="call_1", type="function", function=FunctionDelta(name="f", arguments='{"a"'))
+    more = ToolCallDelta(index=0, function=FunctionDelta(arguments=": 1}"))
+    events = mapper.chunks([chunk(ChatDelta(role="assistant", content="")), chunk(ChatDelta(content="Hi"))])
+    events += mapper.chunks([chunk(ChatDelta(tool_calls=[call])), chunk(ChatDelta(tool_calls=[more]), "tool_calls")])
+    events += mapper.close()
+    assert [e.type for e in events] == [
+        "response.output_item.added", "response.content_part.added", "response.output_text.delta",
+        "response.output_text.done", "response.content_part.done", "response.output_item.done",
+        "response.output_item.added", "response.function_call_arguments.delta",
+        "response.function_call_arguments.delta", "response.function_call_arguments.done",
+        "response.output_item.done",
+    ]
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    assert [e.output_index for e in events][-1] == 1
+    message, function_call = mapper.items
+    assert message.content[0].text == "Hi"  # type: ignore[union-attr]
+    assert function_call.arguments == '{"a": 1}' and function_call.call_id == "call_1"  # type: ignore[union-attr]
+    assert mapper.finish_reason == "tool_calls"
+
+
+def test_event_mapper_gives_an_empty_answer_its_message() -> None:
+    mapper = EventMapper()
+    mapper.chunks([chunk(ChatDelta(role="assistant", content="")), chunk(ChatDelta(), "stop")])
+    assert [e.type for e in mapper.close()][:2] == ["response.output_item.added", "response.content_part.added"]
+    [message] = mapper.items
+    assert isinstance(message, OutputMessage) and message.content[0].text == "" and message.status == "completed"
