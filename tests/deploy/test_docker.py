@@ -121,6 +121,10 @@ def test_the_image_runs_the_server_as_non_root_with_models_from_a_volume(name: s
     (healthcheck,) = final.all("HEALTHCHECK")
     assert f"http://127.0.0.1:{settings.port}/health" in healthcheck and "/health" in server_paths()
     assert final.all("STOPSIGNAL") in ([], ["SIGTERM"])
+    # Stored Responses (store: true is OpenAI's default) go to a volume the user owns, not the image's files.
+    data = str(Path(settings.responses_db).parent)
+    assert data in json.loads(final.all("VOLUME")[0])
+    assert any(re.search(rf"chown \S+ .*{data}\b", run) for run in final.all("RUN"))
 
     # The image's models.yaml is where the settings look, a valid registry, and reads models from /models.
     (source,) = [src for srcs, dest in copies(final) if dest == settings.config for src in srcs]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import jsonschema
@@ -143,6 +143,8 @@ def test_deployments_run_the_server_with_its_real_flags(rendered: dict[str, list
         assert registry.models
         models_mount = mounts["/models"]
         assert models_mount["readOnly"] is True
+        # Stored Responses need a writable volume: the root file system is read-only.
+        assert not mounts[str(PurePosixPath(settings.responses_db).parent)].get("readOnly"), settings.responses_db
         claim = volumes[models_mount["name"]]["persistentVolumeClaim"]["claimName"]
         assert claim in {p["metadata"]["name"] for p in find(resources, "PersistentVolumeClaim")
                          if p["metadata"].get("namespace") == namespace}
