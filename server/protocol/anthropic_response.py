@@ -19,7 +19,12 @@ class ToolUseContent(msgspec.Struct, tag="tool_use", tag_field="type", kw_only=T
     input: Any
 
 
-Content = TextContent | ToolUseContent
+class ThinkingContent(msgspec.Struct, tag="thinking", tag_field="type", kw_only=True):
+    thinking: str
+    signature: str = ""  # Anthropic signs its thinking; a local model's has nothing to verify
+
+
+Content = ThinkingContent | TextContent | ToolUseContent
 
 
 class MessageUsage(msgspec.Struct, kw_only=True):
@@ -65,13 +70,17 @@ class TextDelta(msgspec.Struct, tag="text_delta", tag_field="type", kw_only=True
     text: str
 
 
+class ThinkingDelta(msgspec.Struct, tag="thinking_delta", tag_field="type", kw_only=True):
+    thinking: str
+
+
 class InputJsonDelta(msgspec.Struct, tag="input_json_delta", tag_field="type", kw_only=True):
     partial_json: str
 
 
 class ContentBlockDelta(msgspec.Struct, tag="content_block_delta", tag_field="type", kw_only=True):
     index: int
-    delta: TextDelta | InputJsonDelta
+    delta: ThinkingDelta | TextDelta | InputJsonDelta
 
 
 class ContentBlockStop(msgspec.Struct, tag="content_block_stop", tag_field="type", kw_only=True):

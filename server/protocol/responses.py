@@ -53,7 +53,16 @@ class FunctionCallOutputItem(msgspec.Struct, kw_only=True):
     status: str | UnsetType = UNSET
 
 
-InputItem = MessageItem | FunctionCallItem | FunctionCallOutputItem
+class ReasoningItem(msgspec.Struct, kw_only=True):
+    """An earlier turn's reasoning, sent back as clients do with whole outputs: accepted, not prompted."""
+
+    type: Literal["reasoning"] = "reasoning"
+    id: str | UnsetType = UNSET
+    summary: list[Any] = msgspec.field(default_factory=list)
+    content: list[Any] | None = None
+
+
+InputItem = MessageItem | FunctionCallItem | FunctionCallOutputItem | ReasoningItem
 
 
 class FunctionTool(msgspec.Struct, kw_only=True):

@@ -31,7 +31,21 @@ class FunctionCallOutput(msgspec.Struct, kw_only=True, tag="function_call", tag_
     status: Status
 
 
-OutputItem = OutputMessage | FunctionCallOutput
+class ReasoningText(msgspec.Struct, kw_only=True, tag="reasoning_text", tag_field="type"):
+    text: str
+
+
+class ReasoningOutput(msgspec.Struct, kw_only=True, tag="reasoning", tag_field="type"):
+    """A thinking model's reasoning (chat's reasoning_content), in full: a local model has nothing to hide,
+    so it is `content`, not a `summary` (vLLM and llama-server do the same)."""
+
+    id: str
+    summary: list[Any] = msgspec.field(default_factory=list)
+    content: list[ReasoningText] = msgspec.field(default_factory=list)
+    status: Status | None = None
+
+
+OutputItem = ReasoningOutput | OutputMessage | FunctionCallOutput
 
 
 class InputTokensDetails(msgspec.Struct, kw_only=True):

@@ -5,9 +5,9 @@ text, `tool_use` blocks to assistant tool calls, `tool_result` blocks to tool me
 tools, grammars and limits work exactly as on the chat route; the chat answer is mapped back to
 content blocks. Streams: see services/anthropic_stream.py.
 
-`thinking` is accepted and no thinking blocks come back: the chat service has no reasoning split yet.
-Once chat messages carry `reasoning_content` (delta.reasoning_content in streams), it maps to a
-`thinking` block placed before the text here and in EventMapper.
+A thinking model's reasoning (chat's `reasoning_content`) comes back as a `thinking` block before the
+text, with an empty signature. The request's `thinking` setting is accepted; whether a model thinks is
+its template's and the alias's `chat_template_kwargs` business.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from server.protocol.anthropic_response import (
     MessageUsage,
     StopReason,
     TextContent,
+    ThinkingContent,
     ToolUseContent,
 )
 from server.protocol.chat import (
@@ -79,6 +80,8 @@ async def create_message(pool: ModelPool[Any], request: wire.MessagesRequest,
     completion = await complete_chat(pool, chat_request(request, pool.spec(request.model).n_ctx), metrics)
     choice = completion.choices[0]
     content: list[Content] = []
+    if isinstance(choice.message.reasoning_content, str) and choice.message.reasoning_content:
+        content.append(ThinkingContent(thinking=choice.message.reasoning_content))
     if choice.message.content:
         content.append(TextContent(text=choice.message.content))
     for call in choice.message.tool_calls or []:

@@ -1,6 +1,7 @@
 """Streamed messages: the chat service's chunks mapped to Anthropic's server-sent events.
 
-`message_start` and a `ping` go out with the first decode step; text opens a text block and streams as
+`message_start` and a `ping` go out with the first decode step; reasoning opens a `thinking` block
+streamed as `thinking_delta`s; text opens a text block and streams as
 `text_delta`s; a tool call (known whole once the call closes) is a `tool_use` block with its input as one
 `input_json_delta`; then `message_delta` (stop_reason, stop_sequence, usage) and `message_stop`. Input
 tokens are known only when generation ends, so `message_start` says 0 and `message_delta` carries the
@@ -35,6 +36,8 @@ from server.protocol.anthropic_response import (
     StreamEvent,
     TextContent,
     TextDelta,
+    ThinkingContent,
+    ThinkingDelta,
     ToolUseContent,
 )
 from server.protocol.chat_response import ChatCompletionChunk
@@ -58,7 +61,7 @@ class EventMapper:
         self._stop_sequences = stop_sequences
         self._started = False
         self._index = -1  # the content block being written
-        self._text_open = False
+        self._open_kind: str | None = None  # "thinking" or "text": the streamed block still open
         self._finish: str | None = None
         self._stop: str | None = None
 
@@ -72,10 +75,12 @@ class EventMapper:
         for chunk in chunks:
             for choice in chunk.choices:
                 delta = choice.delta
+                if isinstance(delta.reasoning_content, str) and delta.reasoning_content:
+                    out += self._streamed("thinking")
+                    out.append(ContentBlockDelta(index=self._index,
+                                                 delta=ThinkingDelta(thinking=delta.reasoning_content)))
                 if delta.content:
-                    if not self._text_open:
-                        out += self._open(TextContent(text=""))
-                        self._text_open = True
+                    out += self._streamed("text")
                     out.append(ContentBlockDelta(index=self._index, delta=TextDelta(text=delta.content)))
                 for call in delta.tool_calls or []:
                     out += self._close_text()
@@ -93,14 +98,23 @@ class EventMapper:
                                      usage=message_usage(chunk.usage)), MessageStop()]
         return out
 
-    def _open(self, block: TextContent | ToolUseContent) -> list[StreamEvent]:
+    def _streamed(self, kind: str) -> list[StreamEvent]:
+        """The events that make `kind` the open block: nothing if it is, else close the other, open this."""
+        if self._open_kind == kind:
+            return []
+        out = self._close_text()
+        self._open_kind = kind
+        return out + self._open(ThinkingContent(thinking="") if kind == "thinking" else TextContent(text=""))
+
+    def _open(self, block: ThinkingContent | TextContent | ToolUseContent) -> list[StreamEvent]:
         self._index += 1
         return [ContentBlockStart(index=self._index, content_block=block)]
 
     def _close_text(self) -> list[StreamEvent]:
-        if not self._text_open:
+        """Close the open thinking or text block, if any."""
+        if self._open_kind is None:
             return []
-        self._text_open = False
+        self._open_kind = None
         return [ContentBlockStop(index=self._index)]
 
 

@@ -24,6 +24,7 @@ class ReasoningSplitter:
     def __init__(self, *, open_at_start: bool) -> None:
         self._state = "thinking" if open_at_start else "start"
         self._held = ""
+        self._said = False  # whether any reasoning text went out: until then, leading blanks are dropped
         self.thought = open_at_start  # whether any thinking was seen
 
     def feed(self, text: str) -> tuple[str, str]:
@@ -39,12 +40,19 @@ class ReasoningSplitter:
             else:
                 self._state = "content"
         if self._state == "thinking":
+            # Reasoning comes out trimmed, streamed or whole: blanks at its start are dropped, and blanks are
+            # held back until text follows them (the ones before `</think>` never go out).
+            if not self._said:
+                buffer = buffer.lstrip()
             end = buffer.find(CLOSE)
             if end < 0:
                 keep = partial_tail(buffer, CLOSE)
-                self._held = buffer[len(buffer) - keep:] if keep else ""
-                return buffer[:len(buffer) - keep], ""
-            reasoning, buffer = buffer[:end], buffer[end + len(CLOSE):]
+                body = buffer[:len(buffer) - keep]
+                said = body.rstrip()
+                self._held = buffer[len(said):]
+                self._said = self._said or bool(said)
+                return said, ""
+            reasoning, buffer = buffer[:end].rstrip(), buffer[end + len(CLOSE):]
             self._state = "after"
         if self._state == "after":  # the blank lines between `</think>` and the answer are neither
             buffer = buffer.lstrip()
@@ -57,7 +65,7 @@ class ReasoningSplitter:
     def finish(self) -> tuple[str, str]:
         """What is still held at the end of the output."""
         held, self._held = self._held, ""
-        return (held, "") if self._state == "thinking" else ("", held)
+        return (held.rstrip(), "") if self._state == "thinking" else ("", held)
 
 
 def split(text: str, *, open_at_start: bool) -> tuple[str | None, str]:

@@ -30,6 +30,8 @@ from server.protocol.responses_output import (
     OutputMessage,
     OutputText,
     OutputTokensDetails,
+    ReasoningOutput,
+    ReasoningText,
     ResponseObject,
     ResponseUsage,
 )
@@ -146,6 +148,9 @@ def _output(completion: ChatCompletion) -> list[OutputItem]:
     status = "incomplete" if choice.finish_reason == "length" else "completed"
     calls = message.tool_calls if isinstance(message.tool_calls, list) else []
     items: list[OutputItem] = []
+    if isinstance(message.reasoning_content, str) and message.reasoning_content:
+        items.append(ReasoningOutput(id=new_item_id("rs"), status=status,  # type: ignore[arg-type]
+                                     content=[ReasoningText(text=message.reasoning_content)]))
     if message.content or not calls:
         items.append(OutputMessage(id=new_item_id("msg"), status=status,  # type: ignore[arg-type]
                                    content=[OutputText(text=message.content or "")]))

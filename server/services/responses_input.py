@@ -37,13 +37,15 @@ from server.protocol.responses import (
     FunctionTool,
     InputItem,
     MessageItem,
+    ReasoningItem,
     ResponseRequest,
 )
 
 ITEM_TYPES: dict[str, type[InputItem]] = {
     "message": MessageItem, "function_call": FunctionCallItem, "function_call_output": FunctionCallOutputItem,
+    "reasoning": ReasoningItem,
 }
-ID_PREFIX = {"message": "msg", "function_call": "fc", "function_call_output": "fco"}
+ID_PREFIX = {"message": "msg", "function_call": "fc", "function_call_output": "fco", "reasoning": "rs"}
 TEXT_PARTS = {"input_text", "output_text", "text"}
 
 
@@ -76,6 +78,8 @@ def _normalize(raw: dict[str, Any], where: str) -> dict[str, Any]:
     if isinstance(item, FunctionCallItem):
         return {**base, "call_id": item.call_id, "name": item.name, "arguments": item.arguments,
                 "status": "completed"}
+    if isinstance(item, ReasoningItem):
+        return {**base, "summary": item.summary, "content": item.content or []}
     return {**base, "call_id": item.call_id, "output": _text(item.output, f"{where}.output"), "status": "completed"}
 
 
@@ -102,6 +106,8 @@ def chat_messages(instructions: str | None, items: list[dict[str, Any]]) -> list
         if kind == "message":
             text = "".join(part.get("text", "") for part in item["content"])
             messages.append(ChatMessage(role=item["role"], content=text))
+        elif kind == "reasoning":
+            continue  # earlier reasoning is not prompted again, as thinking models' templates drop it
         elif kind == "function_call":
             call = ToolCall(id=item["call_id"], function=FunctionCall(name=item["name"], arguments=item["arguments"]))
             last = messages[-1] if messages else None

@@ -2,6 +2,7 @@
 
     response.created, response.in_progress
     per output item: response.output_item.added
+        reasoning:     response.reasoning_text.delta..., response.reasoning_text.done
         message:       response.content_part.added, response.output_text.delta..., response.output_text.done,
                        response.content_part.done
         function_call: response.function_call_arguments.delta..., response.function_call_arguments.done
@@ -33,6 +34,8 @@ from server.protocol.responses_output import (
     OutputItem,
     OutputMessage,
     OutputText,
+    ReasoningOutput,
+    ReasoningText,
     ResponseError,
     StreamEvent,
 )
@@ -56,6 +59,7 @@ class EventMapper:
         self._sequence = 0
         self.items: list[OutputItem] = []
         self._message: OutputMessage | None = None  # the open message item, if any
+        self._reasoning: ReasoningOutput | None = None  # the open reasoning item, if any
         self._calls: dict[int, FunctionCallOutput] = {}  # open function calls by the chat's tool-call index
         self.finish_reason: str | None = None
         self.usage: Usage | None = None
@@ -72,6 +76,8 @@ class EventMapper:
                 self.usage = chunk.usage
             for choice in chunk.choices[:1]:  # Responses has one output: n is always 1
                 delta = choice.delta
+                if isinstance(delta.reasoning_content, str) and delta.reasoning_content:
+                    out += self._thought(delta.reasoning_content)
                 if isinstance(delta.content, str) and delta.content:
                     out += self._text(delta.content)
                 for call in delta.tool_calls if isinstance(delta.tool_calls, list) else []:
@@ -80,8 +86,31 @@ class EventMapper:
                     self.finish_reason = choice.finish_reason
         return out
 
+    def _thought(self, text: str) -> list[StreamEvent]:
+        out: list[StreamEvent] = []
+        if self._reasoning is None:
+            self._reasoning = ReasoningOutput(id=new_item_id("rs"), status="in_progress",
+                                              content=[ReasoningText(text="")])
+            self.items.append(self._reasoning)
+            out.append(self.event("response.output_item.added", output_index=len(self.items) - 1,
+                                  item=ReasoningOutput(id=self._reasoning.id, status="in_progress")))
+        self._reasoning.content[0].text += text
+        return out + [self.event("response.reasoning_text.delta", item_id=self._reasoning.id,
+                                 output_index=self.items.index(self._reasoning), content_index=0, delta=text)]
+
+    def _close_reasoning(self, status: str) -> list[StreamEvent]:
+        item, self._reasoning = self._reasoning, None
+        if item is None:
+            return []
+        index = self.items.index(item)
+        item.status = status  # type: ignore[assignment]
+        return [self.event("response.reasoning_text.done", item_id=item.id, output_index=index, content_index=0,
+                           text=item.content[0].text),
+                self.event("response.output_item.done", output_index=index, item=item)]
+
     def _text(self, text: str) -> list[StreamEvent]:
-        out = [] if self._message is not None else self._open_message()
+        out = self._close_reasoning("completed")
+        out += [] if self._message is not None else self._open_message()
         assert self._message is not None
         part = self._message.content[0]
         part.text += text
@@ -114,7 +143,7 @@ class EventMapper:
         ]
 
     def _call(self, index: int, call_id: Any, name: Any, arguments: str) -> list[StreamEvent]:
-        out = self._close_message("completed")
+        out = self._close_reasoning("completed") + self._close_message("completed")
         item = self._calls.get(index)
         if item is None:
             item = FunctionCallOutput(id=new_item_id("fc"), call_id=call_id if isinstance(call_id, str) else "",
@@ -130,9 +159,12 @@ class EventMapper:
         return out
 
     def close(self) -> list[StreamEvent]:
-        """Finish every open item; a response with no output at all still gets its (empty) message."""
+        """Finish every open item; a response with no answer (none, or reasoning only) still gets its (empty)
+        message, as the non-streamed one does."""
         status = "incomplete" if self.finish_reason == "length" else "completed"
-        out = self._open_message() if not self.items else []
+        out = self._close_reasoning(status)
+        answered = any(not isinstance(item, ReasoningOutput) for item in self.items)
+        out += self._open_message() if not answered else []
         out += self._close_message(status)
         for item in self._calls.values():
             index = self.items.index(item)

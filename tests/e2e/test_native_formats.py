@@ -179,3 +179,41 @@ def test_reasoning_settings_a_template_cannot_take_are_refused(client: openai.Op
         client.chat.completions.create(model="thinking", messages=CAPITAL, max_tokens=5,
                                        extra_body={"chat_template_kwargs": {"messages": []}})
     assert info.value.body["param"] == "chat_template_kwargs"
+
+
+def test_thinking_comes_back_as_an_anthropic_thinking_block(server: RunningServer) -> None:
+    import anthropic
+
+    client = anthropic.Anthropic(base_url=server.base_url, api_key="unused", max_retries=0)
+    ask = {"model": "thinking", "max_tokens": 5, "system": SYSTEM["content"],
+           "messages": [{"role": "user", "content": CAPITAL[1]["content"]}]}
+    reply = client.messages.create(**ask)  # type: ignore[call-overload]
+    assert reply.stop_reason == "max_tokens"
+    assert [block.type for block in reply.content] == ["thinking"]  # cut short while thinking: no text yet
+    assert reply.content[0].thinking and "think>" not in reply.content[0].thinking
+    with client.messages.stream(**ask) as stream:  # type: ignore[call-overload]
+        kinds = [event.delta.type for event in stream if event.type == "content_block_delta"]
+        final = stream.get_final_message()
+    assert kinds and set(kinds) == {"thinking_delta"}
+    assert final.content[0].type == "thinking" and final.content[0].thinking == reply.content[0].thinking
+
+
+def test_thinking_comes_back_as_a_responses_reasoning_item(client: openai.OpenAI) -> None:
+    reply = client.responses.create(model="thinking", instructions=SYSTEM["content"], input=CAPITAL[1]["content"],
+                                    max_output_tokens=5)
+    assert reply.status == "incomplete"
+    reasoning = reply.output[0]
+    assert reasoning.type == "reasoning" and reasoning.content and reasoning.content[0].text
+    assert "think>" not in reasoning.content[0].text
+    with client.responses.stream(model="thinking", instructions=SYSTEM["content"], input=CAPITAL[1]["content"],
+                                 max_output_tokens=5) as stream:
+        events = list(stream)
+    deltas = [event.delta for event in events if event.type == "response.reasoning_text.delta"]
+    final = events[-1]
+    assert final.type == "response.incomplete"  # max_output_tokens cut it, while thinking
+    assert "".join(deltas) == final.response.output[0].content[0].text == reasoning.content[0].text
+    # The reasoning item goes back in with the rest of the output, as clients send it: accepted, not prompted.
+    follow = client.responses.create(model="thinking", input=[*[i.model_dump(exclude_none=True) for i in reply.output],
+                                                              {"role": "user", "content": "And of Italy?"}],
+                                     max_output_tokens=5, store=False)
+    assert follow.output[0].type == "reasoning"

@@ -206,3 +206,22 @@ def test_stop_matcher_tells_which_stop_string_hit() -> None:
 def test_a_max_tokens_past_the_whole_context_means_as_much_as_fits() -> None:
     assert chat_request(request(max_tokens=32000), n_ctx=2048).max_tokens is None  # Claude Code's size
     assert chat_request(request(max_tokens=200), n_ctx=2048).max_tokens == 200
+
+
+def test_reasoning_streams_as_a_thinking_block_before_the_text() -> None:
+    usage = Usage(prompt_tokens=9, completion_tokens=4, total_tokens=13)
+    steps = [
+        [chunk(ChatDelta(role="assistant", content="")), chunk(ChatDelta(reasoning_content="France..."))],
+        [chunk(ChatDelta(reasoning_content=" Paris."))],
+        [chunk(ChatDelta(content="Paris")), chunk(ChatDelta(), "stop")],
+        [ChatCompletionChunk(id="c", created=0, model="m", choices=[], usage=usage)],
+    ]
+    events = events_of(EventMapper("m", []), steps)
+    blocks = [e for e in events if e["type"].startswith("content_block")]
+    assert [(e["type"], e["index"]) for e in blocks] == [
+        ("content_block_start", 0), ("content_block_delta", 0), ("content_block_delta", 0), ("content_block_stop", 0),
+        ("content_block_start", 1), ("content_block_delta", 1), ("content_block_stop", 1),
+    ]
+    assert blocks[0]["content_block"] == {"type": "thinking", "thinking": "", "signature": ""}
+    assert blocks[2]["delta"] == {"type": "thinking_delta", "thinking": " Paris."}
+    assert blocks[4]["content_block"] == {"type": "text", "text": ""}

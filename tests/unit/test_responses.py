@@ -13,7 +13,7 @@ import pytest
 from server.errors import InvalidRequestError, UnsupportedParameterError
 from server.protocol.chat_response import ChatChunkChoice, ChatCompletionChunk, ChatDelta, FunctionDelta, ToolCallDelta
 from server.protocol.responses import ResponseRequest
-from server.protocol.responses_output import OutputMessage
+from server.protocol.responses_output import OutputMessage, ReasoningOutput
 from server.response_store import ResponseStore, StoredResponse, StoreUnavailableError
 from server.services.responses import page
 from server.services.responses_input import chat_messages, input_items
@@ -149,3 +149,30 @@ def test_event_mapper_gives_an_empty_answer_its_message() -> None:
     assert [e.type for e in mapper.close()][:2] == ["response.output_item.added", "response.content_part.added"]
     [message] = mapper.items
     assert isinstance(message, OutputMessage) and message.content[0].text == "" and message.status == "completed"
+
+
+def test_event_mapper_streams_reasoning_as_its_own_item_before_the_message() -> None:
+    mapper = EventMapper()
+    events = mapper.chunks([chunk(ChatDelta(role="assistant", content="")), chunk(ChatDelta(reasoning_content="Hm"))])
+    events += mapper.chunks([chunk(ChatDelta(reasoning_content=", Paris.")), chunk(ChatDelta(content="Paris"))])
+    events += mapper.chunks([chunk(ChatDelta(), "stop")]) + mapper.close()
+    assert [e.type for e in events] == [
+        "response.output_item.added", "response.reasoning_text.delta", "response.reasoning_text.delta",
+        "response.reasoning_text.done", "response.output_item.done",
+        "response.output_item.added", "response.content_part.added", "response.output_text.delta",
+        "response.output_text.done", "response.content_part.done", "response.output_item.done",
+    ]
+    reasoning, message = mapper.items
+    assert isinstance(reasoning, ReasoningOutput) and reasoning.content[0].text == "Hm, Paris."
+    assert events[3].text == "Hm, Paris." and events[5].output_index == 1
+    assert isinstance(message, OutputMessage) and message.content[0].text == "Paris"
+
+
+def test_reasoning_sent_back_as_input_is_accepted_and_not_prompted() -> None:
+    items = input_items(ResponseRequest(model="m", input=[
+        {"type": "message", "role": "user", "content": "hi"},
+        {"type": "reasoning", "id": "rs_1", "summary": [], "content": [{"type": "reasoning_text", "text": "x"}]},
+        {"type": "message", "role": "assistant", "content": "hello"},
+    ]))
+    assert [i["type"] for i in items] == ["message", "reasoning", "message"]
+    assert [m.role for m in chat_messages(None, items)] == ["user", "assistant"]

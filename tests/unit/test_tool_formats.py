@@ -88,3 +88,14 @@ def test_streamed_tool_call_after_reasoning() -> None:
 def test_which_templates_think() -> None:
     assert thinks("{{ '<think>\\n' }}", "auto") and not thinks("{{ '<think>' }}", "none")
     assert not thinks("plain", "auto") and thinks("plain", "deepseek") and not thinks(None, "auto")
+
+
+def test_streamed_reasoning_is_trimmed_as_the_whole_answer_is() -> None:
+    text = "\n  The capital\n is Paris.  \n</think>\n\nParis"
+    for cut in range(len(text) + 1):
+        splitter = ReasoningSplitter(open_at_start=True)
+        parts = [splitter.feed(text[:cut]), splitter.feed(text[cut:]), splitter.finish()]
+        assert ("".join(p[0] for p in parts), "".join(p[1] for p in parts)) == split(text, open_at_start=True), cut
+    cut_short = ReasoningSplitter(open_at_start=True)
+    said = cut_short.feed("\nThe capital \n")[0] + cut_short.finish()[0]
+    assert said == split("\nThe capital \n", open_at_start=True)[0] == "The capital"
