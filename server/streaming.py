@@ -21,17 +21,25 @@ def event(payload: bytes) -> bytes:
     return b"data: " + payload + b"\n\n"
 
 
-async def sse(events: AsyncGenerator[bytes, None]) -> AsyncIterator[bytes]:
-    """Frame already-encoded events; a failure after the headers went out becomes an error event.
-    Closing this stream (the client left) closes `events` at once, and with it the generation."""
+async def guarded(events: AsyncGenerator[bytes, None], failure: Callable[[Exception], bytes],
+                  end: bytes = b"") -> AsyncIterator[bytes]:
+    """Pass already-encoded events on; a failure after the headers went out becomes `failure(exc)`, the
+    error event of the stream's own framing. Closing this stream (the client left) closes `events` at once,
+    and with it the generation."""
     try:
         async with aclosing(events):
             async for chunk in events:
                 yield chunk
     except Exception as exc:  # the status line is gone: the error must travel inside the stream
         log.error("stream_failed", error=str(exc), exc_info=exc)
-        yield event(error_event(exc))
-    yield DONE
+        yield failure(exc)
+    if end:
+        yield end
+
+
+def sse(events: AsyncGenerator[bytes, None]) -> AsyncIterator[bytes]:
+    """OpenAI's framing: an error event, then `[DONE]` whatever happened."""
+    return guarded(events, lambda exc: event(error_event(exc)), DONE)
 
 
 async def started(stream: AsyncGenerator[bytes, None],

@@ -15,7 +15,6 @@ from contextlib import aclosing
 from typing import Any
 
 import msgspec
-import structlog
 
 from server.http_errors import anthropic_error_event
 from server.metrics import Metrics
@@ -43,8 +42,8 @@ from server.protocol.anthropic_response import (
 from server.protocol.chat_response import ChatCompletionChunk
 from server.services.anthropic import chat_request, message_usage, new_message_id, stop_reason, tool_use_id
 from server.services.chat import chat_chunks
+from server.streaming import guarded
 
-log = structlog.get_logger("server.streaming")
 _encode = msgspec.json.Encoder().encode
 
 
@@ -130,13 +129,7 @@ async def stream_message(pool: ModelPool[Any], request: MessagesRequest,
                 yield b"".join(frame(event) for event in events)
 
 
-async def anthropic_sse(events: AsyncGenerator[bytes, None]) -> AsyncIterator[bytes]:
-    """Like streaming.sse, in Anthropic's framing: a failure after the headers went out is an `error` event,
-    and there is no `[DONE]` (message_stop ends a good stream)."""
-    try:
-        async with aclosing(events):
-            async for chunk in events:
-                yield chunk
-    except Exception as exc:  # the status line is gone: the error must travel inside the stream
-        log.error("stream_failed", error=str(exc), exc_info=exc)
-        yield b"event: error\ndata: " + anthropic_error_event(exc) + b"\n\n"
+def anthropic_sse(events: AsyncGenerator[bytes, None]) -> AsyncIterator[bytes]:
+    """Anthropic's framing: a failure after the headers went out is an `error` event, and there is no
+    `[DONE]` (message_stop ends a good stream)."""
+    return guarded(events, lambda exc: b"event: error\ndata: " + anthropic_error_event(exc) + b"\n\n")
