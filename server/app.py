@@ -19,7 +19,7 @@ from server.controllers.deps import provide_metrics, provide_pool, provide_respo
 from server.engine.client import WorkerLauncher
 from server.http_errors import handle_exception
 from server.json_request import JsonRequest
-from server.logging import configure_logging
+from server.logging import AccessLog, configure_logging
 from server.metrics import Metrics
 from server.observe import REQUEST_ID_HEADER, RequestObserver
 from server.openapi import docs_assets, drop_framework_errors, openapi_config, openapi_json
@@ -46,7 +46,7 @@ def create_app(
     api_keys = load_api_keys(settings)
     state = State({
         "settings": settings, "started_at": int(time.time()), "metrics": metrics,
-        "api_keys": api_keys, "ready": False, "shutting_down": False,
+        "api_keys": api_keys, "ready": False, "shutting_down": False, "access_log": AccessLog(settings.log_level),
         # Opened on first use: a server that never stores a response needs no writable state directory.
         "response_store": ResponseStore(settings.responses_db, settings.responses_retention_days * 86400),
     })

@@ -30,8 +30,6 @@ from server.errors import RequestTimeoutError
 from server.http_errors import status_of
 from server.json_request import UNDECODABLE
 
-log = structlog.get_logger("server.access")
-
 REQUEST_ID_HEADER = "X-Request-ID"
 CLIENT_CLOSED = 499
 QUIET_ROUTES = frozenset({"/health", "/ready", "/metrics"})  # probes and scrapes log at debug level
@@ -108,13 +106,13 @@ class RequestObserver:
             route = scope.get("path_template") or scope["path"]
             state.metrics.request(route, model, status, seconds)
             if record.prompt_tokens is None:
-                (log.debug if route in QUIET_ROUTES else log.info)(
-                    "request", method=method, route=route, model=model, status=status,
-                    duration_s=round(seconds, 4))
+                state.access_log.request(request_id, quiet=route in QUIET_ROUTES, method=method, route=route,
+                                         model=model, status=status, duration_s=round(seconds, 4))
             else:
-                log.info("request", method=method, route=route, model=model, status=status,
-                         duration_s=round(seconds, 4), prompt_tokens=record.prompt_tokens,
-                         completion_tokens=record.completion_tokens)
+                state.access_log.request(request_id, quiet=False, method=method, route=route, model=model,
+                                         status=status, duration_s=round(seconds, 4),
+                                         prompt_tokens=record.prompt_tokens,
+                                         completion_tokens=record.completion_tokens)
             structlog.contextvars.unbind_contextvars("request_id")
             _current.reset(context)
 

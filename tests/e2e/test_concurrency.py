@@ -82,8 +82,8 @@ def test_alternating_aliases_with_one_resident_model(make_server) -> None:  # ty
     assert card.model_extra["loaded"] is True
     assert client.models.retrieve("alpha").model_extra["loaded"] is False
     log = server.log()
-    assert log.count('"event": "model_loaded"') == 6
-    assert log.count('"event": "model_evicted"') == 5
+    assert log.count('"event":"model_loaded"') == 6
+    assert log.count('"event":"model_evicted"') == 5
     # Concurrent clients on both aliases, one slot: everyone is served, no stream is cut.
     with ThreadPoolExecutor(4) as executor:
         results = list(executor.map(lambda alias: stream_text(client, alias, 16), ["alpha", "beta"] * 2))
@@ -99,8 +99,8 @@ def test_a_client_that_leaves_mid_stream_frees_the_model(client: openai.OpenAI, 
     reply = client.chat.completions.create(model="smollm2", messages=STORY, max_tokens=4)
     assert reply.choices[0].finish_reason == "length"
     log = server.log()
-    assert '"event": "generation_stopped"' in log and '"reason": "client_gone"' in log
-    assert '"level": "error"' not in log
+    assert '"event":"generation_stopped"' in log and '"reason":"client_gone"' in log
+    assert '"level":"error"' not in log
 
 
 def test_server_refuses_to_start_on_a_bad_registry(tmp_path: Path) -> None:

@@ -267,7 +267,7 @@ def test_sigterm_lets_a_running_stream_finish_then_exits_0(tmp_path: Path) -> No
         stream.join(120)
         assert finish_reason(lines) is not None and lines[-1] == "data: [DONE]"
         assert server.process.wait(60) == 0
-        assert '"reason": "shutdown"' in server.log()  # the model was closed
+        assert '"reason":"shutdown"' in server.log()  # the model was closed
     finally:
         if server.process.poll() is None:
             stop_server(server)

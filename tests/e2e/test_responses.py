@@ -207,10 +207,10 @@ def test_openai_agents_default_api_answers_paris(server: RunningServer) -> None:
         openai.AsyncOpenAI(base_url=server.base_url + "/v1", api_key="unused", max_retries=0), use_for_tracing=False)
     agent = agents.Agent(name="Assistant", instructions=SYSTEM, model="smollm2",
                          model_settings=agents.ModelSettings(temperature=0))
-    served = server.log().count('"route": "/v1/responses"')
+    served = server.log().count('"route":"/v1/responses"')
     result = agents.Runner.run_sync(agent, QUESTION)
     assert "Paris" in result.final_output
-    assert wait_for_log(server, lambda log: log.count('"route": "/v1/responses"') == served + 1)  # no chat fallback
+    assert wait_for_log(server, lambda log: log.count('"route":"/v1/responses"') == served + 1)  # no chat fallback
 
 
 def test_a_stream_whose_client_leaves_stops_the_generation(make_server) -> None:  # type: ignore[no-untyped-def]
@@ -221,7 +221,7 @@ def test_a_stream_whose_client_leaves_stops_the_generation(make_server) -> None:
         lines = reply.iter_lines()
         assert next(lines) == "event: response.created"
         assert any(line == "event: response.output_text.delta" for line in lines)
-    assert wait_for_log(server, lambda log: '"reason": "client_gone"' in log)
+    assert wait_for_log(server, lambda log: '"reason":"client_gone"' in log)
 
 
 def wait_for_log(server: RunningServer, seen: Callable[[str], bool], seconds: float = 20) -> bool:
