@@ -12,14 +12,17 @@ from server.services.models import list_models, model_card
 
 class ModelsController(Controller):
     """The app's start time comes from `request.app.state`: a `state: State` parameter makes Litestar build
-    a copy of the state for every request."""
+    a copy of the state for every request. The list reads the pool there too, not through the `pool`
+    dependency: it is the cheapest route clients poll, and resolving a dependency was about a tenth of its
+    CPU per request (docs/benchmarks.md)."""
 
     path = "/v1/models"
     tags = ["models"]
 
     @get("", summary="List every alias in the registry, loaded or not", responses=errors(401))
-    async def list(self, pool: ModelPool, request: Request[Any, Any, Any]) -> ModelList:
-        return list_models(pool, request.app.state.started_at)
+    async def list(self, request: Request[Any, Any, Any]) -> ModelList:
+        state = request.app.state
+        return list_models(state.pool, state.started_at)
 
     @get("/{model_id:path}", summary="One alias: its context size and whether it is loaded",
          responses=errors(401, 404))
