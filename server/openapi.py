@@ -71,9 +71,9 @@ def openapi_json(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
 
 
 # -- the error responses each route documents ---------------------------------------------------------
-# Every error leaves as OpenAI's envelope (server/http_errors.py); each handler names the statuses it can
-# answer with `responses=errors(...)`. A client that drops its connection is logged as 499 but is sent
-# nothing, so 499 is not documented.
+# Every error leaves as OpenAI's envelope (server/http_errors.py; Anthropic's on /v1/messages); each
+# handler names the statuses it can answer with `responses=errors(...)`. A client that drops its
+# connection is logged as 499 but is sent nothing, so 499 is not documented.
 
 _WHY = {
     400: "Invalid request: a field is missing, malformed or out of range (`param` names it), or the body is "
@@ -88,8 +88,9 @@ _WHY = {
 }
 
 
-def errors(*statuses: int) -> dict[int, ResponseSpec]:
-    return {status: ResponseSpec(data_container=ErrorResponse, description=_WHY[status], generate_examples=False)
+def errors(*statuses: int, shape: type = ErrorResponse) -> dict[int, ResponseSpec]:
+    """`shape`: the error body; Anthropic's `{"type": "error", "error": {type, message}}` on its routes."""
+    return {status: ResponseSpec(data_container=shape, description=_WHY[status], generate_examples=False)
             for status in statuses}
 
 

@@ -7,12 +7,15 @@ from litestar.response import Stream
 
 from server.controllers.disconnect import unless_disconnected
 from server.metrics import Metrics
+from server.openapi import errors
 from server.pool import ModelPool
 from server.protocol.anthropic import CountTokensRequest, MessagesRequest
-from server.protocol.anthropic_response import CountTokensResponse, MessageResponse
+from server.protocol.anthropic_response import AnthropicError, CountTokensResponse, MessageResponse
 from server.services.anthropic import count_tokens, create_message
 from server.services.anthropic_stream import anthropic_sse, stream_message
 from server.streaming import SSE_HEADERS, started
+
+ANTHROPIC_ERRORS = errors(400, 401, 404, 408, 413, 429, 500, 503, shape=AnthropicError)
 
 
 class MessagesController(Controller):
@@ -22,7 +25,8 @@ class MessagesController(Controller):
     path = "/v1/messages"
     tags = ["anthropic"]
 
-    @post("", status_code=200, summary="Create a message (Anthropic's Messages API; SSE events when `stream` is true)")
+    @post("", status_code=200, responses=ANTHROPIC_ERRORS,
+          summary="Create a message (Anthropic's Messages API; SSE events when `stream` is true)")
     async def create(self, data: MessagesRequest, pool: ModelPool, metrics: Metrics,
                      request: Request[Any, Any, Any]) -> Response[MessageResponse]:
         if data.stream:
@@ -31,6 +35,7 @@ class MessagesController(Controller):
             return Stream(events, media_type="text/event-stream", headers=SSE_HEADERS)  # type: ignore[return-value]
         return Response(await unless_disconnected(request, create_message(pool, data, metrics)))
 
-    @post("/count_tokens", status_code=200, summary="Count a message request's input tokens, tools included")
+    @post("/count_tokens", status_code=200, responses=ANTHROPIC_ERRORS,
+          summary="Count a message request's input tokens, tools included")
     async def count(self, data: CountTokensRequest, pool: ModelPool) -> CountTokensResponse:
         return await count_tokens(pool, data)

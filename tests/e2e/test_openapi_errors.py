@@ -55,6 +55,11 @@ def test_every_error_response_is_the_openai_envelope(keyed: RunningServer) -> No
                 continue
             documented += 1
             envelope = resolve(schema, response["content"]["application/json"]["schema"])
+            if path.startswith("/v1/messages"):  # Anthropic's routes answer in Anthropic's shape
+                assert set(envelope["properties"]) == {"type", "error"}, (method, path, status)
+                body = resolve(schema, envelope["properties"]["error"])
+                assert set(body["properties"]) == {"type", "message"}, (method, path, status)
+                continue
             assert set(envelope["properties"]) == {"error"}, (method, path, status)
             body = resolve(schema, envelope["properties"]["error"])
             assert set(body["properties"]) == {"message", "type", "param", "code"}, (method, path, status)
