@@ -8,6 +8,7 @@ off (server/services/reasoning.py, per the alias's `reasoning_format`).
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,7 @@ class Rendering:
     thinks: bool  # split `<think>` reasoning off the answer
 
 
+@functools.lru_cache(maxsize=32)  # asked on every chat request, of the few templates a server has loaded
 def handles_tools(template: str | None) -> bool:
     return template is not None and re.search(r"\btools\b", template) is not None
 

@@ -9,6 +9,7 @@ to find it in the output. One table, one parser; a family is a row.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import secrets
@@ -54,6 +55,7 @@ MISTRAL = ToolFormat("mistral", ("[TOOL_CALLS]",), "[TOOL_CALLS][", "]", ("[TOOL
 FORMATS = (MISTRAL, LLAMA3, HERMES)  # most specific markers first
 
 
+@functools.lru_cache(maxsize=32)  # once per template text, not once per request
 def family(template: str) -> ToolFormat:
     """The family a tool-aware template belongs to; Hermes-style tags when nothing says otherwise."""
     return next((f for f in FORMATS if any(marker in template for marker in f.markers)), HERMES)
