@@ -4,7 +4,6 @@ does not serve. A llama-cpp-python upgrade that breaks one of them breaks it her
 from __future__ import annotations
 
 import ctypes
-import math
 import os
 from typing import Any
 
@@ -14,9 +13,9 @@ from llama_cpp import llama_chat_format, llama_grammar
 from llama_cpp._internals import LlamaContext, LlamaSampler
 
 from server.engine.types import ChatPrompt
-from server.errors import EngineError, InvalidRequestError, ModelLoadError
+from server.errors import InvalidRequestError, ModelLoadError
 
-__all__ = ["LlamaContext", "LlamaSampler", "Threadpools", "chat_handler", "embed_tokens", "grammar_parts", "model_of",
+__all__ = ["LlamaContext", "LlamaSampler", "Threadpools", "chat_handler", "grammar_parts", "model_of",
            "n_ctx_train", "render_chat", "render_template", "template_formatter"]
 
 
@@ -48,39 +47,6 @@ def grammar_parts(gbnf: str) -> tuple[bytes, bytes]:
     grammar llama.cpp refuses (it hands a NULL sampler on, which crashes the first sample)."""
     grammar = llama_grammar.LlamaGrammar.from_string(gbnf, verbose=False)
     return grammar._grammar.encode("utf-8"), grammar._root.encode("utf-8")
-
-
-def embed_tokens(llm: llama_cpp.Llama, inputs: list[list[int]]) -> list[list[float]]:
-    """One pooled, L2-normalised vector per list of token ids. `Llama.embed` takes text only (and
-    tokenizes it itself), so this is its batching loop over token ids, on its private batch and context:
-    as many whole inputs per decode as `n_batch` tokens and `n_seq_max` sequences allow."""
-    if llm.pooling_type() == llama_cpp.LLAMA_POOLING_TYPE_NONE:
-        raise EngineError("this embedding model has no pooling, so one vector per token: set "
-                          "`pooling_type: mean` (or cls, last) for its alias in models.yaml")
-    batch, ctx, n_embd = llm._batch, llm._ctx, llm.n_embd()
-    vectors: list[list[float]] = []
-    sizes: list[int] = []
-
-    def decode() -> None:
-        ctx.kv_cache_clear()
-        ctx.decode(batch)
-        batch.reset()
-        for seq in range(len(sizes)):
-            vector = llama_cpp.llama_get_embeddings_seq(ctx.ctx, seq)[:n_embd]
-            norm = math.sqrt(sum(v * v for v in vector))
-            vectors.append([v / norm for v in vector] if norm else vector)
-        sizes.clear()
-
-    batch.reset()
-    for tokens in inputs:
-        if sizes and (sum(sizes) + len(tokens) > llm.n_batch or len(sizes) >= llm.context_params.n_seq_max):
-            decode()
-        batch.add_sequence(tokens, len(sizes), True)  # every token an output: llama.cpp pools over them
-        sizes.append(len(tokens))
-    if sizes:
-        decode()
-    ctx.kv_cache_clear()
-    return vectors
 
 
 # The prompt-capture trick. llama-cpp-python keeps its chat formats behind its chat-completion handlers

@@ -15,13 +15,13 @@ import msgspec
 from server.engine.types import ChatPrompt, Embeddings, Request, check_context
 from server.engine.worker.compat import (
     chat_handler,
-    embed_tokens,
     model_of,
     n_ctx_train,
     render_chat,
     render_template,
     template_formatter,
 )
+from server.engine.worker.embedding import EmbeddingContext
 from server.engine.worker.sampling import check_grammar
 from server.engine.worker.slots import Emit, SlotEngine
 from server.engine.worker.tokens import TokenPieces
@@ -64,16 +64,15 @@ class LlamaEngine:
         self.n_threads = spec.n_threads or default_threads()
         self.n_threads_batch = spec.n_threads_batch or self.n_threads
         kwargs["n_threads"], kwargs["n_threads_batch"] = self.n_threads, self.n_threads_batch
-        if spec.embedding:
-            # One input is one batch: a batch smaller than the context would cut longer inputs short.
-            kwargs["n_batch"] = kwargs["n_ubatch"] = max(spec.n_ctx, 1) if spec.n_ctx else spec.n_batch
-        else:
-            kwargs["n_ctx"] = _UNUSED_CTX
+        kwargs["n_ctx"] = _UNUSED_CTX
         try:
             self._llm = llama_cpp.Llama(model_path=spec.path, **kwargs)
             self.n_ctx = spec.n_ctx or n_ctx_train(self._llm)
             self.n_vocab = self._llm.n_vocab()
             self._slots: SlotEngine | None = None
+            self._embedder: EmbeddingContext | None = None
+            if spec.embedding:
+                self._embedder = EmbeddingContext(self._llm, self.n_ctx, spec.flash_attn)
             self._chat_handler = None
             self._formatter = None
             # The alias's own template, else the GGUF's unless the alias names a chat format instead.
@@ -154,7 +153,10 @@ class LlamaEngine:
         are: no BOS added). Every input is checked first: empty ones, ids outside the vocabulary and
         inputs past the context are refused (llama.cpp would write out of bounds or cut them short)."""
         token_lists = [i if isinstance(i, list) else self.tokenize(i) for i in inputs]
-        limit = min(self.n_ctx, self._llm.n_batch)  # one input is decoded in one batch
+        embedder = self._embedder
+        if embedder is None:
+            raise InvalidRequestError(f"The model `{self.alias}` is not an embedding model.", param="model")
+        limit = embedder.n_batch  # one input is decoded in one batch
         for index, tokens in enumerate(token_lists):
             where = f"input[{index}]" if len(inputs) > 1 else "input"
             if not tokens:
@@ -164,7 +166,7 @@ class LlamaEngine:
                 raise ContextLengthError(f"`{where}` has {len(tokens)} tokens; this model's context is "
                                          f"{limit}. Shorten it.", param="input")
         try:
-            vectors = embed_tokens(self._llm, token_lists)
+            vectors = embedder.embed(token_lists)
         except (ValueError, RuntimeError) as exc:
             raise EngineError(f"embedding failed: {exc}") from exc
         return Embeddings(vectors, sum(len(t) for t in token_lists))
