@@ -23,12 +23,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-import structlog
 from litestar.types import ASGIApp, HTTPScope, Message, Receive, ReceiveMessage, Scope, Send
 
 from server.errors import RequestTimeoutError
 from server.http_errors import status_of
 from server.json_request import UNDECODABLE
+from server.logging import REQUEST_ID
 
 REQUEST_ID_HEADER = "X-Request-ID"
 CLIENT_CLOSED = 499
@@ -78,7 +78,7 @@ class RequestObserver:
         id_header = (_ID_NAME, request_id.encode("latin-1"))
         record = _Record()
         context = _current.set(record)
-        structlog.contextvars.bind_contextvars(request_id=request_id)
+        bound = REQUEST_ID.set(request_id)
         status = 500
         sent_start = False
 
@@ -113,7 +113,7 @@ class RequestObserver:
                                          status=status, duration_s=round(seconds, 4),
                                          prompt_tokens=record.prompt_tokens,
                                          completion_tokens=record.completion_tokens)
-            structlog.contextvars.unbind_contextvars("request_id")
+            REQUEST_ID.reset(bound)
             _current.reset(context)
 
 

@@ -7,7 +7,7 @@ import json
 import pytest
 import structlog
 
-from server.logging import AccessLog, JsonLine, configure_logging
+from server.logging import REQUEST_ID, AccessLog, JsonLine, configure_logging
 
 
 class Opaque:
@@ -31,14 +31,14 @@ def test_values_json_has_no_type_for_become_text() -> None:
 def test_the_access_line_is_the_line_the_structlog_pipeline_writes(capsys: pytest.CaptureFixture[str]) -> None:
     configure_logging("info")
     try:
-        structlog.contextvars.bind_contextvars(request_id="abc")
+        bound = REQUEST_ID.set("abc")
         fields = {"method": "GET", "route": "/v1/models", "model": "-", "status": 200, "duration_s": 0.0012}
         structlog.get_logger("server.access.check").info("request", **fields)
         AccessLog("info").request("abc", quiet=False, **fields)
         AccessLog("info").request("abc", quiet=True, **fields)  # a probe: debug level, not written at info
         AccessLog("debug").request("abc", quiet=True, **fields)
     finally:
-        structlog.contextvars.unbind_contextvars("request_id")
+        REQUEST_ID.reset(bound)
         structlog.reset_defaults()
     pipeline, fast, probe = capsys.readouterr().out.splitlines()
     assert pipeline.split('"timestamp"')[0] == fast.split('"timestamp"')[0]  # the same bytes up to the time
