@@ -26,6 +26,7 @@ from server.openapi import docs_assets, drop_framework_errors, openapi_config, o
 from server.pool import ModelPool
 from server.registry import ModelSpec, Registry, load_registry
 from server.reload import handle_sighup
+from server.request_records import RequestRecords
 from server.response_store import ResponseStore
 from server.settings import Settings
 
@@ -44,9 +45,11 @@ def create_app(
     registry = registry if registry is not None else load_registry(settings.config)
     metrics = metrics if metrics is not None else Metrics()
     api_keys = load_api_keys(settings)
+    access_log = AccessLog(settings.log_level)
     state = State({
         "settings": settings, "started_at": int(time.time()), "metrics": metrics,
-        "api_keys": api_keys, "ready": False, "shutting_down": False, "access_log": AccessLog(settings.log_level),
+        "api_keys": api_keys, "ready": False, "shutting_down": False,
+        "request_records": RequestRecords(access_log, metrics),
         # Opened on first use: a server that never stores a response needs no writable state directory.
         "response_store": ResponseStore(settings.responses_db, settings.responses_retention_days * 86400),
     })

@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import MutableMapping
+from collections.abc import Iterable, MutableMapping
 from contextvars import ContextVar
 from typing import Any
 
@@ -94,24 +94,50 @@ class AccessLog:
         self._log = structlog.get_logger("server.access")
 
     def request(self, request_id: str, *, quiet: bool, **fields: Any) -> None:
-        """`quiet`: a probe or scrape, logged at debug level."""
+        """One access line. `quiet`: a probe or scrape, logged at debug level."""
+        line = self._line(request_id, quiet, fields)
+        if line is not None:
+            self._write(line)
+
+    def requests(self, records: Iterable[Finished]) -> None:
+        """The access lines of requests that ended together, in one write."""
+        lines = []
+        for request_id, quiet, method, route, model, status, seconds, prompt, completion in records:
+            fields = {"method": method, "route": route, "model": model, "status": status,
+                      "duration_s": round(seconds, 4)}
+            if prompt is not None:
+                fields["prompt_tokens"], fields["completion_tokens"] = prompt, completion
+            line = self._line(request_id, quiet, fields)
+            if line is not None:
+                lines.append(line)
+        if lines:
+            self._write("".join(lines))
+
+    def _line(self, request_id: str, quiet: bool, fields: dict[str, Any]) -> str | None:
         if not (self._debug if quiet else self._info):
-            return
+            return None
         if not self._json:
             (self._log.debug if quiet else self._log.info)("request", **fields)
-            return
+            return None
         fields["event"], fields["request_id"], fields["level"] = "request", request_id, "debug" if quiet else "info"
         self._stamp(None, "", fields)
-        line = self._encode(None, "", fields) + "\n"
+        return self._encode(None, "", fields) + "\n"
+
+    def _write(self, text: str) -> None:
         if self._fd is None:
-            self._out.write(line)  # one write per line, as WriteLogger does
+            self._out.write(text)  # one write, as WriteLogger does
             self._out.flush()
             return
         # Straight to the file descriptor: one system call, no text layer (WriteLogger flushes every line,
         # so the two never reorder).
-        data = line.encode()
+        data = text.encode()
         while data:
             data = data[os.write(self._fd, data):]
+
+
+# What RequestObserver keeps of a finished request: request id, quiet (a probe: debug level), method,
+# route, model, status, seconds, prompt and completion tokens (None when it generated nothing).
+Finished = tuple[str, bool, str, str, str, int, float, "int | None", "int | None"]
 
 
 def _fileno(stream: Any) -> int | None:

@@ -104,15 +104,8 @@ class RequestObserver:
         finally:
             seconds = time.perf_counter() - started
             route = scope.get("path_template") or scope["path"]
-            state.metrics.request(route, model, status, seconds)
-            if record.prompt_tokens is None:
-                state.access_log.request(request_id, quiet=route in QUIET_ROUTES, method=method, route=route,
-                                         model=model, status=status, duration_s=round(seconds, 4))
-            else:
-                state.access_log.request(request_id, quiet=False, method=method, route=route, model=model,
-                                         status=status, duration_s=round(seconds, 4),
-                                         prompt_tokens=record.prompt_tokens,
-                                         completion_tokens=record.completion_tokens)
+            state.request_records.add((request_id, record.prompt_tokens is None and route in QUIET_ROUTES, method,
+                                       route, model, status, seconds, record.prompt_tokens, record.completion_tokens))
             REQUEST_ID.reset(bound)
             _current.reset(context)
 

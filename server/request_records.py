@@ -1,0 +1,40 @@
+"""What a finished request leaves behind, its access line and its request metrics, done in batches.
+
+RequestObserver hands over one tuple per request; the lines and samples are written once per turn of
+the event loop for every request that ended in it, so under load many access lines go out in one
+system call, and a small request (`GET /v1/models`, a probe) ends without formatting anything. Within
+the turn it ended in, nothing else runs on the loop first: a scrape that follows a response sees it.
+Outside a running loop (a test calling it directly) a record is written at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from server.logging import AccessLog, Finished
+from server.metrics import Metrics
+
+
+class RequestRecords:
+    def __init__(self, access_log: AccessLog, metrics: Metrics) -> None:
+        self._access_log = access_log
+        self._metrics = metrics
+        self._pending: list[Finished] = []
+
+    def add(self, record: Finished) -> None:
+        self._pending.append(record)
+        if len(self._pending) > 1:
+            return  # a flush is already scheduled for this turn
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, []
+        request = self._metrics.request
+        for record in pending:
+            request(record[3], record[4], record[5], record[6])
+        self._access_log.requests(pending)
