@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 BENCH_VENV := .bench/venv
 BENCH_ARGS ?=
 
-.PHONY: serve test lint models check install clean bench bench-defaults bench-profile fuzz promtool chromium
+.PHONY: serve test lint models check install clean bench bench-defaults bench-sweep bench-profile fuzz promtool chromium
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -83,6 +83,11 @@ bench: install models $(BENCH_VENV)/.installed $(LLAMA_SERVER)
 bench-defaults: install models $(LLAMA_SERVER)
 	sh scripts/install_wrk.sh
 	$(PY) -m bench --only defaults $(BENCH_ARGS)
+
+# Ours alone with every n_threads / n_threads_batch pair from 1 to the cores, four streams each, against the
+# best pair (issue 11's "no cliff"); not part of `make bench` (it grows as the square of the cores).
+bench-sweep: install models
+	$(PY) -m bench --only sweep $(BENCH_ARGS)
 
 # py-spy on our server while it streams (needs root or CAP_SYS_PTRACE); BENCH_ARGS=--gil for Python work only.
 bench-profile: install models $(BENCH_VENV)/.installed

@@ -1,6 +1,6 @@
 """python -m bench: our server against direct in-process `Llama` calls, `python -m llama_cpp.server`
 and llama.cpp's own llama-server, with the same engine settings; then every contender at its own
-defaults (bench/defaults.py).
+defaults (bench/defaults.py). `--only sweep`: ours with every n_threads / n_threads_batch (bench/sweep.py).
 
 Runs in the product venv (ours and the direct calls use it); llama-cpp-python's server runs from its own
 venv (`--baseline-python`, `make bench` builds it under .bench/venv) so that its FastAPI dependencies
@@ -31,6 +31,7 @@ from bench.servers import (
 )
 from bench.streams import ChatWork
 from bench.summary import DIRECT, summarise
+from bench.sweep import SweepPlan, run_sweep, usable_cores
 from bench.workloads import (
     Collected,
     Contender,
@@ -63,11 +64,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--llama-server", default=str(ROOT / ".cache" / "llama-server" / "build" / "bin" / "llama-server"),
                    help="llama.cpp's server binary (scripts/build_llama_server.py builds it); 'none' skips it")
     p.add_argument("--quick", action="store_true", help="fewer rounds: a smoke run, not numbers to publish")
-    p.add_argument("--only", choices=("all", "equal", "defaults"), default="all",
-                   help="equal: the same settings for everyone; defaults: each at its own defaults (issue 11)")
-    p.add_argument("--rounds", type=int, help="at defaults: rounds per cell (default 2, --quick 1)")
-    p.add_argument("--streams", default="1,4,16", help="at defaults: streams sent at once, comma separated")
-    p.add_argument("--prompts", default="unique,shared,seeded", help="at defaults: prompt kinds, comma separated")
+    p.add_argument("--only", choices=("all", "equal", "defaults", "sweep"), default="all",
+                   help="equal: the same settings for everyone; defaults: each at its own defaults (issue 11); "
+                        "sweep: ours with every n_threads / n_threads_batch pair (not part of all)")
+    p.add_argument("--rounds", type=int, help="at defaults and sweep: rounds per cell (default 2, --quick 1)")
+    p.add_argument("--streams", help="at defaults and sweep: streams sent at once, comma separated "
+                                     "(default 1,4,16; sweep 4)")
+    p.add_argument("--prompts", help="at defaults and sweep: prompt kinds, comma separated "
+                                     "(default unique,shared,seeded; sweep unique,shared)")
+    p.add_argument("--sweep-threads", help="sweep: thread counts, each for n_threads and n_threads_batch, comma "
+                                           "separated (default 1 to the cores this process may run on, "
+                                           f"{usable_cores()})")
     p.add_argument("--embed-requests", type=int, help="at defaults: embedding requests per client and round")
     p.add_argument("--models-seconds", type=float, help="at defaults: seconds of each wrk run on GET /v1/models")
     p.add_argument("--out", type=Path, default=ROOT / ".bench" / "results.json")
@@ -189,8 +196,8 @@ def at_defaults(args: argparse.Namespace, out_dir: Path) -> DefaultsOutcome:
 
     plan = DefaultsPlan(
         rounds=args.rounds or (1 if args.quick else 2),
-        kinds=tuple(k.strip() for k in args.prompts.split(",") if k.strip()),
-        counts=tuple(int(n) for n in args.streams.split(",") if n.strip()),
+        kinds=_kinds(args.prompts, "unique,shared,seeded"),
+        counts=_numbers(args.streams, "1,4,16"),
         embed_requests=(2 if args.quick else 4) if args.embed_requests is None else args.embed_requests,
         embed_rounds=1 if args.quick else 2,
         models_seconds=args.models_seconds or (3.0 if args.quick else 5.0),
@@ -204,9 +211,33 @@ def at_defaults(args: argparse.Namespace, out_dir: Path) -> DefaultsOutcome:
         vocab.close()
 
 
+def _kinds(given: str | None, default: str) -> tuple[str, ...]:
+    return tuple(k.strip() for k in (default if given is None else given).split(",") if k.strip())
+
+
+def _numbers(given: str | None, default: str) -> tuple[int, ...]:
+    return tuple(int(n) for n in (default if given is None else given).split(",") if n.strip())
+
+
+def thread_sweep(args: argparse.Namespace, out_dir: Path) -> DefaultsOutcome:
+    import llama_cpp
+
+    every = ",".join(str(n) for n in range(1, usable_cores() + 1))
+    plan = SweepPlan(values=_numbers(args.sweep_threads, every),
+                     rounds=args.rounds or (1 if args.quick else 2), kinds=_kinds(args.prompts, "unique,shared"),
+                     counts=_numbers(args.streams, "4"), warmup=1 if args.quick else 2)
+    vocab = llama_cpp.Llama(model_path=str(args.model), vocab_only=True, verbose=False)
+    try:
+        return run_sweep(sys.executable, ROOT, out_dir, args.model.resolve(), plan, vocab)
+    finally:
+        vocab.close()
+
+
 def missing(args: argparse.Namespace) -> str | None:
     if not args.model.exists():
         return f"{args.model} is missing: run `make models`"
+    if args.only == "sweep":
+        return None  # ours alone
     if args.only != "defaults" and args.baseline_python != "none" and not Path(args.baseline_python).exists():
         return f"{args.baseline_python} is missing: run `make bench` (it builds that venv)"
     if args.llama_server != "none" and not Path(args.llama_server).exists():
@@ -231,6 +262,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.only in ("all", "defaults"):
         outcome = at_defaults(args, out_dir)
         document["at_defaults"] = outcome.document
+        texts.append(outcome.text)
+        ok = ok and outcome.ok
+    if args.only == "sweep":
+        outcome = thread_sweep(args, out_dir)
+        document["thread_sweep"] = outcome.document
         texts.append(outcome.text)
         ok = ok and outcome.ok
     document["load_average"] = {"before": load_before, "after": load_average()}

@@ -115,7 +115,7 @@ def step(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-async def _warm_up(http: httpx.AsyncClient, contenders: list[Contender], work: StreamWork, times: int) -> None:
+async def warm_up_streams(http: httpx.AsyncClient, contenders: list[Contender], work: StreamWork, times: int) -> None:
     """Loads, first allocations of every slot and caches happen here, outside every measurement."""
     for contender in contenders:
         for round_no in range(times):
@@ -197,7 +197,7 @@ def _models_route(servers: list[ServerProcess], plan: DefaultsPlan) -> dict[str,
             for name, results in runs.items()}
 
 
-def _count_tokens(results: dict[Cell, dict[str, list[list[StreamResult]]]], llm: Any) -> None:
+def count_stream_tokens(results: dict[Cell, dict[str, list[list[StreamResult]]]], llm: Any) -> None:
     """The server's own usage count where it sent one, else the text tokenized with the model."""
     for by_contender in results.values():
         for rounds in by_contender.values():
@@ -231,7 +231,7 @@ def run_defaults(python: str, root: Path, out_dir: Path, model: Path, llama_serv
             async def chat() -> dict[Cell, dict[str, list[list[StreamResult]]]]:
                 async with client() as http:
                     step("at defaults: warm-up (excluded)")
-                    await _warm_up(http, contenders, work, plan.warmup)
+                    await warm_up_streams(http, contenders, work, plan.warmup)
                     return await _stream_cells(http, contenders, plan, work)
 
             streams = asyncio.run(chat())
@@ -251,7 +251,7 @@ def run_defaults(python: str, root: Path, out_dir: Path, model: Path, llama_serv
     finally:
         for server in servers:
             server.stop()
-    _count_tokens(streams, llm)
+    count_stream_tokens(streams, llm)
     return summarise_defaults(streams, embeddings, models, settings, work, plan)
 
 

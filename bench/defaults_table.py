@@ -58,7 +58,7 @@ def cell_result(cell: Cell, rounds_by_contender: dict[str, list[list[StreamResul
     return CellResult(cell, {name: figures(rounds, expected_tokens) for name, rounds in rounds_by_contender.items()})
 
 
-def _cell_text(f: Figures | None) -> str:
+def cell_text(f: Figures | None) -> str:
     if f is None:
         return "-"
     ttft = "-" if f.ttft_ms_p50 != f.ttft_ms_p50 else f"{f.ttft_ms_p50:,.0f}"  # NaN: no stream had a token
@@ -84,8 +84,8 @@ def table(results: list[CellResult], ours: str, base: str) -> str:
     lines = [header]
     for result in results:
         rate, ttft = result.ratios(ours, base)
-        lines.append((result.cell.label, str(result.cell.streams), _cell_text(result.by_contender.get(base)),
-                      _cell_text(result.by_contender.get(ours)), "-" if rate is None else f"{rate:.2f}",
+        lines.append((result.cell.label, str(result.cell.streams), cell_text(result.by_contender.get(base)),
+                      cell_text(result.by_contender.get(ours)), "-" if rate is None else f"{rate:.2f}",
                       "-" if ttft is None else f"{ttft:.2f}", _verdict(rate, ttft)))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
 

@@ -134,6 +134,24 @@ def start_ours_at_defaults(python: str, root: Path, work: Path, model: Path) -> 
     return _start("ours", command, root, env, port, work / "ours_defaults.log")
 
 
+def start_ours_with_threads(python: str, root: Path, work: Path, model: Path,
+                            threads: tuple[int, int] | None) -> ServerProcess:
+    """Ours with the at-defaults chat alias (`n_ctx: 2048, n_parallel: 4`), plus `n_threads` and
+    `n_threads_batch` when given (the thread sweep, bench/sweep.py); None leaves them to our defaults."""
+    lines = ["models:", f"  {DEFAULTS_CHAT}:", f"    path: {json.dumps(str(model))}", "    n_ctx: 2048",
+             "    n_parallel: 4"]
+    if threads is not None:
+        lines += [f"    n_threads: {threads[0]}", f"    n_threads_batch: {threads[1]}"]
+    stem = "ours_sweep_default" if threads is None else f"ours_sweep_t{threads[0]}_b{threads[1]}"
+    config = work / f"{stem}.yaml"
+    config.write_text("\n".join([*lines, ""]))
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLM_SERVER_")}
+    command = [python, "-m", "server", "--config", str(config), "--host", "127.0.0.1", "--port", str(port)]
+    name = "default" if threads is None else f"t{threads[0]}/b{threads[1]}"
+    return _start(name, command, root, env, port, work / f"{stem}.log")
+
+
 def start_llama_server_at_defaults(binary: Path, root: Path, work: Path, model: Path,
                                    extra: tuple[str, ...] = ()) -> ServerProcess:
     """`llama-server -m MODEL` and the address, plus `extra` (`--embedding --pooling mean`)."""

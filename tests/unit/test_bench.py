@@ -311,3 +311,99 @@ def test_defaults_summary_reports_every_part_and_its_targets() -> None:
     assert "0.90x" in outcome.text and "0.85x" in outcome.text and "server CPU time per request" in outcome.text
     assert outcome.ok and not outcome.document["targets_met"]  # embeddings 0.90x < 0.95x
     assert outcome.document["cells"][0]["prompts"] == "shared"
+
+
+# -- the thread sweep (issue 11's "no cliff"): ratios to the best setting, verdict, table ---------------
+
+
+def _sweep_cells(rates: dict[str, tuple[float, float]]):
+    """Two cells (unique and shared, 4 streams) where each setting's 4 streams of 64 tokens take the
+    time that gives it the made-up tokens/s: name -> (unique tok/s, shared tok/s)."""
+    from bench.defaults_table import cell_result
+    from bench.prompts import Cell
+
+    out = []
+    for column, kind in enumerate(("unique", "shared")):
+        by = {}
+        for name, pair in rates.items():
+            spacing = (4 * 64 / pair[column] - 0.01) / 63  # ttft 0: the round lasts 63 spacings plus 0.01
+            by[name] = [_group(name, 4, ttft=0.0, spacing=spacing)]
+        out.append(cell_result(Cell(kind, 4), by, 64))
+    return out
+
+
+def test_sweep_grid_and_memory_decision() -> None:
+    from bench.sweep_table import Setting, fits_at_once, grid
+
+    assert grid((2, 1)) == [Setting(1, 1), Setting(1, 2), Setting(2, 1), Setting(2, 2)]
+    assert Setting(1, 2).name == "t1/b2" and len(grid((1, 2, 3))) == 9
+    with pytest.raises(ValueError):
+        grid((0, 1))
+    mib = 2**20
+    assert fits_at_once(4, 4096 * mib, 512 * mib) and not fits_at_once(5, 4096 * mib, 512 * mib)
+    assert not fits_at_once(1, 0, 512 * mib)  # memory unknown: one server at a time
+
+
+def test_sweep_ratios_to_the_best_setting_and_verdict() -> None:
+    from bench.sweep_table import Setting, best, ratio_to_best, targets_met, verdict
+
+    settings = [Setting(1, 1), Setting(1, 2), Setting(2, 1), Setting(2, 2)]
+    results = _sweep_cells({"t1/b1": (100.0, 150.0), "t1/b2": (185.0, 160.0),
+                            "t2/b1": (160.0, 200.0), "t2/b2": (200.0, 190.0)})
+    unique, shared = results
+    assert best(unique)[0] == "t2/b2" and best(shared)[0] == "t2/b1"
+    assert best(unique)[1] == pytest.approx(200.0)
+    assert ratio_to_best(unique, "t1/b1") == pytest.approx(0.5)
+    assert ratio_to_best(shared, "t2/b2") == pytest.approx(0.95)
+    assert ratio_to_best(unique, "t9/b9") is None
+    assert verdict(results, "t2/b2") == "met"  # 1.00x and 0.95x
+    assert verdict(results, "t1/b1") == "MISSED: unique x4 0.50x, shared x4 0.75x"
+    assert verdict(results, "t1/b2") == "MISSED: shared x4 0.80x"  # 0.925x in unique: met there
+    assert verdict(results, "t2/b1") == "MISSED: unique x4 0.80x"
+    assert not targets_met(results, settings)
+    level = _sweep_cells({"t1/b1": (190.0, 180.0), "t2/b2": (200.0, 200.0)})
+    assert targets_met(level, [Setting(1, 1), Setting(2, 2)])
+    assert verdict(level, "t1/b2") == "-" and not targets_met(level, [Setting(1, 2)])  # not measured
+
+
+def test_sweep_table_marks_the_default_and_the_misses() -> None:
+    from bench.sweep_table import Setting, rows, summary_lines, table
+
+    settings = [Setting(1, 1), Setting(2, 2)]
+    results = _sweep_cells({"t1/b1": (100.0, 190.0), "t2/b2": (200.0, 200.0)})
+    lines = table(results, settings, default=Setting(2, 2)).splitlines()
+    assert "unique per request x4" in lines[0] and "one shared prompt x4" in lines[0] and ">= 0.9x" in lines[0]
+    assert lines[2].startswith("| 1 / 1 ") and "(default)" not in lines[2] and "100.0 (TTFT 0)" in lines[2]
+    assert "| 0.50 " in lines[2] and "| 0.95 " in lines[2] and "MISSED: unique x4 0.50x" in lines[2]
+    assert lines[3].startswith("| 2 / 2 (default) ") and lines[3].rstrip(" |").endswith("met")
+    text = "\n".join(summary_lines(results, settings, Setting(2, 2)))
+    assert "best in unique per request x4: t2/b2 at 200.0 tok/s" in text
+    assert "default t2/b2: met" in text and text.endswith(": MISSED")
+    assert "not one of the settings swept" in "\n".join(summary_lines(results, settings, Setting(3, 3)))
+    document = rows(results, settings, Setting(2, 2))
+    assert [r["default"] for r in document] == [False, True]
+    assert document[0]["cells"][0]["ratio_to_best"] == pytest.approx(0.5)
+    assert document[0]["verdict"].startswith("MISSED") and document[1]["verdict"] == "met"
+
+
+def test_sweep_summary_fails_threads_not_applied_and_short_streams() -> None:
+    from bench.defaults import OURS
+    from bench.prompts import Cell, StreamWork
+    from bench.sweep import SweepPlan, summarise_sweep
+    from bench.sweep_table import Setting
+
+    settings = [Setting(1, 1), Setting(2, 2)]
+    streams = {Cell("shared", 4): {"t1/b1": [_group("t1/b1", 4)], "t2/b2": [_group("t2/b2", 4)]}}
+    reported = {"default": {"n_threads": 2, "n_threads_batch": 2}, "t1/b1": {"n_threads": 1, "n_threads_batch": 1},
+                "t2/b2": {"n_threads": 2, "n_threads_batch": 2}}
+    plan = SweepPlan(values=(1, 2))
+    outcome = summarise_sweep(streams, reported, settings, plan, StreamWork(), at_once=True)
+    assert outcome.ok and outcome.document["targets_met"] and outcome.document["default"] == {
+        "n_threads": 2, "n_threads_batch": 2}
+    assert "2 / 2 (default)" in outcome.text and "all up at once" in outcome.text
+    wrong = {**reported, "t1/b1": {"n_threads": 2, "n_threads_batch": 2}}
+    outcome = summarise_sweep(streams, wrong, settings, plan, StreamWork(), at_once=False)
+    assert not outcome.ok and "threads not as given: t1/b1" in outcome.text
+    short = {Cell("shared", 4): {**streams[Cell("shared", 4)], "t1/b1": [[stream(OURS, tokens=10, finish=None)]]}}
+    outcome = summarise_sweep(short, reported, settings, plan, StreamWork(), at_once=False)
+    assert not outcome.ok and "incomplete stream" in outcome.text and not outcome.document["targets_met"]
