@@ -201,3 +201,47 @@ def test_a_big_request_does_not_hold_a_small_one_back(engine: Harness) -> None:
         ended += done
     assert ended[0] == small, ended
     assert many in ended
+
+
+@pytest.fixture(scope="module")
+def pair() -> Iterator[Harness]:
+    loaded = Harness(ModelSpec(path=str(MODEL), n_ctx=512, n_parallel=2))
+    yield loaded
+    loaded.close()
+
+
+def test_one_prompt_sent_twice_at_once_is_evaluated_once(pair: Harness) -> None:
+    """The second sequence waits a step for the first's prompt, then starts from a copy of its cache:
+    its usage counts the prompt as cached, and greedy decoding from the copy writes the same text."""
+    prompt = pair.tokenize("Evaluated once: the tide rolls in over the grey stones of the harbour wall. " * 2)
+    request = Request(prompt=prompt, max_tokens=8, stop=[], sampling=SamplingParams(temperature=0.0))
+    texts, usages = ["", ""], [None, None]
+    for index, piece in pair.generate_many([request, request]):
+        texts[index] += piece.text
+        usages[index] = piece.usage or usages[index]
+    cached = sorted(u.cached_tokens for u in usages if u is not None)
+    assert cached == [0, len(prompt) - 1], cached
+    assert texts[0] == texts[1] and texts[0]
+
+
+def test_a_prefix_held_by_a_busy_slot_is_copied_not_evaluated(pair: Harness) -> None:
+    prefix = pair.tokenize("Copied across slots: a lighthouse keeper counts the ships that pass by night. " * 2)
+    long_run = Request(prompt=prefix, max_tokens=40, stop=[],
+                       sampling=SamplingParams(temperature=0.0, logit_bias={2: -100.0}))
+    alone = "".join(p.text for p in pair.generate(long_run))
+    list(pair.generate(Request(prompt=pair.tokenize("Unrelated."), max_tokens=1, stop=[], sampling=SamplingParams())))
+    busy = pair.start([long_run])  # the slot that holds `prefix` is taken again by the same prompt
+    follow = pair.start([Request(prompt=prefix + pair.tokenize(" And then"), max_tokens=4, stop=[],
+                                 sampling=SamplingParams(temperature=0.0))])
+    texts: dict[int, str] = {busy: "", follow: ""}
+    usage = None
+    ended: list[int] = []
+    while len(ended) < 2:
+        pieces, done, failed, _ = pair.steps.get(timeout=60)
+        assert not failed
+        for job, _, piece in pieces:
+            texts[job] += piece.text
+            usage = piece.usage if job == follow and piece.usage else usage
+        ended += done
+    assert usage is not None and usage.cached_tokens >= len(prefix) - 1, usage
+    assert texts[busy] == alone  # the donor's own output is untouched
