@@ -158,8 +158,10 @@ class Threadpools:
     def __init__(self, ctx: Any, n_threads: int, n_threads_batch: int, poll: int) -> None:
         self._base, self._cpu, self._lib = _ggml()
         self._ctx = ctx
-        self._pools = [self._new(n, poll) for n in (n_threads, n_threads_batch)]
-        self._lib.llama_attach_threadpool(ctx, self._pools[0], self._pools[1])
+        # One pool serves both when the counts agree (the default): two pools of the same size only add
+        # threads that wait, and a pause and resume of each whenever a step's batch size crosses 1.
+        self._pools = [self._new(n, poll) for n in dict.fromkeys((n_threads, n_threads_batch))]
+        self._lib.llama_attach_threadpool(ctx, self._pools[0], self._pools[-1])
 
     def _new(self, n_threads: int, poll: int) -> int:
         params = _ThreadpoolParams()
