@@ -168,7 +168,7 @@ def parse_registry(text: str, *, base_dir: Path, source: str = "models.yaml") ->
 
 
 def kv_bytes(spec: ModelSpec) -> int:
-    """File plus KV cache: every slot has its own n_ctx."""
+    """File plus KV cache: n_ctx cells for every slot (one cache shared by the slots)."""
     return estimate_bytes(spec.path, spec.n_ctx * spec.n_parallel)
 
 
