@@ -259,7 +259,7 @@ class SlotEngine:
     def _place(self, seq: _Sequence, free: list[_Slot]) -> None:
         """The free slot whose cache shares the longest prefix with the prompt (least recently used on a
         tie); its cache is cut back to that prefix, and the rest of the prompt is pending. When another
-        slot, free or busy, holds a longer prefix, its cache is copied over first. A seed does not change
+        slot, free or busy, holds a longer prefix, its cells are shared first (`_share`). A seed does not change
         this: the cached prefix holds the same keys and values a fresh evaluation would."""
         prompt = seq.prompt
         slot = max(free, key=lambda s: (_shared(s.tokens, prompt), -s.last_used))
