@@ -74,6 +74,9 @@ class ModelSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
     seed: int | None = None
     verbose: bool = False
     n_parallel: Annotated[int, Meta(ge=1, le=64)] = 1  # slots: sequences decoded together in one batch
+    # Host memory for slot caches kept after their slot moved on (llama-server's --cache-ram, 8 GiB by
+    # default there): a conversation whose history left every slot gets it back without evaluating it.
+    prompt_cache_mib: NonNegInt = 256
     sampling: SamplingDefaults = SamplingDefaults()
     # Serving policy (not `Llama(...)` arguments; see SERVING_KEYS).
     pinned: bool = False                          # loaded at start, never evicted
@@ -168,8 +171,10 @@ def parse_registry(text: str, *, base_dir: Path, source: str = "models.yaml") ->
 
 
 def kv_bytes(spec: ModelSpec) -> int:
-    """File plus KV cache: n_ctx cells for every slot (one cache shared by the slots)."""
-    return estimate_bytes(spec.path, spec.n_ctx * spec.n_parallel)
+    """File plus KV cache: n_ctx cells for every slot (one cache shared by the slots), plus the prompt
+    cache in host memory of a chat alias."""
+    kept = 0 if spec.embedding else spec.prompt_cache_mib * 1024 * 1024
+    return estimate_bytes(spec.path, spec.n_ctx * spec.n_parallel) + kept
 
 
 # Beyond the estimate a worker holds compute buffers, the interpreter and llama.cpp's own allocations:

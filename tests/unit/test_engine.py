@@ -245,3 +245,35 @@ def test_a_prefix_held_by_a_busy_slot_is_copied_not_evaluated(pair: Harness) -> 
         ended += done
     assert usage is not None and usage.cached_tokens >= len(prefix) - 1, usage
     assert texts[busy] == alone  # the donor's own output is untouched
+
+
+@pytest.fixture(scope="module")
+def single() -> Iterator[Harness]:
+    loaded = Harness(ModelSpec(path=str(MODEL), n_ctx=512))  # one slot: every new prompt pushes the last out
+    yield loaded
+    loaded.close()
+
+
+def test_a_prompt_pushed_out_of_every_slot_comes_back_from_host_memory(single: Harness) -> None:
+    history = single.tokenize("Kept in memory: the ferry leaves at dawn and the gulls follow it out. " * 3)
+    request = Request(prompt=history, max_tokens=6, stop=[], sampling=SamplingParams(temperature=0.0))
+    first = list(single.generate(request))
+    other = single.tokenize("A different conversation about mountains and snow and the long way up. " * 3)
+    list(single.generate(Request(prompt=other, max_tokens=2, stop=[], sampling=SamplingParams(temperature=0.0))))
+    again = list(single.generate(request))
+    assert again[-1].usage is not None and again[-1].usage.cached_tokens >= len(history) - 1, again[-1].usage
+    assert "".join(p.text for p in again) == "".join(p.text for p in first)
+
+
+def test_without_a_prompt_cache_the_pushed_out_prompt_is_evaluated_again() -> None:
+    harness = Harness(ModelSpec(path=str(MODEL), n_ctx=512, prompt_cache_mib=0))
+    try:
+        history = harness.tokenize("Not kept: the ferry leaves at dawn and the gulls follow it out. " * 3)
+        request = Request(prompt=history, max_tokens=2, stop=[], sampling=SamplingParams(temperature=0.0))
+        list(harness.generate(request))
+        other = harness.tokenize("A different conversation about mountains and snow and the long way up. " * 3)
+        list(harness.generate(Request(prompt=other, max_tokens=2, stop=[], sampling=SamplingParams())))
+        usage = list(harness.generate(request))[-1].usage
+        assert usage is not None and usage.cached_tokens < 8, usage
+    finally:
+        harness.close()

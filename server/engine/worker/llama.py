@@ -39,7 +39,7 @@ _POOLING = {
 
 # ModelSpec keys that are ours, not `Llama(...)` arguments.
 _NOT_LLAMA_ARGS = {"path", "sampling", "pooling_type", "n_parallel", "poll", "chat_template", "chat_template_kwargs",
-                   "reasoning_format"} | SERVING_KEYS
+                   "reasoning_format", "prompt_cache_mib"} | SERVING_KEYS
 # A chat model generates in the slot engine's own context; the one `Llama` makes is left at the smallest.
 _UNUSED_CTX = 256
 
@@ -85,7 +85,8 @@ class LlamaEngine:
                     self._formatter = template_formatter(self._llm, self.chat_template)
                 self._slots = SlotEngine(self._llm, TokenPieces(self._llm), emit, n_parallel=spec.n_parallel,
                                          n_ctx=self.n_ctx, n_batch=spec.n_batch, n_ubatch=spec.n_ubatch,
-                                         flash_attn=spec.flash_attn, poll=spec.poll)
+                                         flash_attn=spec.flash_attn, poll=spec.poll,
+                                         prompt_cache_bytes=spec.prompt_cache_mib * 1024 * 1024)
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelLoadError(f"llama.cpp could not load the model file: {exc}") from exc
 

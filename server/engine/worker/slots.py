@@ -22,6 +22,7 @@ import llama_cpp
 from server.engine.text import StopMatcher, Utf8Stream
 from server.engine.types import Piece, Request, Usage
 from server.engine.worker.compat import LlamaContext, Threadpools, model_of
+from server.engine.worker.prompt_cache import MIN_TOKENS, PromptCache
 from server.engine.worker.sampling import RANDOM_SEED, build_sampler
 from server.engine.worker.tokens import TokenPieces, logprobs_at
 from server.errors import EngineError
@@ -81,7 +82,8 @@ class SlotEngine:
     """Runs sequences for one model. `submit` and `cancel` may be called from any thread."""
 
     def __init__(self, llm: llama_cpp.Llama, pieces: TokenPieces, emit: Emit, *, n_parallel: int, n_ctx: int,
-                 n_batch: int, n_ubatch: int, flash_attn: bool | None = None, poll: int = 0) -> None:
+                 n_batch: int, n_ubatch: int, flash_attn: bool | None = None, poll: int = 0,
+                 prompt_cache_bytes: int = 0) -> None:
         self._llm = llm
         self._pieces = pieces
         self._emit = emit
@@ -109,6 +111,7 @@ class SlotEngine:
         self._ctx = LlamaContext(model=model_of(llm), params=params, verbose=False)
         self._threads = Threadpools(self._ctx.ctx, params.n_threads, params.n_threads_batch, poll)
         self._mem = llama_cpp.llama_get_memory(self._ctx.ctx)
+        self._kept = PromptCache(self._ctx.ctx, prompt_cache_bytes)
         self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
         self._vocab = llama_cpp.llama_model_get_vocab(llm.model)
         self._n_vocab = llm.n_vocab()
@@ -259,13 +262,25 @@ class SlotEngine:
     def _place(self, seq: _Sequence, free: list[_Slot]) -> None:
         """The free slot whose cache shares the longest prefix with the prompt (least recently used on a
         tie); its cache is cut back to that prefix, and the rest of the prompt is pending. When another
-        slot, free or busy, holds a longer prefix, its cells are shared first (`_share`). A seed does not change
+        slot, free or busy, holds a longer prefix, its cells are shared first (`_share`); when the prompt cache in
+        host memory holds a longer one still, it is copied in. A seed does not change
         this: the cached prefix holds the same keys and values a fresh evaluation would."""
         prompt = seq.prompt
         slot = max(free, key=lambda s: (_shared(s.tokens, prompt), -s.last_used))
+        own = _shared(slot.tokens, prompt)
         donor = max(self._slots, key=lambda s: _shared(s.tokens, prompt))
-        if donor is not slot and _shared(donor.tokens, prompt) > _shared(slot.tokens, prompt):
-            self._share(donor, slot, _shared(donor.tokens, prompt))
+        from_donor = _shared(donor.tokens, prompt) if donor is not slot else 0
+        kept, from_kept = self._kept.best(prompt)
+        if len(slot.tokens) - own >= MIN_TOKENS:  # what the slot holds past this prompt is about to go
+            self._kept.save(slot.seq_id, slot.tokens)
+        if from_kept >= max(own, from_donor) + MIN_TOKENS:
+            if self._kept.restore(kept, slot.seq_id):
+                slot.tokens = list(kept)
+            else:  # no room for it in one piece: evaluate the prompt instead
+                llama_cpp.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
+                slot.tokens = []
+        elif from_donor > own:
+            self._share(donor, slot, from_donor)
         shared = max(0, min(_shared(slot.tokens, prompt), len(prompt) - 1))
         # A cache that cannot be cut (recurrent memory) or no longer starts at 0 (sliding window) is
         # not reused: the whole sequence is cleared and the prompt evaluated again.

@@ -1,0 +1,65 @@
+"""Slot caches kept in host memory after their slot moved on, for the prompt that comes back.
+
+With four slots and more conversations than that, each new turn finds its history pushed out of every
+slot and evaluates it again. Like llama-server's `--cache-ram`, a slot's cache is copied here (llama.cpp's
+per-sequence state) when a new request is about to cut it back, and copied into a slot when a prompt
+shares a longer prefix with a kept one than with any slot. Least recently used entries leave first, within
+the alias's `prompt_cache_mib`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections import OrderedDict
+
+import llama_cpp
+
+# Not worth a copy: a cache whose discarded part is shorter, or a saving of fewer tokens.
+MIN_TOKENS = 16
+
+
+class PromptCache:
+    def __init__(self, ctx: object, budget_bytes: int) -> None:
+        self._ctx = ctx
+        self._budget = budget_bytes
+        self._used = 0
+        self._entries: OrderedDict[tuple[int, ...], ctypes.Array[ctypes.c_uint8]] = OrderedDict()
+
+    def save(self, seq_id: int, tokens: list[int]) -> None:
+        """Keep a copy of sequence `seq_id`, which holds `tokens` (unless one kept already covers them)."""
+        key = tuple(tokens)
+        if not self._budget or len(key) < MIN_TOKENS or any(k[:len(key)] == key for k in self._entries):
+            return
+        size = llama_cpp.llama_state_seq_get_size(self._ctx, seq_id)
+        if not size or size > self._budget:
+            return
+        while self._used + size > self._budget:
+            _, old = self._entries.popitem(last=False)
+            self._used -= len(old)
+        state = (ctypes.c_uint8 * size)()
+        if llama_cpp.llama_state_seq_get_data(self._ctx, state, size, seq_id) != size:
+            return
+        for kept in [k for k in self._entries if key[:len(k)] == k]:  # the new copy covers them
+            self._used -= len(self._entries.pop(kept))
+        self._entries[key] = state
+        self._used += size
+
+    def best(self, prompt: list[int]) -> tuple[tuple[int, ...], int]:
+        """The kept tokens sharing the longest prefix with `prompt`, and how many they share."""
+        found: tuple[int, ...] = ()
+        most = 0
+        for key in self._entries:
+            n = 0
+            for a, b in zip(key, prompt):
+                if a != b:
+                    break
+                n += 1
+            if n > most:
+                found, most = key, n
+        return found, most
+
+    def restore(self, key: tuple[int, ...], seq_id: int) -> bool:
+        """Copy the kept state into sequence `seq_id` (emptied first by llama.cpp). False: it did not fit."""
+        state = self._entries[key]
+        self._entries.move_to_end(key)
+        return bool(llama_cpp.llama_state_seq_set_data(self._ctx, state, len(state), seq_id) == len(state))
