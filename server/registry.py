@@ -171,10 +171,9 @@ def parse_registry(text: str, *, base_dir: Path, source: str = "models.yaml") ->
 
 
 def kv_bytes(spec: ModelSpec) -> int:
-    """File plus KV cache: n_ctx cells for every slot (one cache shared by the slots), plus the prompt
-    cache in host memory of a chat alias."""
-    kept = 0 if spec.embedding else spec.prompt_cache_mib * 1024 * 1024
-    return estimate_bytes(spec.path, spec.n_ctx * spec.n_parallel) + kept
+    """File plus KV cache: n_ctx cells for every slot (one cache shared by the slots). The prompt cache
+    in host memory fills only as slots move on and is left out, as compute buffers are."""
+    return estimate_bytes(spec.path, spec.n_ctx * spec.n_parallel)
 
 
 # Beyond the estimate a worker holds compute buffers, the interpreter and llama.cpp's own allocations:
