@@ -15,8 +15,17 @@ from llama_cpp._internals import LlamaContext, LlamaSampler
 from server.engine.types import ChatPrompt
 from server.errors import InvalidRequestError, ModelLoadError
 
-__all__ = ["LlamaContext", "LlamaSampler", "Threadpools", "chat_handler", "grammar_parts", "model_of",
+__all__ = ["FLASH_ATTN", "LlamaContext", "LlamaSampler", "Threadpools", "chat_handler", "grammar_parts", "model_of",
            "n_ctx_train", "render_chat", "render_template", "template_formatter"]
+
+
+# `flash_attn` of an alias as llama.cpp's type: `Llama(...)` can only force it on or off, so contexts we
+# build ourselves take None as llama.cpp's `auto` (what llama-server does).
+FLASH_ATTN = {
+    None: llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO,
+    True: llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED,
+    False: llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED,
+}
 
 
 def model_of(llm: llama_cpp.Llama) -> Any:

@@ -14,14 +14,8 @@ import math
 import llama_cpp
 from llama_cpp._internals import LlamaBatch
 
-from server.engine.worker.compat import LlamaContext, model_of
+from server.engine.worker.compat import FLASH_ATTN, LlamaContext, model_of
 from server.errors import EngineError
-
-FLASH_ATTN = {
-    None: llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO,
-    True: llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED,
-    False: llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED,
-}
 
 
 class EmbeddingContext:
@@ -61,7 +55,7 @@ class EmbeddingContext:
 
         batch.reset()
         for tokens in inputs:
-            if sizes and (sum(sizes) + len(tokens) > self.n_batch or len(sizes) >= self.n_seq_max):
+            if sizes and (batch.n_tokens() + len(tokens) > self.n_batch or len(sizes) >= self.n_seq_max):
                 decode()
             batch.add_sequence(tokens, len(sizes), True)  # every token an output: llama.cpp pools over them
             sizes.append(len(tokens))

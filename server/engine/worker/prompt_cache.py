@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 from collections import OrderedDict
+from collections.abc import Sequence
 
 import llama_cpp
 
@@ -49,11 +50,7 @@ class PromptCache:
         found: tuple[int, ...] = ()
         most = 0
         for key in self._entries:
-            n = 0
-            for a, b in zip(key, prompt):
-                if a != b:
-                    break
-                n += 1
+            n = shared_prefix(key, prompt)
             if n > most:
                 found, most = key, n
         return found, most
@@ -63,3 +60,13 @@ class PromptCache:
         state = self._entries[key]
         self._entries.move_to_end(key)
         return bool(llama_cpp.llama_state_seq_set_data(self._ctx, state, len(state), seq_id) == len(state))
+
+
+def shared_prefix(cached: Sequence[int], prompt: Sequence[int]) -> int:
+    """How many tokens the two start with in common."""
+    n = 0
+    for a, b in zip(cached, prompt):
+        if a != b:
+            break
+        n += 1
+    return n

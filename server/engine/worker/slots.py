@@ -21,8 +21,8 @@ import llama_cpp
 
 from server.engine.text import StopMatcher, Utf8Stream
 from server.engine.types import Piece, Request, Usage
-from server.engine.worker.compat import LlamaContext, Threadpools, model_of
-from server.engine.worker.prompt_cache import MIN_TOKENS, PromptCache
+from server.engine.worker.compat import FLASH_ATTN, LlamaContext, Threadpools, model_of
+from server.engine.worker.prompt_cache import MIN_TOKENS, PromptCache, shared_prefix
 from server.engine.worker.sampling import RANDOM_SEED, build_sampler
 from server.engine.worker.tokens import TokenPieces, logprobs_at
 from server.errors import EngineError
@@ -103,11 +103,7 @@ class SlotEngine:
         params.kv_unified = True
         # llama-cpp-python can only force flash attention on or off; like llama-server, we let llama.cpp
         # choose unless the alias says. On CPU it chooses on: measured +9% for one stream, +15% for four.
-        params.flash_attn_type = {
-            None: llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO,
-            True: llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED,
-            False: llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED,
-        }[flash_attn]
+        params.flash_attn_type = FLASH_ATTN[flash_attn]
         self._ctx = LlamaContext(model=model_of(llm), params=params, verbose=False)
         self._threads = Threadpools(self._ctx.ctx, params.n_threads, params.n_threads_batch, poll)
         self._mem = llama_cpp.llama_get_memory(self._ctx.ctx)
@@ -255,8 +251,8 @@ class SlotEngine:
                         self._waiting.appendleft(seq.job)
 
     def _worth_waiting(self, seq: _Sequence) -> bool:
-        cached = max(_shared(s.tokens, seq.prompt) for s in self._slots)
-        return any(other.pending and _shared(other.prompt, seq.prompt) >= cached + MIN_HOLD_TOKENS
+        cached = max(shared_prefix(s.tokens, seq.prompt) for s in self._slots)
+        return any(other.pending and shared_prefix(other.prompt, seq.prompt) >= cached + MIN_HOLD_TOKENS
                    for other in self._active)
 
     def _place(self, seq: _Sequence, free: list[_Slot]) -> None:
@@ -266,10 +262,10 @@ class SlotEngine:
         host memory holds a longer one still, it is copied in. A seed does not change
         this: the cached prefix holds the same keys and values a fresh evaluation would."""
         prompt = seq.prompt
-        slot = max(free, key=lambda s: (_shared(s.tokens, prompt), -s.last_used))
-        own = _shared(slot.tokens, prompt)
-        donor = max(self._slots, key=lambda s: _shared(s.tokens, prompt))
-        from_donor = _shared(donor.tokens, prompt) if donor is not slot else 0
+        slot = max(free, key=lambda s: (shared_prefix(s.tokens, prompt), -s.last_used))
+        own = shared_prefix(slot.tokens, prompt)
+        donor = max(self._slots, key=lambda s: shared_prefix(s.tokens, prompt))
+        from_donor = shared_prefix(donor.tokens, prompt) if donor is not slot else 0
         kept, from_kept = self._kept.best(prompt)
         if len(slot.tokens) - own >= MIN_TOKENS:  # what the slot holds past this prompt is about to go
             self._kept.save(slot.seq_id, slot.tokens)
@@ -281,7 +277,7 @@ class SlotEngine:
                 slot.tokens = []
         elif from_donor > own:
             self._share(donor, slot, from_donor)
-        shared = max(0, min(_shared(slot.tokens, prompt), len(prompt) - 1))
+        shared = max(0, min(shared_prefix(slot.tokens, prompt), len(prompt) - 1))
         # A cache that cannot be cut (recurrent memory) or no longer starts at 0 (sliding window) is
         # not reused: the whole sequence is cleared and the prompt evaluated again.
         if not llama_cpp.llama_memory_seq_rm(self._mem, slot.seq_id, shared, -1) or (
@@ -424,12 +420,3 @@ class SlotEngine:
                 job.failed = job.stopped = True
                 self._out_failed.append((job.id, error))
             self._end(seq)
-
-
-def _shared(cached: list[int], prompt: list[int]) -> int:
-    n = 0
-    for a, b in zip(cached, prompt):
-        if a != b:
-            break
-        n += 1
-    return n
