@@ -4,8 +4,8 @@ engine interface's `close()` and `exited()`."""
 
 from server.pool.entry import Lease, PoolEvents, State
 from server.pool.model_pool import ModelPool
-from server.pool.pace import RETRY_AFTER_MAX, RETRY_AFTER_MIN, Pace
+from server.pool.pace import RETRY_AFTER_MAX, Pace
 from server.pool.residency import CRASH_COOL_DOWN_SECONDS, CRASH_LIMIT, CRASH_WINDOW_SECONDS
 
-__all__ = ["CRASH_COOL_DOWN_SECONDS", "CRASH_LIMIT", "CRASH_WINDOW_SECONDS", "RETRY_AFTER_MAX", "RETRY_AFTER_MIN",
+__all__ = ["CRASH_COOL_DOWN_SECONDS", "CRASH_LIMIT", "CRASH_WINDOW_SECONDS", "RETRY_AFTER_MAX",
            "Lease", "ModelPool", "Pace", "PoolEvents", "State"]

@@ -101,7 +101,7 @@ class JsonOutputFormat(msgspec.Struct, tag="json_schema", tag_field="type", kw_o
 
 class OutputConfig(msgspec.Struct, kw_only=True):
     format: JsonOutputFormat | None = None
-    effort: str | None = None  # accepted, no effect: these models do not reason
+    effort: str | None = None  # accepted, no effect: whether a model thinks is its template's choice
 
 
 class Metadata(msgspec.Struct, kw_only=True):
@@ -116,7 +116,8 @@ class CountTokensRequest(msgspec.Struct, kw_only=True):
     system: str | list[TextBlock] | UnsetType = UNSET
     tools: list[Tool] | UnsetType = UNSET
     tool_choice: ToolChoice | UnsetType = UNSET
-    # enabled/disabled/adaptive: accepted; no thinking blocks come back, as chat has no reasoning split yet.
+    # enabled/disabled/adaptive: accepted; a thinking model's reasoning comes back as thinking blocks
+    # whatever it says (whether a model thinks is its template's and `chat_template_kwargs`' choice).
     thinking: dict[str, Any] | UnsetType = UNSET
 
 

@@ -45,7 +45,7 @@ from server.protocol.chat import (
     ToolCall,
 )
 from server.protocol.common import Usage
-from server.services.chat import complete_chat, count_prompt_tokens
+from server.services.chat import chat_prompt_tokens, complete_chat
 from server.services.common import new_id
 
 BLOCK_SEPARATOR = "\n\n"  # between text blocks of one message: each block is a paragraph of its own
@@ -93,7 +93,8 @@ async def create_message(pool: ModelPool[Any], request: wire.MessagesRequest,
 
 
 async def count_tokens(pool: ModelPool[Any], request: wire.CountTokensRequest) -> CountTokensResponse:
-    return CountTokensResponse(input_tokens=await count_prompt_tokens(pool, chat_request(request)))
+    tokens, _ = await chat_prompt_tokens(pool, chat_request(request))
+    return CountTokensResponse(input_tokens=len(tokens))
 
 
 def new_message_id() -> str:

@@ -154,12 +154,13 @@ async def complete_chat(pool: ModelPool[Any], request: ChatCompletionRequest,
     )
 
 
-async def count_prompt_tokens(pool: ModelPool[Any], request: ChatCompletionRequest) -> int:
-    """The prompt's length in tokens, rendered exactly as `complete_chat` renders it (tools included)."""
+async def chat_prompt_tokens(pool: ModelPool[Any], request: ChatCompletionRequest) -> tuple[list[int], int]:
+    """The prompt's tokens, rendered exactly as `complete_chat` renders it (tools included), and the
+    model's context length."""
     plan = plan_chat(pool, request)
     async with pool.lease(request.model, max_tokens=0) as model:
         prompt, _, _ = await plan.prompt(model)
-        return len(prompt.tokens)
+        return prompt.tokens, model.n_ctx
 
 
 def usage(prompt_tokens: int, completion_tokens: int, cached: int) -> Usage:

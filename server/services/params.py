@@ -6,7 +6,7 @@ from typing import Any
 
 from msgspec import UNSET
 
-from server.engine import Grammar, SamplingParams
+from server.engine import SamplingParams
 from server.errors import InvalidRequestError, UnsupportedParameterError
 from server.limits import limit_max_tokens
 from server.protocol.common import INT32_MAX
@@ -52,7 +52,7 @@ def logit_bias(raw: dict[str, float] | None) -> dict[int, float]:
     return bias
 
 
-def sampling_params(spec: ModelSpec, request: Any, *, grammar: Grammar | None = None) -> SamplingParams:
+def sampling_params(spec: ModelSpec, request: Any) -> SamplingParams:
     defaults = spec.sampling
     return SamplingParams(
         temperature=pick(request.temperature, defaults.temperature),
@@ -64,7 +64,6 @@ def sampling_params(spec: ModelSpec, request: Any, *, grammar: Grammar | None = 
         frequency_penalty=pick(request.frequency_penalty, defaults.frequency_penalty),
         seed=request.seed,
         logit_bias=logit_bias(request.logit_bias),
-        grammar=grammar,
     )
 
 

@@ -10,7 +10,7 @@ from server.errors import InvalidRequestError
 from server.pool import ModelPool
 from server.protocol.chat import ChatCompletionRequest
 from server.protocol.tokenize import DetokenizeRequest, DetokenizeResponse, TokenizeRequest, TokenizeResponse
-from server.services.chat import plan_chat
+from server.services.chat import chat_prompt_tokens
 
 
 async def tokenize(pool: ModelPool[Any], request: TokenizeRequest) -> TokenizeResponse:
@@ -29,11 +29,10 @@ async def _tokenize_chat(pool: ModelPool[Any], request: TokenizeRequest) -> Toke
     """The prompt a chat completion with these messages and tools would start from."""
     if not request.messages:
         raise InvalidRequestError("`messages` is empty.", param="messages")
-    plan = plan_chat(pool, ChatCompletionRequest(model=request.model, messages=request.messages, tools=request.tools,
-                                                 chat_template_kwargs=request.chat_template_kwargs))
-    async with pool.lease(request.model, max_tokens=0) as model:
-        prompt, _, _ = await plan.prompt(model)
-        return TokenizeResponse(tokens=prompt.tokens, count=len(prompt.tokens), max_model_len=model.n_ctx)
+    tokens, n_ctx = await chat_prompt_tokens(pool, ChatCompletionRequest(
+        model=request.model, messages=request.messages, tools=request.tools,
+        chat_template_kwargs=request.chat_template_kwargs))
+    return TokenizeResponse(tokens=tokens, count=len(tokens), max_model_len=n_ctx)
 
 
 async def detokenize(pool: ModelPool[Any], request: DetokenizeRequest) -> DetokenizeResponse:

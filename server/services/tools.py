@@ -26,6 +26,7 @@ from server.engine import Grammar
 from server.errors import InvalidRequestError
 from server.protocol.chat import ChatCompletionRequest, ChatMessage, NamedToolChoice, Tool, ToolCall
 from server.services import tool_formats
+from server.services.reasoning import partial_tail
 from server.services.schema_limits import check_schema
 from server.services.tool_formats import HERMES, ToolFormat
 
@@ -193,8 +194,8 @@ class ContentFilter:
         if start >= 0:
             self._in_call = True
             return self._emit(start)
-        keep = max((next((k for k in range(min(len(s) - 1, len(self.text) - self._sent), 0, -1)
-                          if s.startswith(self.text[-k:])), 0) for s in self.fmt.starts), default=0)
+        unsent = self.text[self._sent:]
+        keep = max((partial_tail(unsent, s) for s in self.fmt.starts), default=0)
         return self._emit(len(self.text) - keep)
 
     def remainder(self) -> str:
