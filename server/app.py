@@ -75,6 +75,7 @@ def create_app(
             await pool.close()
             if launcher is not None:
                 await launcher.close()
+            app.state.request_records.flush()  # the lines of the last requests, not left to a timer
 
     return Litestar(
         route_handlers=[*ROUTES, docs_assets(), openapi_json],

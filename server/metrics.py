@@ -16,6 +16,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from server.observe import note_tokens
+from server.request_metrics import RequestSeries
 
 PREFIX = "llm_"
 CRASH_REASONS = ("crashed", "memory_limit")
@@ -34,13 +35,9 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self._pool_collector: _PoolCollector | None = None
-        self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         r = self.registry
-        self._requests = Counter(PREFIX + "requests", "HTTP requests by route, model and status.",
-                                 ["route", "model", "status"], registry=r)
-        self._e2e = Histogram(PREFIX + "e2e_request_latency_seconds",
-                              "Time from request received to last byte sent (streams included).",
-                              ["route", "model"], buckets=LATENCY_BUCKETS, registry=r)
+        self._requests = RequestSeries(PREFIX, LATENCY_BUCKETS)  # llm_requests, llm_e2e_request_latency_seconds
+        r.register(self._requests)
         self._ttft = Histogram(PREFIX + "time_to_first_token_seconds", "Time to the first generated token.",
                                ["model"], buckets=TTFT_BUCKETS, registry=r)
         self._itl = Histogram(PREFIX + "inter_token_latency_seconds", "Time between generated tokens.",
@@ -92,16 +89,8 @@ class Metrics:
     # -- requests (the request middleware) -------------------------------------------------------------
 
     def request(self, route: str, model: str, status: int, seconds: float) -> None:
-        # Once per request: the labelled children are looked up once per label set and kept, since
-        # `labels()` costs more than `inc()` and `observe()` together. Bounded: a 404's route is its path.
-        children = self._request_children.get((route, model, status))
-        if children is None:
-            children = (self._requests.labels(route=route, model=model, status=str(status)),
-                        self._e2e.labels(route=route, model=model))
-            if len(self._request_children) < 1024:
-                self._request_children[(route, model, status)] = children
-        children[0].inc()
-        children[1].observe(seconds)
+        """Once per request. Unbounded by design as before: a 404's route is the path it was sent to."""
+        self._requests.add(route, model, status, seconds)
 
     # -- tokens (the generation services) ---------------------------------------------------------------
 

@@ -19,8 +19,7 @@ import secrets
 import time
 from collections.abc import Iterable
 from contextvars import ContextVar
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from litestar.types import ASGIApp, HTTPScope, Message, Receive, ReceiveMessage, Scope, Send
@@ -30,15 +29,20 @@ from server.http_errors import status_of
 from server.json_request import UNDECODABLE
 from server.logging import REQUEST_ID
 
+if TYPE_CHECKING:
+    from server.request_records import RequestRecords
+
 REQUEST_ID_HEADER = "X-Request-ID"
 CLIENT_CLOSED = 499
 QUIET_ROUTES = frozenset({"/health", "/ready", "/metrics"})  # probes and scrapes log at debug level
 
 
-@dataclass
 class _Record:
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
+    __slots__ = ("prompt_tokens", "completion_tokens")
+
+    def __init__(self) -> None:
+        self.prompt_tokens: int | None = None
+        self.completion_tokens: int | None = None
 
 
 # Holds the running request's record: a key into the request's own context, not shared state.
@@ -66,6 +70,7 @@ class RequestObserver:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self._ids = RequestIds()
+        self._records: RequestRecords | None = None  # the app's, from its state on the first request
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -73,7 +78,7 @@ class RequestObserver:
             return
         started = time.perf_counter()
         method = scope["method"]  # type: ignore[typeddict-item]  # http only, checked above
-        state = scope["app"].state
+        records = self._records or self._records_of(scope["app"].state)
         request_id = _incoming_id(scope["headers"]) or self._ids.next()
         id_header = (_ID_NAME, request_id.encode("latin-1"))
         record = _Record()
@@ -86,15 +91,13 @@ class RequestObserver:
             nonlocal status, sent_start
             if message["type"] == "http.response.start":
                 status, sent_start = message["status"], True
-                headers = [h for h in message.get("headers", ()) if h[0].lower() != _ID_NAME]
-                headers.append(id_header)
-                message["headers"] = headers
+                message["headers"] = [*message.get("headers", ()), id_header]  # nothing else sets it
             await send(message)
 
         model = "-"
         try:
             if method == "POST":
-                receive, model = await _peek_model(scope, receive, state)  # type: ignore[arg-type]  # http only
+                receive, model = await _peek_model(scope, receive, scope["app"].state)  # type: ignore[arg-type]  # http only
             await self.app(scope, receive, send_with_id)
         except BaseException as exc:
             if not sent_start:
@@ -104,10 +107,14 @@ class RequestObserver:
         finally:
             seconds = time.perf_counter() - started
             route = scope.get("path_template") or scope["path"]
-            state.request_records.add((request_id, record.prompt_tokens is None and route in QUIET_ROUTES, method,
-                                       route, model, status, seconds, record.prompt_tokens, record.completion_tokens))
+            records.add((request_id, record.prompt_tokens is None and route in QUIET_ROUTES, method, route, model,
+                         status, seconds, record.prompt_tokens, record.completion_tokens))
             REQUEST_ID.reset(bound)
             _current.reset(context)
+
+    def _records_of(self, state: Any) -> RequestRecords:
+        self._records = state.request_records
+        return self._records
 
 
 _ID_NAME = REQUEST_ID_HEADER.lower().encode("latin-1")

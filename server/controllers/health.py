@@ -31,6 +31,7 @@ class HealthController(Controller):
         return {"status": "ready", "models": len(state.pool.registry.models)}
 
     @get("/metrics", opt=METRICS, summary="Prometheus metrics (text format)", include_in_schema=False)
-    async def metrics(self, metrics: Metrics) -> Response[bytes]:
+    async def metrics(self, metrics: Metrics, state: State) -> Response[bytes]:
+        state.request_records.flush()  # requests that ended since the last flush count in this scrape
         body, content_type = metrics.render()
         return Response(body, media_type=content_type)

@@ -31,15 +31,20 @@ def test_values_json_has_no_type_for_become_text() -> None:
 def test_the_access_line_is_the_line_the_structlog_pipeline_writes(capsys: pytest.CaptureFixture[str]) -> None:
     configure_logging("info")
     try:
-        bound = REQUEST_ID.set("abc")
-        fields = {"method": "GET", "route": "/v1/models", "model": "-", "status": 200, "duration_s": 0.0012}
+        bound = REQUEST_ID.set('a"b')
+        fields = {"method": "GET", "route": "/v1/\\x\"y", "model": "-", "status": 200, "duration_s": 0.0012}
         structlog.get_logger("server.access.check").info("request", **fields)
-        AccessLog("info").request("abc", quiet=False, **fields)
-        AccessLog("info").request("abc", quiet=True, **fields)  # a probe: debug level, not written at info
-        AccessLog("debug").request("abc", quiet=True, **fields)
+        structlog.get_logger("server.access.check").info("request", **fields, prompt_tokens=5, completion_tokens=7)
+        finished = ('a"b', False, "GET", '/v1/\\x"y', "-", 200, 0.00123, None, None)
+        AccessLog("info").requests([finished, (*finished[:7], 5, 7)])
+        AccessLog("info").requests([(*finished[:1], True, *finished[2:])])  # a probe: debug, not written at info
+        AccessLog("debug").requests([(*finished[:1], True, *finished[2:])])
     finally:
         REQUEST_ID.reset(bound)
         structlog.reset_defaults()
-    pipeline, fast, probe = capsys.readouterr().out.splitlines()
+    pipeline, with_tokens, fast, fast_tokens, probe = capsys.readouterr().out.splitlines()
     assert pipeline.split('"timestamp"')[0] == fast.split('"timestamp"')[0]  # the same bytes up to the time
+    assert with_tokens.split('"timestamp"')[0] == fast_tokens.split('"timestamp"')[0]
+    assert json.loads(fast)["route"] == '/v1/\\x"y'
     assert json.loads(probe)["level"] == "debug"
+    assert json.loads(fast)["timestamp"].endswith("Z")
