@@ -21,7 +21,7 @@ from server.http_errors import handle_exception
 from server.json_request import JsonRequest
 from server.logging import AccessLog, configure_logging
 from server.metrics import Metrics
-from server.observe import REQUEST_ID_HEADER, RequestObserver
+from server.observe import REQUEST_ID_HEADER, wrap_app
 from server.openapi import docs_assets, drop_framework_errors, openapi_config, openapi_json
 from server.pool import ModelPool
 from server.registry import ModelSpec, Registry, load_registry
@@ -77,7 +77,7 @@ def create_app(
                 await launcher.close()
             app.state.request_records.flush()  # the lines of the last requests, not left to a timer
 
-    return Litestar(
+    return wrap_app(Litestar(
         route_handlers=[*ROUTES, docs_assets(), openapi_json],
         dependencies={
             "pool": Provide(provide_pool, sync_to_thread=False),
@@ -85,7 +85,6 @@ def create_app(
             "response_store": Provide(provide_response_store, sync_to_thread=False),
         },
         guards=[require_api_key] if api_keys else [],  # keys are fixed for the app's life
-        middleware=[RequestObserver],
         request_class=JsonRequest,
         exception_handlers={Exception: handle_exception},
         lifespan=[pool_lifespan],
@@ -95,7 +94,7 @@ def create_app(
         state=state,
         openapi_config=openapi_config(version="0.1.0", with_keys=bool(api_keys)),
         debug=False,
-    )
+    ))
 
 
 def _cors(settings: Settings) -> CORSConfig | None:

@@ -17,17 +17,17 @@ import asyncio
 import itertools
 import secrets
 import time
-from collections.abc import Iterable
-from contextvars import ContextVar
+from collections.abc import Awaitable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
+from litestar import Litestar
 from litestar.types import ASGIApp, HTTPScope, Message, Receive, ReceiveMessage, Scope, Send
 
 from server.errors import RequestTimeoutError
 from server.http_errors import status_of
 from server.json_request import UNDECODABLE
-from server.logging import REQUEST_ID
+from server.logging import RUNNING, RunningRequest
 
 if TYPE_CHECKING:
     from server.request_records import RequestRecords
@@ -37,24 +37,12 @@ CLIENT_CLOSED = 499
 QUIET_ROUTES = frozenset({"/health", "/ready", "/metrics"})  # probes and scrapes log at debug level
 
 
-class _Record:
-    __slots__ = ("prompt_tokens", "completion_tokens")
-
-    def __init__(self) -> None:
-        self.prompt_tokens: int | None = None
-        self.completion_tokens: int | None = None
-
-
-# Holds the running request's record: a key into the request's own context, not shared state.
-_current: ContextVar[_Record | None] = ContextVar("server_request_record", default=None)
-
-
 def note_tokens(prompt: int, generated: int) -> None:
     """Add token counts to the running request's log line (no-op outside a request)."""
-    record = _current.get()
-    if record is not None:
-        record.prompt_tokens = (record.prompt_tokens or 0) + prompt
-        record.completion_tokens = (record.completion_tokens or 0) + generated
+    running = RUNNING.get()
+    if running is not None:
+        running.prompt_tokens = (running.prompt_tokens or 0) + prompt
+        running.completion_tokens = (running.completion_tokens or 0) + generated
 
 
 class _ModelField(msgspec.Struct):
@@ -65,12 +53,16 @@ _decode_model = msgspec.json.Decoder(_ModelField).decode
 
 
 class RequestObserver:
-    """ASGI middleware (outermost of ours): request id, access log line, request metrics."""
+    """Request id, access line and request metrics: an ASGI wrapper around Litestar's whole handler
+    (`wrap_app`), outside Litestar's exception handling, whose error answers come through our `send` like
+    any other. As a Litestar middleware it cost a second exception-handling layer on every route, about
+    a twentieth of a `GET /v1/models`."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, state: Any) -> None:
         self.app = app
+        self._state = state
+        self._records: RequestRecords = state.request_records
         self._ids = RequestIds()
-        self._records: RequestRecords | None = None  # the app's, from its state on the first request
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -78,26 +70,24 @@ class RequestObserver:
             return
         started = time.perf_counter()
         method = scope["method"]  # type: ignore[typeddict-item]  # http only, checked above
-        records = self._records or self._records_of(scope["app"].state)
         request_id = _incoming_id(scope["headers"]) or self._ids.next()
         id_header = (_ID_NAME, request_id.encode("latin-1"))
-        record = _Record()
-        context = _current.set(record)
-        bound = REQUEST_ID.set(request_id)
+        running = RunningRequest(request_id)
+        bound = RUNNING.set(running)
         status = 500
         sent_start = False
 
-        async def send_with_id(message: Message) -> None:
+        def send_with_id(message: Message) -> Awaitable[None]:  # no coroutine of its own: send's is awaited
             nonlocal status, sent_start
             if message["type"] == "http.response.start":
                 status, sent_start = message["status"], True
                 message["headers"] = [*message.get("headers", ()), id_header]  # nothing else sets it
-            await send(message)
+            return send(message)
 
         model = "-"
         try:
             if method == "POST":
-                receive, model = await _peek_model(scope, receive, scope["app"].state)  # type: ignore[arg-type]  # http only
+                receive, model = await _peek_model(scope, receive, self._state)  # type: ignore[arg-type]
             await self.app(scope, receive, send_with_id)
         except BaseException as exc:
             if not sent_start:
@@ -107,14 +97,17 @@ class RequestObserver:
         finally:
             seconds = time.perf_counter() - started
             route = scope.get("path_template") or scope["path"]
-            records.add((request_id, record.prompt_tokens is None and route in QUIET_ROUTES, method, route, model,
-                         status, seconds, record.prompt_tokens, record.completion_tokens))
-            REQUEST_ID.reset(bound)
-            _current.reset(context)
+            prompt = running.prompt_tokens
+            self._records.add((request_id, prompt is None and route in QUIET_ROUTES, method, route, model, status,
+                               seconds, prompt, running.completion_tokens))
+            RUNNING.reset(bound)
 
-    def _records_of(self, state: Any) -> RequestRecords:
-        self._records = state.request_records
-        return self._records
+
+def wrap_app(app: Litestar) -> Litestar:
+    """Put RequestObserver around everything the app does for a request (CORS and error answers included);
+    lifespan events pass straight through (Litestar handles them before its handler)."""
+    app.asgi_handler = RequestObserver(app.asgi_handler, app.state)
+    return app
 
 
 _ID_NAME = REQUEST_ID_HEADER.lower().encode("latin-1")
@@ -139,6 +132,13 @@ def _incoming_id(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
             text = value.decode("latin-1")
             return text if 0 < len(text) <= 128 and text.isprintable() else None
     return None
+
+
+def _failing(exc: Exception) -> Receive:
+    async def receive() -> ReceiveMessage:
+        raise exc
+
+    return receive
 
 
 async def _peek_model(scope: HTTPScope, receive: Receive, state: Any) -> tuple[Receive, str]:
@@ -171,8 +171,9 @@ async def _peek_model(scope: HTTPScope, receive: Receive, state: Any) -> tuple[R
     try:
         await asyncio.wait_for(read(), state.settings.body_read_timeout)
     except asyncio.TimeoutError:
-        raise RequestTimeoutError(f"The request body did not arrive within {state.settings.body_read_timeout:g} "
-                                  "seconds.") from None
+        # Raised where Litestar reads the body, inside its exception handling: answered as a 408.
+        return _failing(RequestTimeoutError(f"The request body did not arrive within "
+                                            f"{state.settings.body_read_timeout:g} seconds.")), "-"
 
     async def replay() -> ReceiveMessage:
         return messages.pop(0) if messages else await receive()

@@ -6,18 +6,17 @@ from typing import Any
 
 from server.pool import ModelPool
 from server.protocol.models import ModelCard, ModelList
+from server.registry import ModelSpec
 
 
 def model_card(pool: ModelPool[Any], alias: str, created: int) -> ModelCard:
-    spec = pool.spec(alias)
-    return ModelCard(
-        id=alias,
-        created=created,
-        n_ctx=spec.n_ctx,
-        loaded=pool.is_loaded(alias),
-        kind="embedding" if spec.embedding else "chat",
-    )
+    return _card(pool, alias, pool.spec(alias), created)
 
 
 def list_models(pool: ModelPool[Any], created: int) -> ModelList:
-    return ModelList(data=[model_card(pool, alias, created) for alias in pool.registry.models])
+    return ModelList(data=[_card(pool, alias, spec, created) for alias, spec in pool.registry.models.items()])
+
+
+def _card(pool: ModelPool[Any], alias: str, spec: ModelSpec, created: int) -> ModelCard:
+    return ModelCard(id=alias, created=created, n_ctx=spec.n_ctx, loaded=pool.is_loaded(alias),
+                     kind="embedding" if spec.embedding else "chat")

@@ -7,7 +7,7 @@ import json
 import pytest
 import structlog
 
-from server.logging import REQUEST_ID, AccessLog, JsonLine, configure_logging
+from server.logging import RUNNING, AccessLog, JsonLine, RunningRequest, configure_logging
 
 
 class Opaque:
@@ -31,18 +31,19 @@ def test_values_json_has_no_type_for_become_text() -> None:
 def test_the_access_line_is_the_line_the_structlog_pipeline_writes(capsys: pytest.CaptureFixture[str]) -> None:
     configure_logging("info")
     try:
-        bound = REQUEST_ID.set('a"b')
+        bound = RUNNING.set(RunningRequest('a"b'))
         fields = {"method": "GET", "route": "/v1/\\x\"y", "model": "-", "status": 200, "duration_s": 0.0012}
         structlog.get_logger("server.access.check").info("request", **fields)
         structlog.get_logger("server.access.check").info("request", **fields, prompt_tokens=5, completion_tokens=7)
         finished = ('a"b', False, "GET", '/v1/\\x"y', "-", 200, 0.00123, None, None)
-        AccessLog("info").requests([finished, (*finished[:7], 5, 7)])
+        AccessLog("info").requests([finished, (*finished[:7], 5, 7), ("ab12", *finished[1:])])
         AccessLog("info").requests([(*finished[:1], True, *finished[2:])])  # a probe: debug, not written at info
         AccessLog("debug").requests([(*finished[:1], True, *finished[2:])])
     finally:
-        REQUEST_ID.reset(bound)
+        RUNNING.reset(bound)
         structlog.reset_defaults()
-    pipeline, with_tokens, fast, fast_tokens, probe = capsys.readouterr().out.splitlines()
+    pipeline, with_tokens, fast, fast_tokens, own_id, probe = capsys.readouterr().out.splitlines()
+    assert json.loads(own_id)["request_id"] == "ab12"
     assert pipeline.split('"timestamp"')[0] == fast.split('"timestamp"')[0]  # the same bytes up to the time
     assert with_tokens.split('"timestamp"')[0] == fast_tokens.split('"timestamp"')[0]
     assert json.loads(fast)["route"] == '/v1/\\x"y'
