@@ -119,7 +119,7 @@ class AccessLog:
             self._console(records)
             return
         heads, stamp, lines = self._heads, "", []
-        for request_id, quiet, method, route, model, status, seconds, prompt, completion in records:
+        for request_id, quiet, method, route, model, status, seconds, prompt, completion, _ in records:
             if not (self._debug if quiet else self._info):
                 continue
             stamp = stamp or self._stamp.now()
@@ -141,7 +141,7 @@ class AccessLog:
         return head
 
     def _console(self, records: Iterable[Finished]) -> None:
-        for request_id, quiet, method, route, model, status, seconds, prompt, completion in records:
+        for request_id, quiet, method, route, model, status, seconds, prompt, completion, _ in records:
             if not (self._debug if quiet else self._info):
                 continue
             fields: dict[str, Any] = {"method": method, "route": route, "model": model, "status": status,
@@ -167,8 +167,9 @@ def _json_text(text: str) -> str:
 
 
 # What RequestObserver keeps of a finished request: request id, quiet (a probe: debug level), method,
-# route, model, status, seconds, prompt and completion tokens (None when it generated nothing).
-Finished = tuple[str, bool, str, str, str, int, float, "int | None", "int | None"]
+# route (its template, or the path when no route matched), model, status, seconds, prompt and
+# completion tokens (None when it generated nothing), and whether a route matched.
+Finished = tuple[str, bool, str, str, str, int, float, "int | None", "int | None", bool]
 
 
 def _fileno(stream: Any) -> int | None:

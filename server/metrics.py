@@ -89,7 +89,7 @@ class Metrics:
     # -- requests (the request middleware) -------------------------------------------------------------
 
     def request(self, route: str, model: str, status: int, seconds: float) -> None:
-        """Once per request. Unbounded by design as before: a 404's route is the path it was sent to."""
+        """Once per request (RequestRecords, in batches); `route` is a route's template or `unmatched`."""
         self._requests.add(route, model, status, seconds)
 
     # -- tokens (the generation services) ---------------------------------------------------------------

@@ -96,10 +96,11 @@ class RequestObserver:
             raise
         finally:
             seconds = time.perf_counter() - started
-            route = scope.get("path_template") or scope["path"]
+            template = scope.get("path_template")  # None: no route matched (a 404 from the router, a preflight)
+            route = template or scope["path"]
             prompt = running.prompt_tokens
             self._records.add((request_id, prompt is None and route in QUIET_ROUTES, method, route, model, status,
-                               seconds, prompt, running.completion_tokens))
+                               seconds, prompt, running.completion_tokens, template is not None))
             RUNNING.reset(bound)
 
 

@@ -16,6 +16,7 @@ from server.logging import AccessLog, Finished
 from server.metrics import Metrics
 
 FLUSH_SECONDS = 0.05
+UNMATCHED = "unmatched"  # the route label of requests no route matched
 
 
 class RequestRecords:
@@ -41,5 +42,7 @@ class RequestRecords:
         pending, self._pending = self._pending, []
         request = self._metrics.request
         for record in pending:
-            request(record[3], record[4], record[5], record[6])
+            # The path of a request no route matched is in its access line, not in a label: scanners
+            # trying paths would grow the series without bound.
+            request(record[3] if record[9] else UNMATCHED, record[4], record[5], record[6])
         self._access_log.requests(pending)

@@ -125,6 +125,11 @@ def test_metrics_count_requests_by_route_model_and_status(client: TestClient) ->
     assert 'llm_requests_total{model="chat",route="/v1/chat/completions",status="400"} 1.0' in text
     assert 'llm_requests_total{model="unknown",route="/v1/chat/completions",status="404"} 1.0' in text
     assert "no-such-model-123" not in text  # client-chosen names never become labels
+    for path in ("/wp-login.php", "/v1/nothing/here"):  # no route: counted under one label, not the path
+        assert client.get(path).headers["x-request-id"]
+    text = client.get("/metrics").text
+    assert 'llm_requests_total{model="-",route="unmatched",status="404"} 2.0' in text
+    assert "wp-login" not in text and "nothing/here" not in text
     assert 'llm_requests_total{model="-",route="/v1/models",status="200"} 1.0' in text
     assert 'llm_num_requests_running{model="chat"} 0.0' in text
     assert "llm_models_resident 0.0" in text

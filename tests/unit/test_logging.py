@@ -35,8 +35,8 @@ def test_the_access_line_is_the_line_the_structlog_pipeline_writes(capsys: pytes
         fields = {"method": "GET", "route": "/v1/\\x\"y", "model": "-", "status": 200, "duration_s": 0.0012}
         structlog.get_logger("server.access.check").info("request", **fields)
         structlog.get_logger("server.access.check").info("request", **fields, prompt_tokens=5, completion_tokens=7)
-        finished = ('a"b', False, "GET", '/v1/\\x"y', "-", 200, 0.00123, None, None)
-        AccessLog("info").requests([finished, (*finished[:7], 5, 7), ("ab12", *finished[1:])])
+        finished = ('a"b', False, "GET", '/v1/\\x"y', "-", 200, 0.00123, None, None, False)
+        AccessLog("info").requests([finished, (*finished[:7], 5, 7, False), ("ab12", *finished[1:])])
         AccessLog("info").requests([(*finished[:1], True, *finished[2:])])  # a probe: debug, not written at info
         AccessLog("debug").requests([(*finished[:1], True, *finished[2:])])
     finally:
