@@ -26,16 +26,10 @@ class PromptCache:
         self._used = 0
         self._entries: OrderedDict[tuple[int, ...], ctypes.Array[ctypes.c_uint8]] = OrderedDict()
 
-    def wants(self, tokens: list[int]) -> bool:
-        """Whether `save` would keep these tokens: a cache is on, they are enough, and no kept copy covers
-        them already."""
-        key = tuple(tokens)
-        return bool(self._budget) and len(key) >= MIN_TOKENS and not any(k[:len(key)] == key for k in self._entries)
-
     def save(self, seq_id: int, tokens: list[int]) -> None:
         """Keep a copy of sequence `seq_id`, which holds `tokens` (unless one kept already covers them)."""
         key = tuple(tokens)
-        if not self.wants(tokens):
+        if not self._budget or len(key) < MIN_TOKENS or any(k[:len(key)] == key for k in self._entries):
             return
         size = llama_cpp.llama_state_seq_get_size(self._ctx, seq_id)
         if not size or size > self._budget:

@@ -91,11 +91,7 @@ class SlotEngine:
         self._n_batch = n_batch
         params = type(llm.context_params).from_buffer_copy(llm.context_params)
         params.n_ctx = n_ctx * n_parallel
-        # With a prompt cache, up to a sequence id more per slot (llama.cpp wants no more ids than tokens in
-        # a micro-batch): a cache about to be cut back is kept whole under one until the step's tokens
-        # are out, and copied to host memory then (`_hold`).
-        params.n_seq_max = max(n_parallel, min(2 * n_parallel, n_ubatch, n_batch)) if prompt_cache_bytes \
-            else n_parallel
+        params.n_seq_max = n_parallel
         params.n_batch = n_batch
         # From the alias, not from `llm`: its own (unused) context is the smallest, with a batch to match.
         params.n_ubatch = min(n_batch, n_ubatch)
@@ -116,8 +112,6 @@ class SlotEngine:
         self._vocab = llama_cpp.llama_model_get_vocab(llm.model)
         self._n_vocab = llm.n_vocab()
         self._slots = [_Slot(seq_id=i) for i in range(n_parallel)]
-        self._n_seq = params.n_seq_max
-        self._held: list[tuple[int, list[int]]] = []  # (spare sequence id, the tokens it holds) to copy out
         self._waiting: deque[_Job] = deque()  # jobs with sequences not yet admitted, in turn order
         self._jobs: dict[int, _Job] = {}
         self._active: list[_Sequence] = []
@@ -183,7 +177,6 @@ class SlotEngine:
             except Exception as exc:  # a bug must fail the requests it touched, never kill the loop
                 self._fail(list(self._active), EngineError(f"generation failed: {exc}"))
             self._flush()
-            self._save_held()
 
     @property
     def cells_total(self) -> int:
@@ -275,7 +268,7 @@ class SlotEngine:
         from_donor = shared_prefix(donor.tokens, prompt) if donor is not slot else 0
         kept, from_kept = self._kept.best(prompt)
         if len(slot.tokens) - own >= MIN_TOKENS:  # what the slot holds past this prompt is about to go
-            self._hold(slot, len(prompt) - own)
+            self._kept.save(slot.seq_id, slot.tokens)
         if from_kept >= max(own, from_donor) + MIN_TOKENS:
             if self._kept.restore(kept, slot.seq_id):
                 slot.tokens = list(kept)
@@ -295,31 +288,6 @@ class SlotEngine:
         slot.tokens = slot.tokens[:shared]
         slot.busy = True
         seq.slot, seq.cached, seq.pending = slot, shared, list(prompt[shared:])
-
-    def _hold(self, slot: _Slot, incoming: int) -> None:
-        """Keep the slot's cache for the prompt cache. Copying it out takes milliseconds (2-3 ms for 100
-        tokens of a 135M model), which four requests placed together would add to every one's first
-        token: instead its cells are kept whole under a spare sequence id (past the slots' own), by
-        reference, and copied out after the step's tokens are sent. With no spare id left, or when the
-        cache could run out of cells meanwhile (the copy holds cells the slot gives up), it is copied
-        out at once."""
-        if not self._kept.wants(slot.tokens):
-            return
-        spare = len(self._slots) + len(self._held)
-        held = sum(len(s.tokens) for s in self._slots) + sum(len(t) for _, t in self._held)
-        if spare >= self._n_seq or held + incoming + len(self._slots) > self.cells_total:
-            self._kept.save(slot.seq_id, slot.tokens)
-            return
-        llama_cpp.llama_memory_seq_cp(self._mem, slot.seq_id, spare, -1, -1)
-        self._held.append((spare, list(slot.tokens)))
-
-    def _save_held(self) -> None:
-        for spare, tokens in self._held:
-            try:
-                self._kept.save(spare, tokens)
-            finally:
-                llama_cpp.llama_memory_seq_rm(self._mem, spare, -1, -1)
-        self._held.clear()
 
     def _share(self, donor: _Slot, slot: _Slot, n: int) -> None:
         """`slot`'s cache becomes the first `n` tokens of `donor`'s, by reference: the cells then belong
