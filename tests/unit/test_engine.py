@@ -265,6 +265,25 @@ def test_a_prompt_pushed_out_of_every_slot_comes_back_from_host_memory(single: H
     assert "".join(p.text for p in again) == "".join(p.text for p in first)
 
 
+def test_the_same_prompt_again_keeps_no_copy_of_the_answer_it_replaces() -> None:
+    """A repeated prompt cuts off the slot's earlier answer to it without copying that answer to host
+    memory (the copy would delay the first token); another prompt's arrival still copies it."""
+    harness = Harness(ModelSpec(path=str(MODEL), n_ctx=512))  # one slot
+    try:
+        kept = harness.engine._slots._kept  # type: ignore[union-attr]
+        prompt = harness.tokenize("Repeated: the ferry leaves at dawn and the gulls follow it out. " * 3)
+        request = Request(prompt=prompt, max_tokens=20, stop=[], sampling=SamplingParams(temperature=0.0))
+        list(harness.generate(request))
+        usage = list(harness.generate(request))[-1].usage
+        assert usage is not None and usage.cached_tokens >= len(prompt) - 1, usage
+        assert kept._used == 0
+        other = harness.tokenize("A different conversation about mountains and snow and the long way up. " * 3)
+        list(harness.generate(Request(prompt=other, max_tokens=2, stop=[], sampling=SamplingParams())))
+        assert kept._used > 0  # the answer to `prompt` was copied out when `other` took the slot
+    finally:
+        harness.close()
+
+
 def test_without_a_prompt_cache_the_pushed_out_prompt_is_evaluated_again() -> None:
     harness = Harness(ModelSpec(path=str(MODEL), n_ctx=512, prompt_cache_mib=0))
     try:

@@ -267,7 +267,11 @@ class SlotEngine:
         donor = max(self._slots, key=lambda s: shared_prefix(s.tokens, prompt))
         from_donor = shared_prefix(donor.tokens, prompt) if donor is not slot else 0
         kept, from_kept = self._kept.best(prompt)
-        if len(slot.tokens) - own >= MIN_TOKENS:  # what the slot holds past this prompt is about to go
+        # What the slot holds past this prompt is about to go: kept in host memory, unless the slot holds
+        # the whole prompt already, so that what goes is an earlier answer to this same prompt (a
+        # regenerated answer, a repeated query). Copying it out costs 2-3 ms for 100 tokens, before the
+        # first token, and a conversation built on a discarded answer is the rare case.
+        if len(slot.tokens) - own >= MIN_TOKENS and own < len(prompt) - 1:
             self._kept.save(slot.seq_id, slot.tokens)
         if from_kept >= max(own, from_donor) + MIN_TOKENS:
             if self._kept.restore(kept, slot.seq_id):
