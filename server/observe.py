@@ -8,7 +8,8 @@ clients from inflating the label set. Streams are timed to their last byte.
 
 This runs for every request, and for small ones (`GET /v1/models`, probes) it used to cost more than
 the rest of the stack: it sticks to plain tuple and list work (no header wrapper objects, no random
-bytes from the OS per request), and the metrics reuse their labelled children (see Metrics.request).
+bytes from the OS per request) and hands one tuple per request to RequestRecords, which writes access
+lines and request metrics in batches.
 """
 
 from __future__ import annotations
