@@ -62,11 +62,16 @@ from bench.streams import stream_body
 from bench.workloads import Contender, client
 
 OURS = "ours"
+MAX_ROUNDS = 10  # bench.prompts.request_number: 10 rounds of up to 100 streams a cell
 
 
 @dataclass
 class DefaultsPlan:
     rounds: int = 2  # per cell, contenders taking turns
+    # At least this many streams per contender in every cell: a 1-stream cell runs more rounds. A lone
+    # 64-token stream lasts about a second, and two or three of them moved the ratio by 0.15 between runs
+    # of the same build on this shared machine.
+    min_streams: int = 8
     kinds: tuple[str, ...] = PROMPT_KINDS
     counts: tuple[int, ...] = STREAM_COUNTS
     warmup: int = 2
@@ -84,6 +89,12 @@ class DefaultsOutcome:
     text: str
     document: dict[str, Any] = field(default_factory=dict)
     ok: bool = True  # every stream complete, every embedding answered
+
+
+def rounds_for(plan: DefaultsPlan, cell: Cell) -> int:
+    """The plan's rounds, or more (up to the 10 rounds a cell's request numbers allow) where a round has
+    too few streams to give a steady figure."""
+    return max(plan.rounds, min(MAX_ROUNDS, math.ceil(plan.min_streams / cell.streams)))
 
 
 def ours_settings(base_url: str) -> dict[str, object]:
@@ -127,8 +138,9 @@ async def _stream_cells(http: httpx.AsyncClient, contenders: list[Contender], pl
                         work: StreamWork) -> dict[Cell, dict[str, list[list[StreamResult]]]]:
     out: dict[Cell, dict[str, list[list[StreamResult]]]] = {}
     for index, cell in enumerate(cells(plan.kinds, plan.counts)):
-        step(f"at defaults: {cell.label}, {cell.streams} stream(s) at once, {plan.rounds} round(s)")
-        for round_no in range(plan.rounds):
+        rounds = rounds_for(plan, cell)
+        step(f"at defaults: {cell.label}, {cell.streams} stream(s) at once, {rounds} round(s)")
+        for round_no in range(rounds):
             shift = round_no % len(contenders)
             for contender in contenders[shift:] + contenders[:shift]:
                 group = bodies(cell, index, round_no, DEFAULTS_CHAT, work)
@@ -277,7 +289,8 @@ def summarise_defaults(streams: dict[Cell, dict[str, list[list[StreamResult]]]],
               if isinstance(s, dict)]
     if results:
         title = (f"Chat streams, {work.max_tokens} tokens at temperature {work.temperature}, {plan.rounds} "
-                 "round(s) a cell: tokens/s over all streams (TTFT p50 in ms)")
+                 f"round(s) a cell and at least {plan.min_streams} streams a contender: tokens/s over all streams "
+                 "(TTFT p50 in ms)")
         lines += ["", title, "", table(results, OURS, LLAMA_CPP)]
     lines += ["", rows_table(rows, [])]
     incomplete = [f"{r.cell.label} x{r.cell.streams} {name}: {f.problems[0]}" for r in results

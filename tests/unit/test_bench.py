@@ -407,3 +407,13 @@ def test_sweep_summary_fails_threads_not_applied_and_short_streams() -> None:
     short = {Cell("shared", 4): {**streams[Cell("shared", 4)], "t1/b1": [[stream(OURS, tokens=10, finish=None)]]}}
     outcome = summarise_sweep(short, reported, settings, plan, StreamWork(), at_once=False)
     assert not outcome.ok and "incomplete stream" in outcome.text and not outcome.document["targets_met"]
+
+
+def test_small_cells_run_more_rounds_until_they_have_enough_streams() -> None:
+    from bench.defaults import DefaultsPlan, rounds_for
+    from bench.prompts import Cell
+
+    plan = DefaultsPlan(rounds=2, min_streams=8)
+    assert [rounds_for(plan, Cell("unique", n)) for n in (1, 3, 4, 16)] == [8, 3, 2, 2]
+    assert rounds_for(DefaultsPlan(rounds=5, min_streams=8), Cell("shared", 4)) == 5
+    assert rounds_for(DefaultsPlan(rounds=2, min_streams=50), Cell("seeded", 1)) == 10
