@@ -61,8 +61,8 @@ class ModelSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
     pooling_type: PoolingName | int = "unspecified"
     flash_attn: bool | None = None  # None: llama.cpp decides per backend (what llama-server does)
     # How hard llama.cpp's compute threads spin waiting for work between computations: 0 sleeps, 100
-    # spins hardest (llama-server's --poll, default 50). 0: on 2 cores with one busy elsewhere, four
-    # streams went from 35 to 145 tokens/s, and nothing was lost on a quiet machine.
+    # spins hardest (llama-server's --poll, default 50). Read only by a llama.cpp built without OpenMP;
+    # the Linux wheel uses OpenMP, whose waiting OMP_WAIT_POLICY sets (README, "Threads").
     poll: Annotated[int, Meta(ge=0, le=100)] = 0
     use_mmap: bool = True
     use_mlock: bool = False

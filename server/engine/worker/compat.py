@@ -132,8 +132,9 @@ def render_template(llm: llama_cpp.Llama, formatter: Any, messages: list[dict[st
 # Thread pools with a polling level of our choosing. llama-cpp-python does not wrap
 # `llama_attach_threadpool` (its binding is a TODO) nor ggml's thread-pool calls, so they are bound
 # here with ctypes, against the `ggml_threadpool_params` layout of the llama.cpp this package vendors
-# (ggml.h). Without it llama.cpp makes its own pools, whose threads spin between graph computations:
-# on a machine with a core busy elsewhere that spinning halved our throughput (measured on 2 cores).
+# (ggml.h). The polling level matters only to a llama.cpp built without OpenMP: with OpenMP (the Linux
+# wheel pip builds) ggml's barriers are OpenMP's and the pool gives only priority and CPU placement;
+# poll 0 and 50 measured alike there (README, "Threads").
 
 _MAX_THREADS = 512  # GGML_MAX_N_THREADS
 
