@@ -126,3 +126,73 @@ def test_closing_fails_what_still_runs_as_unloaded() -> None:
                     await model.close()
 
     run(scenario())
+
+
+# -- the worker's socket input (server/engine/worker/__main__.py) ---------------------------------------
+
+
+def test_the_inbox_reads_frames_however_they_arrive() -> None:
+    import socket
+
+    from server.engine.worker.__main__ import Inbox
+
+    ours, theirs = socket.socketpair()
+    big = os.urandom(3 * 1024 * 1024)
+    theirs.sendall(b"ab")
+    theirs.sendall(b"cdefgh")
+    inbox = Inbox(ours)
+    assert inbox.read(3) == b"abc"
+    assert inbox.read(5) == b"defgh"
+
+    async def write_big() -> None:  # larger than the socket's buffer: written while we read
+        await asyncio.get_running_loop().sock_sendall(theirs, big)
+
+    theirs.setblocking(False)
+    import threading
+
+    writer = threading.Thread(target=lambda: asyncio.run(write_big()))
+    writer.start()
+    assert inbox.read(len(big)) == big
+    writer.join()
+    theirs.close()
+    assert inbox.read(4) == b""  # the peer is gone: short, not blocked
+    ours.close()
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="counts context switches in /proc")
+def test_waiting_for_input_is_not_woken_by_the_peer_reading_what_we_wrote() -> None:
+    """The main thread of a worker waits for calls while the decode thread writes a step a token; a
+    plain recv() was woken each time the HTTP process read a step."""
+    import socket
+    import threading
+
+    from server.engine.worker.__main__ import Inbox
+
+    ours, theirs = socket.socketpair()
+    inbox = Inbox(ours)
+    tid: list[int] = []
+    got: list[bytes] = []
+
+    def wait() -> None:
+        tid.append(threading.get_native_id())
+        got.append(inbox.read(4))
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    time.sleep(0.2)
+
+    def switches() -> int:
+        status = Path(f"/proc/self/task/{tid[0]}/status").read_text()
+        return int(status.split("\nvoluntary_ctxt_switches:")[1].split()[0])
+
+    before = switches()
+    for _ in range(200):
+        ours.sendall(b"x" * 64)
+        assert theirs.recv(64) == b"x" * 64
+    woken = switches() - before
+    theirs.sendall(b"done")
+    waiter.join(5)
+    assert got == [b"done"]
+    assert woken < 20, f"the waiting thread woke {woken} times for 200 reads by the peer"
+    ours.close()
+    theirs.close()

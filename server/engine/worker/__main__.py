@@ -10,11 +10,12 @@ how a model gives all its memory back.
 from __future__ import annotations
 
 import os
+import select
 import signal
 import socket
 import sys
 import threading
-from typing import Any, BinaryIO
+from typing import Any
 
 import msgspec
 
@@ -22,13 +23,42 @@ from server.engine import messages as m
 from server.engine.types import Piece
 from server.errors import EngineError, ServerError
 
+READ_SIZE = 64 * 1024
+
+
+class Inbox:
+    """The socket's input, read only once `poll` reports some. A thread blocked in `recv` on a Unix
+    socket is also woken whenever the peer reads what this process wrote (the socket's write space): the
+    HTTP process reads every decode step, so the main thread woke once a token, on a core the compute
+    threads need. A poll for input alone is not woken by those."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._buffer = bytearray()
+        self._poll = select.poll() if hasattr(select, "poll") else None
+        if self._poll is not None:
+            self._poll.register(sock, select.POLLIN)
+
+    def read(self, size: int) -> bytes:
+        """`size` bytes, or fewer once the peer has closed its end."""
+        while len(self._buffer) < size:
+            if self._poll is not None:
+                self._poll.poll()  # input, or the peer gone (reported whatever was asked)
+            chunk = self._sock.recv(max(READ_SIZE, size - len(self._buffer)))
+            if not chunk:
+                break
+            self._buffer += chunk
+        data = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        return data
+
 
 class Connection:
     """Framed messages over the socket; `send` may be called from the main and the decode thread."""
 
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
-        self._reader: BinaryIO = sock.makefile("rb")
+        self._reader = Inbox(sock)
         self._lock = threading.Lock()
         self._encoder = msgspec.msgpack.Encoder()
         self._decoder = msgspec.msgpack.Decoder(m.ToWorker)
