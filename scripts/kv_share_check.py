@@ -1,13 +1,13 @@
-"""Does a sequence that shares its prompt prefix with another by reference (`llama_memory_seq_cp` in one
-unified KV cache, as the slot engine's `_share` does) still compute what a fresh context computes, after
-the other sequence is cut back and its cells are freed?
+"""Are a sequence's logits independent of where its cells lie in llama.cpp's unified KV cache?
 
 Run: `.venv/bin/python scripts/kv_share_check.py` (the default model, CPU, under a minute). Prints the
-largest logit difference from a fresh evaluation of the same tokens, per case and flash-attention setting;
-0.0 is correct. Measured 2026-11-26 with llama-cpp-python 0.3.36: "own slot" 0.0; "shared prefix" 0.87
-(flash attention) and 0.78 (without) on the token after the cut; "copied prefix" (the prefix's keys and
-values copied into the second sequence's own cells instead of shared) 0.67 and 0.73, so sharing cells
-is not what goes wrong. See docs/benchmarks.md, "Sequences that shared a prompt".
+largest logit difference from a fresh evaluation of the same tokens, with flash attention off and on:
+0.0 means bit-identical. Cases: the sequence's own cache cut back to a prefix ("own slot"); the prefix
+taken from another sequence by reference ("shared prefix") or copied ("copied prefix"), after which the
+other sequence is cut back so that the next token lands in a freed cell below the sequence's earlier ones.
+Measured 2026-11-26 with llama-cpp-python 0.3.36: own slot 0.0; the other two 0.67-0.87 with flash
+attention, whose CPU kernel sums an F16 cache's values in cell order at F16 precision. See
+docs/benchmarks.md, "Output that depends on where a sequence's cells lie".
 """
 
 from __future__ import annotations
