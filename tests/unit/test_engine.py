@@ -296,3 +296,27 @@ def test_without_a_prompt_cache_the_pushed_out_prompt_is_evaluated_again() -> No
         assert usage is not None and usage.cached_tokens < 8, usage
     finally:
         harness.close()
+
+
+def test_a_failure_while_placing_a_sequence_fails_its_request_and_the_loop_goes_on(
+    engine: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between the waiting queue and the batch a sequence is in no list the loop's net covers: a
+    failure there used to leave its request waiting for ever."""
+    import server.engine.worker.slots as slots
+
+    real_place = slots.SlotEngine._place
+    failures = iter([True])
+
+    def flaky_place(self: object, seq: object, free: object) -> None:
+        if next(failures, False):
+            raise RuntimeError("no room")
+        real_place(self, seq, free)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(slots.SlotEngine, "_place", flaky_place)
+    request = Request(prompt=engine.tokenize("Once upon a time"), max_tokens=3, stop=[],
+                      sampling=SamplingParams(temperature=0.0))
+    with pytest.raises(RuntimeError, match="no room"):
+        list(engine.generate(request))
+    pieces = list(engine.generate(request))
+    assert pieces[-1].finish_reason == "length" and pieces[-1].usage.completion_tokens == 3

@@ -238,10 +238,12 @@ class SlotEngine:
                 continue
             try:
                 seq.sampler = build_sampler(model_of(self._llm), self._n_vocab, seq.request.sampling, seq.seed)
+                # Out of the waiting queue and not yet active: a failure here must fail its request, or
+                # nobody would ever answer it.
+                self._place(seq, [s for s in self._slots if not s.busy])
             except Exception as exc:
                 self._fail([seq], exc)
                 continue
-            self._place(seq, [s for s in self._slots if not s.busy])
             self._active.append(seq)
         if held:
             with self._wake:
