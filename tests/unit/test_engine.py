@@ -9,6 +9,7 @@ import queue
 from collections.abc import Iterator
 from pathlib import Path
 
+import llama_cpp
 import pytest
 
 from server.engine import Piece, Request, SamplingParams
@@ -280,6 +281,28 @@ def test_the_same_prompt_again_keeps_no_copy_of_the_answer_it_replaces() -> None
         other = harness.tokenize("A different conversation about mountains and snow and the long way up. " * 3)
         list(harness.generate(Request(prompt=other, max_tokens=2, stop=[], sampling=SamplingParams())))
         assert kept._used > 0  # the answer to `prompt` was copied out when `other` took the slot
+    finally:
+        harness.close()
+
+
+def test_a_sequence_starting_on_an_idle_engine_moves_the_free_slots_caches_to_host_memory() -> None:
+    """As llama-server's `--cache-idle-slots`: a free slot's cells would widen every decode's attention
+    (it spans the cache up to the highest cell in use), so they leave the KV cache when a sequence
+    starts on an idle engine, and come back from host memory when their prompt does."""
+    harness = Harness(ModelSpec(path=str(MODEL), n_ctx=512, n_parallel=2))
+    try:
+        slots = harness.engine._slots
+        assert slots is not None
+        history = harness.tokenize("Parked: the ferry leaves at dawn and the gulls follow it out. " * 3)
+        request = Request(prompt=history, max_tokens=6, stop=[], sampling=SamplingParams(temperature=0.0))
+        first = "".join(p.text for p in harness.generate(request))
+        other = harness.tokenize("A different conversation about mountains and snow and the long way up. " * 3)
+        list(harness.generate(Request(prompt=other, max_tokens=2, stop=[], sampling=SamplingParams())))
+        in_cache = [llama_cpp.llama_memory_seq_pos_max(slots._mem, s.seq_id) >= 0 for s in slots._slots]
+        assert in_cache.count(True) == 1, in_cache  # only the sequence that ran last
+        again = list(harness.generate(request))
+        assert again[-1].usage is not None and again[-1].usage.cached_tokens >= len(history) - 1, again[-1].usage
+        assert "".join(p.text for p in again) == first
     finally:
         harness.close()
 

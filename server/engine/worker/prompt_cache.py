@@ -26,6 +26,10 @@ class PromptCache:
         self._used = 0
         self._entries: OrderedDict[tuple[int, ...], ctypes.Array[ctypes.c_uint8]] = OrderedDict()
 
+    @property
+    def enabled(self) -> bool:
+        return self._budget > 0
+
     def save(self, seq_id: int, tokens: list[int]) -> None:
         """Keep a copy of sequence `seq_id`, which holds `tokens` (unless one kept already covers them)."""
         key = tuple(tokens)
@@ -37,7 +41,9 @@ class PromptCache:
         while self._used + size > self._budget:
             _, old = self._entries.popitem(last=False)
             self._used -= len(old)
-        state = (ctypes.c_uint8 * size)()
+        # A ctypes array zero-fills itself slowly (2.4 ms for 100 tokens of SmolLM2-135M, three times the copy
+        # that follows); a bytearray's memory comes zeroed from the allocator (0.3 ms).
+        state = (ctypes.c_uint8 * size).from_buffer(bytearray(size))
         if llama_cpp.llama_state_seq_get_data(self._ctx, state, size, seq_id) != size:
             return
         for kept in [k for k in self._entries if key[:len(k)] == k]:  # the new copy covers them

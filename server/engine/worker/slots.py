@@ -121,6 +121,8 @@ class SlotEngine:
         self._out_ended: list[int] = []
         self._out_failed: list[tuple[int, BaseException]] = []
         self._cells_sent = 0  # cells_in_use() as last emitted
+        # The one slot holding cells, its cells in position order from cell 0 (see `_settle`); None: unknown.
+        self._ordered: _Slot | None = None
         self._thread = threading.Thread(target=self._run, name="decode", daemon=True)
         self._thread.start()
 
@@ -226,6 +228,9 @@ class SlotEngine:
         evaluated right now than with any cache waits for it (four requests of one prompt arriving
         together evaluate it once, not four times)."""
         held: list[_Sequence] = []
+        idle = not self._active
+        if idle:
+            self._settle()
         while any(not s.busy for s in self._slots):
             seq = self._next_waiting()
             if seq is None:
@@ -244,6 +249,8 @@ class SlotEngine:
             except Exception as exc:
                 self._fail([seq], exc)
                 continue
+            # The first sequence on a settled cache has it to itself, in order; a second one shares it.
+            self._ordered = seq.slot if idle and not self._active and self._kept.enabled else None
             self._active.append(seq)
         if held:
             with self._wake:
@@ -251,6 +258,34 @@ class SlotEngine:
                     seq.job.waiting.appendleft(seq)
                     if seq.job not in self._waiting:
                         self._waiting.appendleft(seq.job)
+
+    def _settle(self) -> None:
+        """A sequence is about to start on an idle engine: every slot's cache moves to host memory (the
+        prompt cache) and the KV cache is emptied, so that the new sequence's cells start at cell 0 and
+        follow each other in position order. Two reasons, both measured on 2 cores:
+        - speed: attention covers every cell up to the highest one in use (rounded up to 256), whoever
+          holds it; four kept slots of about 100 tokens each cost a lone stream 0.3-0.5 ms a token;
+        - the same answer for the same request: llama.cpp's CPU attention sums a sequence's cells in
+          cell order, in half precision, so its output moves with where its cells lie (docs/benchmarks.md,
+          "Output that depends on where a sequence's cells lie").
+        llama-server does the first by default (`--cache-idle-slots`). A prompt that comes back is copied
+        in again (under 1 ms per 100 tokens of SmolLM2-135M). Nothing moves when the one slot in the cache
+        is already in order from cell 0 and the next prompt continues it (a conversation's next turn, a
+        repeated prompt), nor without a prompt cache (`prompt_cache_mib: 0`)."""
+        if not self._kept.enabled:
+            return
+        holders = [s for s in self._slots if s.tokens]
+        if not holders:
+            return
+        with self._wake:
+            nxt = next((job.waiting[0] for job in self._waiting if job.waiting), None)
+        if holders == [self._ordered] and nxt is not None and shared_prefix(holders[0].tokens, nxt.prompt) > 0:
+            return  # it is chosen again (the only slot sharing anything), its cells stay where they are
+        for slot in holders:
+            self._kept.save(slot.seq_id, slot.tokens)
+            slot.tokens = []
+        llama_cpp.llama_memory_clear(self._mem, True)
+        self._ordered = None
 
     def _worth_waiting(self, seq: _Sequence) -> bool:
         cached = max(shared_prefix(s.tokens, seq.prompt) for s in self._slots)
