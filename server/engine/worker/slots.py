@@ -284,7 +284,8 @@ class SlotEngine:
         for slot in holders:
             self._kept.save(slot.seq_id, slot.tokens)
             slot.tokens = []
-        llama_cpp.llama_memory_clear(self._mem, True)
+        # Cells only: clearing the buffers too (True) zero-fills the whole cache, 15 ms for 8192 cells here.
+        llama_cpp.llama_memory_clear(self._mem, False)
         self._ordered = None
 
     def _worth_waiting(self, seq: _Sequence) -> bool:
