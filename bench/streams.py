@@ -45,22 +45,34 @@ async def stream_http(client: httpx.AsyncClient, contender: str, base_url: str, 
 
 
 async def stream_body(client: httpx.AsyncClient, contender: str, base_url: str, body: dict[str, Any]) -> StreamResult:
-    """POST one streamed chat request and time its events."""
-    result = StreamResult(contender=contender, alias=body["model"], started=time.perf_counter())
-    try:
-        async with client.stream("POST", base_url + "/v1/chat/completions", json=body) as response:
-            if response.status_code != 200:
-                await response.aread()
-                result.error = f"HTTP {response.status_code}: {response.text[:200]}"
-                return result
-            async for line in response.aiter_lines():
-                if line.startswith("data: "):
-                    _event(result, line[6:], time.perf_counter())
-    except httpx.HTTPError as exc:
-        result.error = f"{type(exc).__name__}: {exc}"
-    finally:
-        result.ended = time.perf_counter()
-    return result
+    """POST one streamed chat request and time its events. A request whose kept-alive connection the
+    server closed as it was sent (no response at all) is sent once more on a new connection, timed from
+    then, as the openai SDK retries it: llama-server closes idle connections, and one such race used to
+    cost a stream of the run (and fail the bench)."""
+    retried = False
+    while True:
+        result = StreamResult(contender=contender, alias=body["model"], started=time.perf_counter())
+        answered = False
+        try:
+            async with client.stream("POST", base_url + "/v1/chat/completions", json=body) as response:
+                answered = True
+                if response.status_code != 200:
+                    await response.aread()
+                    result.error = f"HTTP {response.status_code}: {response.text[:200]}"
+                    return result
+                async for line in response.aiter_lines():
+                    if line.startswith("data: "):
+                        _event(result, line[6:], time.perf_counter())
+        except httpx.RemoteProtocolError as exc:
+            if not answered and not retried:
+                retried = True
+                continue
+            result.error = f"{type(exc).__name__}: {exc}"
+        except httpx.HTTPError as exc:
+            result.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            result.ended = time.perf_counter()
+        return result
 
 
 def _event(result: StreamResult, data: str, now: float) -> None:

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import statistics
 import math
 
+import httpx
 import pytest
 
 from bench.loadgen import parse_wrk
 from bench.measures import StreamResult, overlap, percentile, problem, total_rate
 from bench.report import Check, Row, ratio, table, targets_met, to_json, write_json
-from bench.streams import _event
+from bench.streams import _event, stream_body
 from bench.summary import DIRECT as DIRECT_NAME, LLAMA_SERVER, OURS, summarise
 from bench.workloads import Collected
 
@@ -417,3 +419,31 @@ def test_small_cells_run_more_rounds_until_they_have_enough_streams() -> None:
     assert [rounds_for(plan, Cell("unique", n)) for n in (1, 3, 4, 16)] == [8, 3, 2, 2]
     assert rounds_for(DefaultsPlan(rounds=5, min_streams=8), Cell("shared", 4)) == 5
     assert rounds_for(DefaultsPlan(rounds=2, min_streams=50), Cell("seeded", 1)) == 10
+
+
+def _sse_after(failures: int) -> tuple[httpx.AsyncClient, list[int]]:
+    """A client whose first `failures` requests die as a closed kept-alive connection does."""
+    calls: list[int] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        if len(calls) <= failures:
+            raise httpx.RemoteProtocolError("Server disconnected without sending a response.", request=request)
+        chunk = {"choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": "length"}],
+                 "usage": {"completion_tokens": 1}}
+        return httpx.Response(200, text=f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n")
+
+    return httpx.AsyncClient(transport=httpx.MockTransport(handle)), calls
+
+
+def test_a_stream_refused_on_a_stale_connection_is_sent_once_more() -> None:
+    async def run(failures: int) -> tuple[object, int]:
+        client, calls = _sse_after(failures)
+        async with client:
+            result = await stream_body(client, "x", "http://test", {"model": "m"})
+        return result, len(calls)
+
+    result, calls = asyncio.run(run(1))
+    assert calls == 2 and result.done and result.error is None and result.text == "hi"  # type: ignore[attr-defined]
+    result, calls = asyncio.run(run(2))  # once only: a server that keeps refusing is an error
+    assert calls == 2 and not result.done and "RemoteProtocolError" in (result.error or "")  # type: ignore[attr-defined]
