@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from bench.measures import StreamResult, overlap, percentile, problem, total_rate
+from bench.measures import StreamResult, overlap, percentile, problem
 from bench.report import Check, Row
 from bench.workloads import Collected
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import statistics
 import math
+import statistics
 
 import httpx
 import pytest
@@ -14,7 +14,8 @@ from bench.loadgen import parse_wrk
 from bench.measures import StreamResult, overlap, percentile, problem, total_rate
 from bench.report import Check, Row, ratio, table, targets_met, to_json, write_json
 from bench.streams import _event, stream_body
-from bench.summary import DIRECT as DIRECT_NAME, LLAMA_SERVER, OURS, summarise
+from bench.summary import DIRECT as DIRECT_NAME
+from bench.summary import LLAMA_SERVER, OURS, summarise
 from bench.workloads import Collected
 
 
