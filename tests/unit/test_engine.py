@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import queue
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,9 +16,9 @@ import pytest
 from server.engine import Piece, Request, SamplingParams
 from server.engine.worker.llama import LlamaEngine
 from server.errors import ContextLengthError, EngineError
+from server.protocol.chat import ChatCompletionRequest, ChatMessage, FunctionDef, Tool
 from server.registry import ModelSpec
 from server.services.tools import OPEN, parse_calls, plan_tools
-from server.protocol.chat import ChatCompletionRequest, ChatMessage, Tool, FunctionDef
 
 MODEL = Path(__file__).resolve().parents[2] / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -303,6 +304,27 @@ def test_a_sequence_starting_on_an_idle_engine_moves_the_free_slots_caches_to_ho
         again = list(harness.generate(request))
         assert again[-1].usage is not None and again[-1].usage.cached_tokens >= len(history) - 1, again[-1].usage
         assert "".join(p.text for p in again) == first
+    finally:
+        harness.close()
+
+
+def test_slots_that_ran_together_leave_the_cache_once_the_engine_is_idle() -> None:
+    """The copies to host memory are made when the work runs out, not before the next first token."""
+    harness = Harness(ModelSpec(path=str(MODEL), n_ctx=512, n_parallel=2))
+    try:
+        slots = harness.engine._slots
+        assert slots is not None
+        prompts = [harness.tokenize(f"Together {i}: the ferry leaves at dawn and the gulls follow it out. " * 3)
+                   for i in range(2)]
+        list(harness.generate_many([Request(prompt=p, max_tokens=4, stop=[], sampling=SamplingParams(temperature=0.0))
+                                    for p in prompts]))
+        in_cache = [True]
+        deadline = time.monotonic() + 5
+        while any(in_cache) and time.monotonic() < deadline:  # the decode thread parks after its last output
+            in_cache = [llama_cpp.llama_memory_seq_pos_max(slots._mem, s.seq_id) >= 0 for s in slots._slots]
+            time.sleep(0.01)
+        assert not any(in_cache), in_cache
+        assert all(slots._kept.best(p)[1] >= len(p) for p in prompts)  # both kept in host memory
     finally:
         harness.close()
 
