@@ -28,6 +28,7 @@ from server.registry import ModelSpec, Registry, load_registry
 from server.reload import handle_sighup
 from server.request_records import RequestRecords
 from server.response_store import ResponseStore
+from server.services.models import ModelsAnswer
 from server.settings import Settings
 
 
@@ -49,7 +50,7 @@ def create_app(
     state = State({
         "settings": settings, "started_at": int(time.time()), "metrics": metrics,
         "api_keys": api_keys, "ready": False, "shutting_down": False,
-        "request_records": RequestRecords(access_log, metrics),
+        "request_records": RequestRecords(access_log, metrics), "models_answer": ModelsAnswer(),
         # Opened on first use: a server that never stores a response needs no writable state directory.
         "response_store": ResponseStore(settings.responses_db, settings.responses_retention_days * 86400),
     })

@@ -3,11 +3,13 @@ from __future__ import annotations
 from typing import Any, cast
 
 from litestar import Controller, Litestar, Request, get
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.response.base import ASGIResponse
 
 from server.openapi import errors
 from server.pool import ModelPool
 from server.protocol.models import ModelCard, ModelList
-from server.services.models import list_models, model_card
+from server.services.models import ModelsAnswer, model_card
 
 
 class ModelsController(Controller):
@@ -20,10 +22,11 @@ class ModelsController(Controller):
     path = "/v1/models"
     tags = ["models"]
 
-    @get("", summary="List every alias in the registry, loaded or not", responses=errors(401))
-    async def list(self) -> ModelList:
+    @get("", summary="List every alias in the registry, loaded or not",
+         responses={200: ResponseSpec(ModelList, description="Request fulfilled, document follows"), **errors(401)})
+    async def list(self) -> ASGIResponse:
         state = cast(Litestar, self.owner).state
-        return list_models(state.pool, state.started_at)
+        return cast(ModelsAnswer, state.models_answer).get(state.pool, state.started_at)
 
     @get("/{model_id:path}", summary="One alias: its context size and whether it is loaded",
          responses=errors(401, 404))

@@ -148,14 +148,21 @@ def test_token_metrics_methods(client: TestClient) -> None:
     assert 'llm_generation_tokens_total{model="chat"} 30.0' in text
 
 
+def listed_loaded(client: TestClient) -> dict[str, bool]:
+    return {m["id"]: m["loaded"] for m in client.get("/v1/models").json()["data"]}
+
+
 def test_admin_pool_load_and_unload(client: TestClient) -> None:
+    assert not listed_loaded(client)["chat"]  # the list's encoded answer is kept: it must follow loads
     assert client.post("/admin/models/chat/load").json() == {"id": "chat", "status": "loaded"}
+    assert listed_loaded(client)["chat"] and not listed_loaded(client)["other"]
     rows = {row["id"]: row for row in client.get("/admin/pool").json()["models"]}
     assert rows["chat"]["loaded"] and not rows["other"]["loaded"]
     assert set(rows["chat"]) >= {"id", "loaded", "busy", "waiting", "last_used", "load_seconds"}
     text = client.get("/metrics").text
     assert 'llm_model_loads_total{model="chat"} 1.0' in text and "llm_models_resident 1.0" in text
     assert client.post("/admin/models/chat/unload").json() == {"id": "chat", "status": "unloaded"}
+    assert not listed_loaded(client)["chat"]
     assert 'llm_model_evictions_total{model="chat",reason="admin"} 1.0' in client.get("/metrics").text
     response = client.post("/admin/models/nope/load")
     assert response.status_code == 404 and error_of(response)["code"] == "model_not_found"
@@ -164,6 +171,7 @@ def test_admin_pool_load_and_unload(client: TestClient) -> None:
 def test_admin_reload_applies_a_valid_file_and_refuses_an_invalid_one(client: TestClient, tmp_path: Path) -> None:
     config = tmp_path / "models.yaml"
     config.write_text(YAML.replace("  other: {path: m.gguf}", "  added: {path: m.gguf}"))
+    assert [m["id"] for m in client.get("/v1/models").json()["data"]] == ["chat", "other"]  # before: kept
     assert client.post("/admin/reload").json() == {"added": ["added"], "removed": ["other"], "changed": []}
     assert [m["id"] for m in client.get("/v1/models").json()["data"]] == ["chat", "added"]
     config.write_text(YAML + "  broken: {path: m.gguf, n_ctxx: 1}\n")
