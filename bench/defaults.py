@@ -71,7 +71,7 @@ class DefaultsPlan:
     # At least this many streams per contender in every cell: a 1-stream cell runs more rounds. A lone
     # 64-token stream lasts about a second, and two or three of them moved the ratio by 0.15 between runs
     # of the same build on this shared machine.
-    min_streams: int = 8
+    min_streams: int = 10
     kinds: tuple[str, ...] = PROMPT_KINDS
     counts: tuple[int, ...] = STREAM_COUNTS
     warmup: int = 2
