@@ -10,10 +10,12 @@ worker whose resident memory passes its alias's limit is killed, which fails it 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import socket
 import sys
+import tempfile
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -295,12 +297,17 @@ class WorkerModel:
 Spawned = tuple[asyncio.subprocess.Process, asyncio.StreamReader, asyncio.StreamWriter]
 
 
+def compute_lock_path() -> str:
+    """The file whose lock this process's workers take turns on (server/engine/worker/compute_lock.py)."""
+    return os.path.join(tempfile.gettempdir(), f"llm-server-compute-{os.getpid()}.lock")
+
+
 async def spawn() -> Spawned:
     """A worker process, importing llama_cpp while it waits for its `Load`."""
     ours, theirs = socket.socketpair()
     try:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "server.engine.worker", str(theirs.fileno()),
+            sys.executable, "-m", "server.engine.worker", str(theirs.fileno()), compute_lock_path(),
             pass_fds=(theirs.fileno(),), stdin=asyncio.subprocess.DEVNULL)
     finally:
         theirs.close()
@@ -336,6 +343,8 @@ class WorkerLauncher:
         return await WorkerModel.start(alias, spec, memory_limit=memory_limit(spec), spawned=spawned)
 
     async def close(self) -> None:
+        with contextlib.suppress(OSError):  # at shutdown: the workers still running keep their lock
+            os.unlink(compute_lock_path())
         spare, self._spare = self._spare, None
         if spare is None:
             return

@@ -3,8 +3,10 @@ prefix reuse, chunked prompts, a failing decode. (The process wall itself: tests
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import json
+import os
 import queue
 import time
 from collections.abc import Iterator
@@ -14,6 +16,7 @@ import llama_cpp
 import pytest
 
 from server.engine import Piece, Request, SamplingParams
+from server.engine.worker.compute_lock import usable_cores
 from server.engine.worker.llama import LlamaEngine
 from server.errors import ContextLengthError, EngineError
 from server.protocol.chat import ChatCompletionRequest, ChatMessage, FunctionDef, Tool
@@ -26,9 +29,9 @@ MODEL = Path(__file__).resolve().parents[2] / "models" / "SmolLM2-135M-Instruct.
 class Harness:
     """A LlamaEngine whose steps land in a queue, read back per job as the worker's client would."""
 
-    def __init__(self, spec: ModelSpec) -> None:
+    def __init__(self, spec: ModelSpec, compute_lock: str | None = None) -> None:
         self.steps: queue.SimpleQueue[tuple[list, list, list, int]] = queue.SimpleQueue()
-        self.engine = LlamaEngine("t", spec, lambda *step: self.steps.put(step))
+        self.engine = LlamaEngine("t", spec, lambda *step: self.steps.put(step), compute_lock)
         self.cells: list[int] = []  # each step's count of KV cells in use, as read by `pieces`
         self._ids = itertools.count(1)
 
@@ -326,6 +329,25 @@ def test_slots_that_ran_together_leave_the_cache_once_the_engine_is_idle() -> No
         assert not any(in_cache), in_cache
         assert all(slots._kept.best(p)[1] >= len(p) for p in prompts)  # both kept in host memory
     finally:
+        harness.close()
+
+
+def test_a_decode_waits_while_another_worker_holds_the_compute_turn(tmp_path: Path) -> None:
+    """Two workers on all the cores must not decode at once (server/engine/worker/compute_lock.py)."""
+    cores = usable_cores()
+    lock = str(tmp_path / "compute.lock")
+    harness = Harness(ModelSpec(path=str(MODEL), n_ctx=512, n_threads=cores, n_threads_batch=cores), lock)
+    other = os.open(lock, os.O_RDWR)  # another worker's decode, in progress
+    try:
+        fcntl.flock(other, fcntl.LOCK_EX)
+        job = harness.start([Request(prompt=harness.tokenize("Waiting my turn"), max_tokens=2, stop=[],
+                                     sampling=SamplingParams(temperature=0.0))])
+        with pytest.raises(queue.Empty):
+            harness.steps.get(timeout=1.0)  # no step while the other one computes
+        fcntl.flock(other, fcntl.LOCK_UN)
+        assert [p for _, p in harness.pieces(job)]  # then it runs
+    finally:
+        os.close(other)
         harness.close()
 
 

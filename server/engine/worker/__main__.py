@@ -103,14 +103,14 @@ def answer(engine: Any, message: m.ToWorker) -> Any:
     raise EngineError(f"unexpected message {type(message).__name__}")
 
 
-def serve(conn: Connection) -> int:
+def serve(conn: Connection, compute_lock: str | None = None) -> int:
     from server.engine.worker.llama import LlamaEngine  # imports llama_cpp: only in this process
 
     load = conn.receive()
     if not isinstance(load, m.Load):
         return 2
     try:
-        engine = LlamaEngine(load.alias, load.spec, conn.emit)
+        engine = LlamaEngine(load.alias, load.spec, conn.emit, compute_lock)
     except Exception as exc:
         conn.send(m.Failed(id=0, fault=fault_of(exc)))
         return 1
@@ -138,7 +138,7 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     sock = socket.socket(fileno=int(argv[0]))
-    code = serve(Connection(sock))
+    code = serve(Connection(sock), argv[1] if len(argv) > 1 else None)
     sys.stdout.flush()
     sys.stderr.flush()
     # No interpreter teardown: llama.cpp's destructors have nothing to give back that exiting does not,

@@ -15,6 +15,7 @@ import llama_cpp
 from llama_cpp._internals import LlamaBatch
 
 from server.engine.worker.compat import FLASH_ATTN, LlamaContext, model_of
+from server.engine.worker.compute_lock import ComputeLock
 from server.errors import EngineError
 
 
@@ -22,7 +23,9 @@ class EmbeddingContext:
     """One context of `n_ctx` tokens; an input is decoded whole, in one batch, beside as many others as
     `n_ctx` tokens and llama.cpp's sequence limit allow."""
 
-    def __init__(self, llm: llama_cpp.Llama, n_ctx: int, flash_attn: bool | None) -> None:
+    def __init__(self, llm: llama_cpp.Llama, n_ctx: int, flash_attn: bool | None,
+                 compute: ComputeLock | None = None) -> None:
+        self._compute = compute or ComputeLock(None, 0)
         if llm.pooling_type() == llama_cpp.LLAMA_POOLING_TYPE_NONE:
             raise EngineError("this embedding model has no pooling, so one vector per token: set "
                               "`pooling_type: mean` (or cls, last) for its alias in models.yaml")
@@ -45,7 +48,8 @@ class EmbeddingContext:
 
         def decode() -> None:
             ctx.kv_cache_clear()
-            ctx.decode(batch)
+            with self._compute:
+                ctx.decode(batch)
             batch.reset()
             for seq in range(len(sizes)):
                 vector = llama_cpp.llama_get_embeddings_seq(ctx.ctx, seq)[:self.n_embd]

@@ -21,6 +21,7 @@ from server.engine.worker.compat import (
     render_template,
     template_formatter,
 )
+from server.engine.worker.compute_lock import ComputeLock
 from server.engine.worker.embedding import EmbeddingContext
 from server.engine.worker.sampling import check_grammar
 from server.engine.worker.slots import Emit, SlotEngine
@@ -54,7 +55,7 @@ def default_threads() -> int:
 
 
 class LlamaEngine:
-    def __init__(self, alias: str, spec: ModelSpec, emit: Emit) -> None:
+    def __init__(self, alias: str, spec: ModelSpec, emit: Emit, compute_lock: str | None = None) -> None:
         self.alias = alias
         self.spec = spec
         kwargs = {k: v for k, v in msgspec.structs.asdict(spec).items() if k not in _NOT_LLAMA_ARGS}
@@ -65,6 +66,7 @@ class LlamaEngine:
         self.n_threads_batch = spec.n_threads_batch or self.n_threads
         kwargs["n_threads"], kwargs["n_threads_batch"] = self.n_threads, self.n_threads_batch
         kwargs["n_ctx"] = _UNUSED_CTX
+        compute = ComputeLock(compute_lock, max(self.n_threads, self.n_threads_batch))
         try:
             self._llm = llama_cpp.Llama(model_path=spec.path, **kwargs)
             self.n_ctx = spec.n_ctx or n_ctx_train(self._llm)
@@ -72,7 +74,7 @@ class LlamaEngine:
             self._slots: SlotEngine | None = None
             self._embedder: EmbeddingContext | None = None
             if spec.embedding:
-                self._embedder = EmbeddingContext(self._llm, self.n_ctx, spec.flash_attn)
+                self._embedder = EmbeddingContext(self._llm, self.n_ctx, spec.flash_attn, compute)
             self._chat_handler = None
             self._formatter = None
             # The alias's own template, else the GGUF's unless the alias names a chat format instead.
@@ -86,7 +88,8 @@ class LlamaEngine:
                 self._slots = SlotEngine(self._llm, TokenPieces(self._llm), emit, n_parallel=spec.n_parallel,
                                          n_ctx=self.n_ctx, n_batch=spec.n_batch, n_ubatch=spec.n_ubatch,
                                          flash_attn=spec.flash_attn, poll=spec.poll,
-                                         prompt_cache_bytes=spec.prompt_cache_mib * 1024 * 1024)
+                                         prompt_cache_bytes=spec.prompt_cache_mib * 1024 * 1024,
+                                         compute=compute)
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelLoadError(f"llama.cpp could not load the model file: {exc}") from exc
 

@@ -22,6 +22,7 @@ import llama_cpp
 from server.engine.text import StopMatcher, Utf8Stream
 from server.engine.types import Piece, Request, Usage
 from server.engine.worker.compat import FLASH_ATTN, LlamaContext, Threadpools, model_of
+from server.engine.worker.compute_lock import ComputeLock
 from server.engine.worker.prompt_cache import MIN_TOKENS, PromptCache, shared_prefix
 from server.engine.worker.sampling import RANDOM_SEED, build_sampler
 from server.engine.worker.tokens import TokenPieces, logprobs_at
@@ -83,12 +84,13 @@ class SlotEngine:
 
     def __init__(self, llm: llama_cpp.Llama, pieces: TokenPieces, emit: Emit, *, n_parallel: int, n_ctx: int,
                  n_batch: int, n_ubatch: int, flash_attn: bool | None = None, poll: int = 0,
-                 prompt_cache_bytes: int = 0) -> None:
+                 prompt_cache_bytes: int = 0, compute: ComputeLock | None = None) -> None:
         self._llm = llm
         self._pieces = pieces
         self._emit = emit
         self.n_ctx = n_ctx  # per sequence
         self._n_batch = n_batch
+        self._compute = compute or ComputeLock(None, 0)  # other workers' decodes take turns with ours
         params = type(llm.context_params).from_buffer_copy(llm.context_params)
         params.n_ctx = n_ctx * n_parallel
         params.n_seq_max = n_parallel
@@ -411,7 +413,8 @@ class SlotEngine:
                 batch.logits[n - 1] = 1
                 outputs.append((seq, n - 1))
         batch.n_tokens = n
-        status = llama_cpp.llama_decode(self._ctx.ctx, batch)
+        with self._compute:
+            status = llama_cpp.llama_decode(self._ctx.ctx, batch)
         if status != 0:  # only the sequences of this batch; queued ones are untouched
             self._fail(list(self._active), EngineError(f"llama_decode failed with status {status}"))
             return
