@@ -37,3 +37,10 @@ def test_workers_within_half_the_cores_or_without_a_path_never_lock(tmp_path: Pa
     with holder, ComputeLock(path, threads=4, cores=8):  # side by side: no wait
         pass
     holder.close()
+
+
+def test_a_lock_file_that_cannot_be_made_leaves_the_worker_decoding_without_turns(tmp_path: Path) -> None:
+    lock = ComputeLock(str(tmp_path / "missing" / "compute.lock"), threads=2, cores=2)
+    assert not lock.shared
+    with lock:
+        pass

@@ -33,8 +33,12 @@ class ComputeLock:
 
     def __init__(self, path: str | None, threads: int, cores: int | None = None) -> None:
         cores = usable_cores() if cores is None else cores
-        # Its own open file description: flock excludes between descriptions, even in one process.
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600) if path and threads * 2 > cores else None
+        self._fd: int | None = None
+        if path and threads * 2 > cores:
+            try:  # its own open file description: flock excludes between descriptions, even in one process
+                self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError:  # no writable temp directory: decode without turns rather than not at all
+                self._fd = None
 
     @property
     def shared(self) -> bool:
