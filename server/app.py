@@ -47,10 +47,11 @@ def create_app(
     metrics = metrics if metrics is not None else Metrics()
     api_keys = load_api_keys(settings)
     access_log = AccessLog(settings.log_level)
+    started_at = int(time.time())
     state = State({
-        "settings": settings, "started_at": int(time.time()), "metrics": metrics,
+        "settings": settings, "started_at": started_at, "metrics": metrics,
         "api_keys": api_keys, "ready": False, "shutting_down": False,
-        "request_records": RequestRecords(access_log, metrics), "models_answer": ModelsAnswer(),
+        "request_records": RequestRecords(access_log, metrics), "models_answer": ModelsAnswer(started_at),
         # Opened on first use: a server that never stores a response needs no writable state directory.
         "response_store": ResponseStore(settings.responses_db, settings.responses_retention_days * 86400),
     })

@@ -26,7 +26,7 @@ class ModelsController(Controller):
          responses={200: ResponseSpec(ModelList, description="Request fulfilled, document follows"), **errors(401)})
     async def list(self) -> ASGIResponse:
         state = cast(Litestar, self.owner).state
-        return cast(ModelsAnswer, state.models_answer).get(state.pool, state.started_at)
+        return cast(ModelsAnswer, state.models_answer).get(state.pool)
 
     @get("/{model_id:path}", summary="One alias: its context size and whether it is loaded",
          responses=errors(401, 404))

@@ -6,7 +6,6 @@ llama.cpp failures become our own exceptions here; callers never see llama_cpp t
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import llama_cpp
@@ -21,7 +20,7 @@ from server.engine.worker.compat import (
     render_template,
     template_formatter,
 )
-from server.engine.worker.compute_lock import ComputeLock
+from server.engine.worker.compute_lock import ComputeLock, usable_cores
 from server.engine.worker.embedding import EmbeddingContext
 from server.engine.worker.sampling import check_grammar
 from server.engine.worker.slots import Emit, SlotEngine
@@ -48,10 +47,7 @@ _UNUSED_CTX = 256
 def default_threads() -> int:
     """Every core this process may run on, as llama-server uses. The HTTP process is another process
     now: measured on 2 cores, 2 compute threads beat 1 on a quiet machine and lose nothing on a busy one."""
-    try:
-        return max(len(os.sched_getaffinity(0)), 1)
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+    return usable_cores()
 
 
 class LlamaEngine:

@@ -273,7 +273,7 @@ class SlotEngine:
           cell order, in half precision, so its output moves with where its cells lie (docs/benchmarks.md,
           "Output that depends on where a sequence's cells lie").
         llama-server does the first by default (`--cache-idle-slots`). A prompt that comes back is copied
-        in again (under 1 ms per 100 tokens of SmolLM2-135M). Nothing moves when the one slot in the cache
+        in again (about 1 ms per 100 tokens of SmolLM2-135M). Nothing moves when the one slot in the cache
         is already in order from cell 0 and the next prompt continues it (a conversation's next turn, a
         repeated prompt), nor without a prompt cache (`prompt_cache_mib: 0`). Most of the copying is
         done earlier, by `_park`, when the engine runs out of work."""
