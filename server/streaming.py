@@ -44,9 +44,11 @@ def sse(events: AsyncGenerator[bytes, None]) -> AsyncIterator[bytes]:
 
 async def started(stream: AsyncGenerator[bytes, None],
                   framing: Callable[[AsyncGenerator[bytes, None]], AsyncIterator[bytes]] = sse) -> AsyncIterator[bytes]:
-    """Run a stream up to its first event now, so that errors before any output (unknown model, load
-    failure, prompt too long) still become a proper HTTP error status instead of an SSE error event.
-    `framing`: how the rest goes out (OpenAI's by default; the Messages API has its own)."""
+    """Run a stream up to its first write now, so that errors before the model took the request (unknown
+    model, load failure, prompt too long) still become a proper HTTP error status instead of an SSE error
+    event. The first write may be empty (the model has queued the request; the streams yield b"" then):
+    the status line and headers go out at once, while the prompt is evaluated, and empty writes are not
+    passed on. `framing`: how the rest goes out (OpenAI's by default; the Messages API has its own)."""
     try:
         first = await stream.__anext__()
     except BaseException:
@@ -55,8 +57,10 @@ async def started(stream: AsyncGenerator[bytes, None],
 
     async def rest() -> AsyncGenerator[bytes, None]:
         async with aclosing(stream):
-            yield first
+            if first:
+                yield first
             async for chunk in stream:
-                yield chunk
+                if chunk:
+                    yield chunk
 
     return framing(rest())

@@ -55,11 +55,13 @@ def rss_bytes(pid: int) -> int | None:
 
 
 class _Job:
-    """One generation's inbox: batches of pieces as steps arrive, then the end or an error."""
+    """One generation's inbox: taken (the worker checked and queued it), batches of pieces as steps arrive,
+    then the end or an error."""
 
-    __slots__ = ("items", "waiter", "done", "error")
+    __slots__ = ("taken", "items", "waiter", "done", "error")
 
     def __init__(self) -> None:
+        self.taken = False
         self.items: list[Indexed] = []
         self.waiter: asyncio.Future[None] | None = None
         self.done = False
@@ -151,8 +153,12 @@ class WorkerModel:
         self._jobs[job_id] = job
         try:
             self._send(m.Generate(id=job_id, requests=requests))
+            announced = False
             while True:
-                if job.items:
+                if not announced and (job.taken or job.items or job.done):
+                    announced = True
+                    yield []
+                elif job.items:
                     items, job.items = job.items, []
                     yield items
                 elif job.error is not None:
@@ -258,6 +264,10 @@ class WorkerModel:
             future = self._calls.get(message.id)
             if future is not None and not future.done():
                 future.set_result(message.value)
+            job = self._jobs.get(message.id)
+            if job is not None:
+                job.taken = True
+                job.wake()
         elif isinstance(message, m.Failed):
             error = rebuild(message.fault)
             future = self._calls.get(message.id)

@@ -44,9 +44,11 @@ class Model(Protocol):
     async def detokenize(self, tokens: list[int]) -> str: ...
 
     def generate(self, requests: list[Request]) -> AsyncGenerator[list[Indexed], None]:
-        """Each request as its own sequence, decoded together with every other on this model. Yields the
-        pieces of one decode step at a time. A request the model cannot run (prompt past the context,
-        bad grammar) raises before any piece. Leaving the iterator early cancels what is left."""
+        """Each request as its own sequence, decoded together with every other on this model. Yields an
+        empty list once the model has checked and queued the requests (a stream can answer its status
+        line then), then the pieces of one decode step at a time. A request the model cannot run (prompt
+        past the context, bad grammar) raises before anything is yielded. Leaving the iterator early
+        cancels what is left."""
         ...
 
     async def embed(self, inputs: list[str | list[int]]) -> Embeddings:

@@ -1,7 +1,7 @@
 """Streamed messages: the chat service's chunks mapped to Anthropic's server-sent events.
 
-`message_start` and a `ping` go out with the first decode step; reasoning opens a `thinking` block
-streamed as `thinking_delta`s; text opens a text block and streams as
+`message_start` and a `ping` go out once the model has taken the request (before its first token);
+reasoning opens a `thinking` block streamed as `thinking_delta`s; text opens a text block and streams as
 `text_delta`s; a tool call (known whole once the call closes) is a `tool_use` block with its input as one
 `input_json_delta`; then `message_delta` (stop_reason, stop_sequence, usage) and `message_stop`. Input
 tokens are known only when generation ends, so `message_start` says 0 and `message_delta` carries the
@@ -119,8 +119,8 @@ class EventMapper:
 
 async def stream_message(pool: ModelPool[Any], request: MessagesRequest,
                          metrics: Metrics | None = None) -> AsyncGenerator[bytes, None]:
-    """Event bytes, one write per decode step (the first one after the first step: errors before any output
-    are still an HTTP status)."""
+    """Event bytes, one write per decode step, the first once the model has taken the request: errors
+    before that are still an HTTP status."""
     mapper = EventMapper(request.model, request.stop_sequences)
     async with aclosing(chat_chunks(pool, chat_request(request, pool.spec(request.model).n_ctx), metrics)) as steps:
         async for chunks in steps:

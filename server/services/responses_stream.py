@@ -9,8 +9,9 @@
     response.output_item.done
     response.completed | response.incomplete (max_output_tokens) | error + response.failed (after a failure)
 
-Errors before the first decode step (unknown model, prompt too long, queue full) still get an HTTP status:
-the first chunk is awaited before any event is sent, as the chat route does.
+Errors before the model takes the request (unknown model, prompt too long, queue full) still get an HTTP
+status: the chat stream's first (empty) step, the model's word that it queued the request, is awaited before
+any event is sent, as the chat route does; `response.created` then goes out while the prompt is evaluated.
 """
 
 from __future__ import annotations
@@ -178,7 +179,7 @@ class EventMapper:
 
 async def stream_response(pool: ModelPool[Any], store: ResponseStore, request: ResponseRequest,
                           metrics: Metrics | None = None) -> AsyncIterator[bytes]:
-    """Validate, and wait for the first decode step, before any byte goes out; then the SSE stream."""
+    """Validate, and wait for the model to take the request, before any byte goes out; then the SSE stream."""
     prepared = await prepare(store, request)
     steps = chat_chunks(pool, prepared.chat, metrics)
     try:

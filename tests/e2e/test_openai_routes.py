@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import httpx
 import openai
@@ -63,6 +64,21 @@ def test_stream_is_sse_framed_and_ends_with_done(server: RunningServer) -> None:
     events = [e for e in raw.split("\n\n") if e]
     assert all(e.startswith("data: ") for e in events)
     assert events[-1] == "data: [DONE]"
+
+
+def test_a_stream_answers_its_status_line_while_the_prompt_is_evaluated(server: RunningServer) -> None:
+    """Headers as soon as the model has queued the request, the first token after a long prompt's
+    evaluation: a client knows it was accepted, and the first token is the only write it then waits for."""
+    text = " ".join(f"item{i} is number {i * 7919 % 1000}." for i in range(30))  # ~350 tokens, unique
+    body = {"model": "smollm2", "messages": [{"role": "user", "content": text}], "stream": True, "max_tokens": 2}
+    warm = {"model": "smollm2", "messages": CLASSIC, "max_tokens": 1}  # the model's load is not the point
+    assert httpx.post(server.base_url + "/v1/chat/completions", json=warm, timeout=120).status_code == 200
+    started = time.perf_counter()
+    with httpx.stream("POST", server.base_url + "/v1/chat/completions", json=body, timeout=120) as response:
+        headers_at = time.perf_counter() - started
+        assert response.status_code == 200
+        first_at = next(time.perf_counter() - started for line in response.iter_lines() if line.startswith("data: "))
+    assert headers_at < first_at / 2, (headers_at, first_at)
 
 
 def test_max_tokens_and_stop_are_honoured(client: openai.OpenAI) -> None:

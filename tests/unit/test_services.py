@@ -185,3 +185,29 @@ def test_a_client_that_leaves_a_stream_leaves_the_generation_and_frees_the_turn(
         assert row["running"] == 0  # the lease went back with the generator
 
     asyncio.run(scenario())
+
+
+def test_a_stream_is_under_way_once_the_model_takes_it_and_passes_no_empty_write() -> None:
+    """The model's empty first step (it has queued the request) lets the status line go out while the
+    prompt is evaluated; that step is not written, and the first token is its own write."""
+    evaluated = asyncio.Event()
+    model = ScriptedModel("m", [[], [(0, Piece("Paris", finish_reason="stop", usage=usage(1)))]])
+    replay = model.generate
+
+    async def generate(requests: list[Request]) -> AsyncIterator[list[Indexed]]:
+        async for step in replay(requests):
+            if step:
+                await evaluated.wait()  # the prompt is still being evaluated
+            yield step
+
+    model.generate = generate  # type: ignore[method-assign]
+
+    async def scenario() -> list[bytes]:
+        stream = await asyncio.wait_for(started(stream_chat(pool_of(model), chat(stream=True))), 5)
+        evaluated.set()
+        return [chunk async for chunk in stream]
+
+    writes = asyncio.run(scenario())
+    assert all(writes), "no empty write"
+    out = events(b"".join(writes))
+    assert json.loads(out[1])["choices"][0]["delta"]["content"] == "Paris" and out[-1] == "[DONE]"

@@ -53,6 +53,29 @@ def test_a_worker_answers_and_its_pieces_come_in_steps() -> None:
     run(scenario())
 
 
+def test_a_generation_is_announced_as_taken_before_its_prompt_is_evaluated() -> None:
+    """An empty step first (the worker checked and queued the requests), then the pieces: a stream can
+    send its status line while a long prompt is evaluated. A refused request raises before either."""
+    async def scenario() -> list[list[object]]:
+        model = await WorkerModel.start("t", SPEC)
+        try:
+            text = await model.tokenize(" ".join(f"word{i}" for i in range(150)))
+            request = Request(prompt=text, max_tokens=2, stop=[], sampling=SamplingParams(temperature=0.0))
+            async with aclosing(model.generate([request])) as batches:
+                steps = [batch async for batch in batches]
+            too_long = Request(prompt=[1] * 600, max_tokens=4, stop=[], sampling=SamplingParams())
+            refused = model.generate([too_long])
+            with pytest.raises(Exception, match="context"):
+                await refused.__anext__()
+            return steps  # type: ignore[return-value]
+        finally:
+            await model.close()
+
+    steps = run(scenario())
+    assert steps[0] == [] and all(steps[1:]), steps
+    assert steps[-1][-1][1].finish_reason == "length"  # type: ignore[index]
+
+
 def test_errors_cross_the_wall_as_our_own_classes() -> None:
     async def scenario() -> None:
         model = await WorkerModel.start("t", SPEC)

@@ -2,9 +2,10 @@
 
 Started by the HTTP process (server/engine/client.py) with one end of a socket pair as FD. The first
 message is `Load`; the answer is `Loaded` or `Failed(id=0)`. Then calls are answered in order by this
-thread, while generations run on the slot engine's decode thread and answer with one `Step` per decode
-step. The process ends on `Shutdown`, or when the socket closes (the HTTP process is gone): exiting is
-how a model gives all its memory back.
+thread, while generations run on the slot engine's decode thread: a `Generate` is answered `Result` once
+its requests are checked and queued, then with one `Step` per decode step. The process ends on
+`Shutdown`, or when the socket closes (the HTTP process is gone): exiting is how a model gives all its
+memory back.
 """
 
 from __future__ import annotations
@@ -129,8 +130,9 @@ def serve(conn: Connection, compute_lock: str | None = None) -> int:
         except Exception as exc:
             conn.send(m.Failed(id=message.id, fault=fault_of(exc)))  # type: ignore[union-attr]
             continue
-        if not isinstance(message, m.Generate):  # a generation answers with its steps
-            conn.send(m.Result(id=message.id, value=value))  # type: ignore[union-attr]
+        # A generation's Result says its requests were checked and queued (its pieces come in steps),
+        # which lets a stream send its status line while the prompt is evaluated.
+        conn.send(m.Result(id=message.id, value=value))  # type: ignore[union-attr]
 
 
 def main(argv: list[str]) -> int:
