@@ -15,7 +15,7 @@ from litestar.di import Provide
 
 from server.auth import load_api_keys, require_api_key
 from server.controllers import ROUTES
-from server.controllers.deps import provide_metrics, provide_pool, provide_response_store
+from server.controllers.deps import provide_metrics, provide_pool, provide_response_store, provide_serving
 from server.engine.client import WorkerLauncher
 from server.http_errors import handle_exception
 from server.json_request import JsonRequest
@@ -85,6 +85,7 @@ def create_app(
             "pool": Provide(provide_pool, sync_to_thread=False),
             "metrics": Provide(provide_metrics, sync_to_thread=False),
             "response_store": Provide(provide_response_store, sync_to_thread=False),
+            "serving": Provide(provide_serving, sync_to_thread=False),
         },
         guards=[require_api_key] if api_keys else [],  # keys are fixed for the app's life
         request_class=JsonRequest,

@@ -5,8 +5,8 @@ from typing import Any
 from litestar import Controller, Request, Response, post
 from litestar.response import Stream
 
+from server.controllers.deps import Serving
 from server.controllers.disconnect import unless_disconnected
-from server.metrics import Metrics
 from server.openapi import errors
 from server.pool import ModelPool
 from server.protocol.anthropic import CountTokensRequest, MessagesRequest
@@ -27,8 +27,9 @@ class MessagesController(Controller):
 
     @post("", status_code=200, responses=ANTHROPIC_ERRORS,
           summary="Create a message (Anthropic's Messages API; SSE events when `stream` is true)")
-    async def create(self, data: MessagesRequest, pool: ModelPool, metrics: Metrics,
+    async def create(self, data: MessagesRequest, serving: Serving,
                      request: Request[Any, Any, Any]) -> Response[MessageResponse]:
+        pool, metrics = serving.pool, serving.metrics
         if data.stream:
             # A client that leaves while queued or while its model loads gives its turn away.
             events = await unless_disconnected(request, started(stream_message(pool, data, metrics), anthropic_sse))

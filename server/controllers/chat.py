@@ -5,10 +5,9 @@ from typing import Any
 from litestar import Controller, Request, Response, post
 from litestar.response import Stream
 
+from server.controllers.deps import Serving
 from server.controllers.disconnect import unless_disconnected
-from server.metrics import Metrics
 from server.openapi import GENERATION_ERRORS
-from server.pool import ModelPool
 from server.protocol.chat import ChatCompletionRequest
 from server.protocol.chat_response import ChatCompletion
 from server.services.chat import complete_chat, stream_chat
@@ -21,8 +20,9 @@ class ChatController(Controller):
 
     @post("", status_code=200, summary="Create a chat completion (streamed as SSE when `stream` is true)",
           responses=GENERATION_ERRORS)
-    async def create(self, data: ChatCompletionRequest, pool: ModelPool, metrics: Metrics,
+    async def create(self, data: ChatCompletionRequest, serving: Serving,
                      request: Request[Any, Any, Any]) -> Response[ChatCompletion]:
+        pool, metrics = serving.pool, serving.metrics
         if data.stream:
             # A client that leaves while queued or while its model loads gives its turn away.
             events = await unless_disconnected(request, started(stream_chat(pool, data, metrics)))

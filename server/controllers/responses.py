@@ -8,9 +8,8 @@ from litestar import Controller, Request, Response, delete, get, post
 from litestar.params import Parameter
 from litestar.response import Stream
 
+from server.controllers.deps import Serving
 from server.controllers.disconnect import unless_disconnected
-from server.metrics import Metrics
-from server.pool import ModelPool
 from server.protocol.responses import ResponseRequest
 from server.protocol.responses_output import DeletedResponse, InputItemList, ResponseObject
 from server.response_store import ResponseStore
@@ -24,8 +23,9 @@ class ResponsesController(Controller):
     tags = ["responses"]
 
     @post("", status_code=200, summary="Create a model response (typed SSE events when `stream` is true)")
-    async def create(self, data: ResponseRequest, pool: ModelPool, metrics: Metrics, response_store: ResponseStore,
+    async def create(self, data: ResponseRequest, serving: Serving,
                      request: Request[Any, Any, Any]) -> Response[ResponseObject]:
+        pool, metrics, response_store = serving
         if data.stream:
             # A client that leaves while queued or while its model loads gives its turn away.
             events = await unless_disconnected(request, stream_response(pool, response_store, data, metrics))
