@@ -69,7 +69,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "sweep: ours with every n_threads / n_threads_batch pair (not part of all)")
     p.add_argument("--min-streams", type=int,
                    help="at defaults: at least this many streams per contender in every cell, in more rounds "
-                        "where a round has fewer (default 10, --quick 4)")
+                        "where a round has fewer (default 20, --quick 4)")
     p.add_argument("--rounds", type=int, help="at defaults and sweep: rounds per cell (default 2, --quick 1)")
     p.add_argument("--streams", help="at defaults and sweep: streams sent at once, comma separated "
                                      "(default 1,4,16; sweep 4)")
@@ -199,7 +199,7 @@ def at_defaults(args: argparse.Namespace, out_dir: Path) -> DefaultsOutcome:
 
     plan = DefaultsPlan(
         rounds=args.rounds or (1 if args.quick else 2),
-        min_streams=args.min_streams if args.min_streams is not None else (4 if args.quick else 10),
+        min_streams=args.min_streams if args.min_streams is not None else (4 if args.quick else 20),
         kinds=_kinds(args.prompts, "unique,shared,seeded"),
         counts=_numbers(args.streams, "1,4,16"),
         embed_requests=(2 if args.quick else 4) if args.embed_requests is None else args.embed_requests,

@@ -62,7 +62,7 @@ from bench.streams import stream_body
 from bench.workloads import Contender, client
 
 OURS = "ours"
-MAX_ROUNDS = 10  # bench.prompts.request_number: 10 rounds of up to 100 streams a cell
+MAX_ROUNDS = 20  # bench.prompts.request_number: 20 rounds of up to 100 streams a cell
 
 
 @dataclass
@@ -71,7 +71,7 @@ class DefaultsPlan:
     # At least this many streams per contender in every cell: a 1-stream cell runs more rounds. A lone
     # 64-token stream lasts about a second, and two or three of them moved the ratio by 0.15 between runs
     # of the same build on this shared machine.
-    min_streams: int = 10
+    min_streams: int = 20
     kinds: tuple[str, ...] = PROMPT_KINDS
     counts: tuple[int, ...] = STREAM_COUNTS
     warmup: int = 2
@@ -92,7 +92,7 @@ class DefaultsOutcome:
 
 
 def rounds_for(plan: DefaultsPlan, cell: Cell) -> int:
-    """The plan's rounds, or more (up to the 10 rounds a cell's request numbers allow) where a round has
+    """The plan's rounds, or more (up to the 20 rounds a cell's request numbers allow) where a round has
     too few streams to give a steady figure."""
     return max(plan.rounds, min(MAX_ROUNDS, math.ceil(plan.min_streams / cell.streams)))
 

@@ -71,7 +71,7 @@ def unique_question(number: int) -> str:
     return f"Story number {number}: write a long story about a {a} {c} in {p}."
 
 
-def request_number(cell_index: int, round_no: int, position: int, per_cell: int = 1000, per_round: int = 100) -> int:
+def request_number(cell_index: int, round_no: int, position: int, per_cell: int = 2000, per_round: int = 100) -> int:
     """A number for each request of a run, different for every (cell, round, position) while
     position < per_round and round_no < per_cell // per_round: where `unique` prompts come from."""
     if not 0 <= position < per_round or not 0 <= round_no < per_cell // per_round:

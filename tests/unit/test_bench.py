@@ -210,7 +210,7 @@ def test_shared_and_seeded_bodies() -> None:
 def test_request_numbers_stay_in_range() -> None:
     from bench.prompts import request_number
 
-    assert request_number(2, 3, 15) == 2315
+    assert request_number(2, 3, 15) == 4315
     with pytest.raises(ValueError):
         request_number(0, 0, 100)  # would collide with the next round's first
 
@@ -419,7 +419,7 @@ def test_small_cells_run_more_rounds_until_they_have_enough_streams() -> None:
     plan = DefaultsPlan(rounds=2, min_streams=8)
     assert [rounds_for(plan, Cell("unique", n)) for n in (1, 3, 4, 16)] == [8, 3, 2, 2]
     assert rounds_for(DefaultsPlan(rounds=5, min_streams=8), Cell("shared", 4)) == 5
-    assert rounds_for(DefaultsPlan(rounds=2, min_streams=50), Cell("seeded", 1)) == 10
+    assert rounds_for(DefaultsPlan(rounds=2, min_streams=50), Cell("seeded", 1)) == 20
 
 
 def _sse_after(failures: int) -> tuple[httpx.AsyncClient, list[int]]:
