@@ -203,7 +203,7 @@ def at_defaults(args: argparse.Namespace, out_dir: Path) -> DefaultsOutcome:
         kinds=_kinds(args.prompts, "unique,shared,seeded"),
         counts=_numbers(args.streams, "1,4,16"),
         embed_requests=(2 if args.quick else 4) if args.embed_requests is None else args.embed_requests,
-        embed_rounds=1 if args.quick else 2,
+        embed_rounds=1 if args.quick else 4,
         models_seconds=args.models_seconds or (3.0 if args.quick else 5.0),
         models_runs=1 if args.quick else 2,
     )
