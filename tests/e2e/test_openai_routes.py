@@ -81,6 +81,26 @@ def test_a_stream_answers_its_status_line_while_the_prompt_is_evaluated(server: 
     assert headers_at < first_at / 2, (headers_at, first_at)
 
 
+def test_a_client_that_hangs_up_after_the_status_line_stops_its_generation(server: RunningServer) -> None:
+    """Headers now go out before the prompt is evaluated: a client that leaves in between is noticed
+    there too, and its prompt and 800 tokens (well over 10 s here) are not worked through."""
+    text = " ".join(f"entry{i} reads {i * 104729 % 1000}." for i in range(90))  # ~1,000 tokens, unique
+    body = {"model": "smollm2", "messages": [{"role": "user", "content": text}], "stream": True,
+            "max_tokens": 800, "temperature": 0, "logit_bias": {"2": -100}}
+    request_id = f"hang-up-{time.time_ns()}"
+    started = time.monotonic()
+    with httpx.stream("POST", server.base_url + "/v1/chat/completions", json=body, timeout=120,
+                      headers={"X-Request-ID": request_id}) as response:
+        assert response.status_code == 200
+    while time.monotonic() - started < 10:
+        stopped = [line for line in server.log().splitlines()
+                   if request_id in line and '"event":"generation_stopped"' in line]
+        if stopped:
+            break
+        time.sleep(0.2)
+    assert stopped and '"reason":"client_gone"' in stopped[0]
+
+
 def test_max_tokens_and_stop_are_honoured(client: openai.OpenAI) -> None:
     reply = client.chat.completions.create(
         model="smollm2", messages=[{"role": "user", "content": "Count from 1 to 50."}], max_tokens=5, temperature=0
