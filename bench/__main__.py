@@ -31,7 +31,7 @@ from bench.servers import (
 )
 from bench.streams import ChatWork
 from bench.summary import DIRECT, summarise
-from bench.sweep import SweepPlan, run_sweep, usable_cores
+from bench.sweep import SweepPlan, run_sweep
 from bench.workloads import (
     Collected,
     Contender,
@@ -43,6 +43,7 @@ from bench.workloads import (
     two_aliases_at_once,
     warm_up,
 )
+from server.engine.worker.compute_lock import usable_cores
 
 ROOT = Path(__file__).resolve().parents[1]
 

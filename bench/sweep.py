@@ -14,7 +14,6 @@ pair from 1 to the cores this process may run on, against each other.
 from __future__ import annotations
 
 import asyncio
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from bench.servers import DEFAULTS_CHAT, ServerProcess, start_ours_with_threads
 from bench.streams import stream_body
 from bench.sweep_table import SWEEP_TARGET, Setting, best, fits_at_once, grid, rows, summary_lines, table, targets_met
 from bench.workloads import Contender, client
+from server.engine.worker.compute_lock import usable_cores  # what our worker counts for its default threads
 
 # One server of ours with the default model loaded: the HTTP process and one model worker, with margin.
 PER_SERVER_BYTES = 512 * 2**20
@@ -42,14 +42,6 @@ class SweepPlan:
     counts: tuple[int, ...] = (4,)
     warmup: int = 2  # untimed rounds of 4 streams per server before its first measurement
     at_once: bool | None = None  # every server up for the whole sweep; None: decided from free memory
-
-
-def usable_cores() -> int:
-    """The cores this process may run on: what our defaults count for a worker (server/engine/worker)."""
-    try:
-        return max(len(os.sched_getaffinity(0)), 1)
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def available_bytes() -> int:

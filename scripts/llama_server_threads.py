@@ -22,8 +22,8 @@ sys.path.insert(0, str(ROOT))
 from bench.prompts import Cell, StreamWork, bodies  # noqa: E402
 from bench.servers import DEFAULTS_CHAT, ServerProcess, start_llama_server_at_defaults  # noqa: E402
 from bench.streams import stream_body  # noqa: E402
-from bench.sweep import usable_cores  # noqa: E402
 from bench.workloads import client  # noqa: E402
+from server.engine.worker.compute_lock import usable_cores  # noqa: E402
 
 MODEL = ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 BINARY = ROOT / ".cache" / "llama-server" / "build" / "bin" / "llama-server"
