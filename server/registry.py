@@ -64,7 +64,11 @@ class ModelSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
     # spins hardest (llama-server's --poll, default 50). Read only by a llama.cpp built without OpenMP;
     # the Linux wheel uses OpenMP, whose waiting OMP_WAIT_POLICY sets (README, "Threads").
     poll: Annotated[int, Meta(ge=0, le=100)] = 0
-    use_mmap: bool = True
+    # False: the weights are read into the worker's own memory, which the worker asks for in huge pages
+    # (server/engine/client.py, `worker_env`); mapped from the file they stay in 4 KiB pages. Measured on
+    # 2 cores with SmolLM2-135M: 8% less time a token in-process, +4-6% tokens/s a stream through the
+    # server (docs/benchmarks.md, "Weights in huge pages"). llama-server maps the file by default.
+    use_mmap: bool = False
     use_mlock: bool = False
     offload_kqv: bool = True
     main_gpu: NonNegInt = 0

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.conftest import RunningServer
+from tests.e2e.conftest import MODEL, RunningServer
 
 TWO_ALIASES = """
 pool: {max_resident: 2}
@@ -115,6 +115,31 @@ def test_unloading_gives_the_memory_back(make_server) -> None:  # type: ignore[n
     after = tree_rss(server.process.pid)
     assert loaded > before * 1.2, (before, loaded)  # the model was really resident
     assert abs(after - before) <= before * 0.05, (before, loaded, after)
+
+
+def transparent_huge_pages() -> str:
+    """The kernel's THP mode: the bracketed word of `always [madvise] never`."""
+    try:
+        text = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
+    except OSError:
+        return "never"
+    return text[text.index("[") + 1:text.index("]")]
+
+
+def test_the_weights_are_the_workers_own_memory_in_huge_pages(server: RunningServer) -> None:
+    """By default the worker reads the weights into its own memory instead of mapping the file, and asks
+    for huge pages (docs/benchmarks.md, "Weights in huge pages"): the GGUF file is not mapped, and where
+    the kernel hands out huge pages on request, at least the file's size is in them."""
+    server.client().chat.completions.create(model="smollm2", messages=STORY, max_tokens=1)
+    pid = pool_row(server, "smollm2")["pid"]
+    maps = Path(f"/proc/{pid}/maps").read_text()
+    model_file = str(MODEL.resolve())
+    assert model_file not in maps, "the worker maps the GGUF file: weights in 4 KiB page-cache pages"
+    if transparent_huge_pages() == "never":
+        pytest.skip("this kernel hands out no transparent huge pages")
+    rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    huge = next(int(line.split()[1]) * 1024 for line in rollup.splitlines() if line.startswith("AnonHugePages:"))
+    assert huge >= os.path.getsize(model_file), (huge, os.path.getsize(model_file))
 
 
 def test_two_loads_at_once_leave_the_logs_alone(make_server) -> None:  # type: ignore[no-untyped-def]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from server.engine import Request, SamplingParams
-from server.engine.client import WorkerModel
+from server.engine.client import WorkerModel, worker_env
 from server.errors import EngineError, ModelCrashedError, ModelLoadError
 from server.registry import ModelSpec
 
@@ -219,3 +219,11 @@ def test_waiting_for_input_is_not_woken_by_the_peer_reading_what_we_wrote() -> N
     assert woken < 20, f"the waiting thread woke {woken} times for 200 reads by the peer"
     ours.close()
     theirs.close()
+
+
+def test_the_worker_asks_glibc_for_huge_pages_unless_told_otherwise() -> None:
+    assert worker_env({"PATH": "/bin"}) == {"PATH": "/bin", "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
+    # Other tunables stay; the user's own choice wins (0 turns huge pages off).
+    assert worker_env({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"})["GLIBC_TUNABLES"] == (
+        "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1")
+    assert worker_env({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"})["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=0"
