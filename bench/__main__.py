@@ -22,6 +22,7 @@ from bench import loadgen, report
 from bench.defaults import DefaultsOutcome, DefaultsPlan, run_defaults, step
 from bench.servers import (
     ALIASES,
+    CALLERS_TUNABLES,
     LLAMA_CPP,
     EngineSettings,
     ServerProcess,
@@ -43,6 +44,7 @@ from bench.workloads import (
     two_aliases_at_once,
     warm_up,
 )
+from server.engine.client import HUGE_PAGES_TUNABLE, worker_env
 from server.engine.worker.compute_lock import usable_cores
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,7 +110,18 @@ def open_direct(engine: EngineSettings) -> Any:
     import llama_cpp
 
     return llama_cpp.Llama(model_path=str(engine.model), n_ctx=engine.n_ctx, n_threads=engine.n_threads,
-                           n_threads_batch=engine.n_threads_batch, n_batch=engine.n_batch, verbose=False)
+                           n_threads_batch=engine.n_threads_batch, n_batch=engine.n_batch,
+                           use_mmap=engine.use_mmap, verbose=False)
+
+
+def with_huge_pages(argv: list[str]) -> None:
+    """The direct call runs in this process, so this process starts with the huge-pages request our
+    workers get (glibc reads it at start-up): restart with it once, keeping the caller's own value for
+    the contenders that run as a user starts them (bench/servers.py, `user_env`)."""
+    if CALLERS_TUNABLES in os.environ or HUGE_PAGES_TUNABLE in os.environ.get("GLIBC_TUNABLES", ""):
+        return
+    env = {**worker_env(os.environ), CALLERS_TUNABLES: os.environ.get("GLIBC_TUNABLES", "")}
+    os.execve(sys.executable, [sys.executable, "-m", "bench", *argv], env)
 
 
 def count_tokens(collected: Collected, llm: Any) -> None:
@@ -252,6 +265,8 @@ def missing(args: argparse.Namespace) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.only in ("all", "equal") and argv is None:
+        with_huge_pages(sys.argv[1:])
     problem = missing(args)
     if problem:
         print(problem, file=sys.stderr)

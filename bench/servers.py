@@ -18,6 +18,8 @@ from pathlib import Path
 
 import httpx
 
+from server.engine.client import worker_env
+
 ALIASES = ("bench-a", "bench-b")
 
 
@@ -31,6 +33,32 @@ class EngineSettings:
     n_threads_batch: int
     n_batch: int = 512
     slots: int = 4  # sequences decoded together: ours `n_parallel`, llama-server `--parallel`
+    # False (our default): weights read into memory, with glibc asked for huge pages (server/engine/
+    # client.py, `worker_env`); llama-server gets `--no-mmap` and the same environment, llama-cpp-python
+    # `use_mmap: false` and the same environment.
+    use_mmap: bool = False
+
+
+def engine_env(engine: EngineSettings) -> dict[str, str]:
+    """A contender's environment: the huge-pages request our workers get, unless the weights are mapped."""
+    return user_env() if engine.use_mmap else worker_env(user_env())
+
+
+# The bench's caller's own GLIBC_TUNABLES, kept when the bench restarts itself with huge pages for the
+# in-process direct call (bench/__main__.py, `with_huge_pages`).
+CALLERS_TUNABLES = "BENCH_CALLERS_GLIBC_TUNABLES"
+
+
+def user_env() -> dict[str, str]:
+    """The environment a user starts a server in: the bench's, less what the bench added for itself."""
+    env = dict(os.environ)
+    if CALLERS_TUNABLES in env:
+        callers = env.pop(CALLERS_TUNABLES)
+        if callers:
+            env["GLIBC_TUNABLES"] = callers
+        else:
+            env.pop("GLIBC_TUNABLES", None)
+    return env
 
 
 @dataclass
@@ -71,11 +99,12 @@ def start_ours(python: str, root: Path, work: Path, engine: EngineSettings) -> S
             f"    n_threads_batch: {engine.n_threads_batch}",
             f"    n_batch: {engine.n_batch}",
             f"    n_parallel: {engine.slots}",
+            f"    use_mmap: {json.dumps(engine.use_mmap)}",
         ]
     config = work / "ours.yaml"
     config.write_text("\n".join(["pool:", "  max_resident: 2", "models:", *alias_lines, ""]))
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LLM_SERVER_")}
+    env = {k: v for k, v in user_env().items() if not k.startswith("LLM_SERVER_")}
     command = [python, "-m", "server", "--config", str(config), "--host", "127.0.0.1", "--port", str(port)]
     return _start("ours", command, root, env, port, work / "ours.log")
 
@@ -88,27 +117,27 @@ def start_llama_cpp_server(python: str, root: Path, work: Path, engine: EngineSe
         {
             "model": str(engine.model), "model_alias": alias, "n_ctx": engine.n_ctx,
             "n_threads": engine.n_threads, "n_threads_batch": engine.n_threads_batch,
-            "n_batch": engine.n_batch, "verbose": False,
+            "n_batch": engine.n_batch, "use_mmap": engine.use_mmap, "verbose": False,
         }
         for alias in ALIASES
     ]
     config = work / "llama_cpp_server.json"
     config.write_text(json.dumps({"host": "127.0.0.1", "port": port, "models": models}, indent=2))
     command = [python, "-m", "llama_cpp.server", "--config_file", str(config)]
-    return _start("llama_cpp.server", command, root, dict(os.environ), port, work / "llama_cpp_server.log")
+    return _start("llama_cpp.server", command, root, engine_env(engine), port, work / "llama_cpp_server.log")
 
 
 def start_llama_server(binary: Path, root: Path, work: Path, engine: EngineSettings) -> ServerProcess:
     """llama.cpp's server, built from the llama.cpp inside the pinned llama-cpp-python: `slots` slots of
-    n_ctx each (its -c is the total), the same threads and batch size, no web UI."""
+    n_ctx each (its -c is the total), the same threads, batch size and weights in memory, no web UI."""
     port = free_port()
     command = [
         str(binary), "-m", str(engine.model), "--host", "127.0.0.1", "--port", str(port),
         "-c", str(engine.n_ctx * engine.slots), "--parallel", str(engine.slots),
         "-t", str(engine.n_threads), "-tb", str(engine.n_threads_batch), "-b", str(engine.n_batch),
-        "--alias", ALIASES[0], "--no-webui",
+        "--alias", ALIASES[0], "--no-webui", *([] if engine.use_mmap else ["--no-mmap"]),
     ]
-    return _start(LLAMA_CPP, command, root, dict(os.environ), port, work / "llama_server.log")
+    return _start(LLAMA_CPP, command, root, engine_env(engine), port, work / "llama_server.log")
 
 
 LLAMA_CPP = "llama-server"
@@ -129,7 +158,7 @@ def start_ours_at_defaults(python: str, root: Path, work: Path, model: Path) -> 
         f"  {DEFAULTS_EMBED}:", f"    path: {path}", "    embedding: true", "    pooling_type: mean", "",
     ]))
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LLM_SERVER_")}
+    env = {k: v for k, v in user_env().items() if not k.startswith("LLM_SERVER_")}
     command = [python, "-m", "server", "--config", str(config), "--host", "127.0.0.1", "--port", str(port)]
     return _start("ours", command, root, env, port, work / "ours_defaults.log")
 
@@ -146,7 +175,7 @@ def start_ours_with_threads(python: str, root: Path, work: Path, model: Path,
     config = work / f"{stem}.yaml"
     config.write_text("\n".join([*lines, ""]))
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LLM_SERVER_")}
+    env = {k: v for k, v in user_env().items() if not k.startswith("LLM_SERVER_")}
     command = [python, "-m", "server", "--config", str(config), "--host", "127.0.0.1", "--port", str(port)]
     name = "default" if threads is None else f"t{threads[0]}/b{threads[1]}"
     return _start(name, command, root, env, port, work / f"{stem}.log")
@@ -158,13 +187,13 @@ def start_llama_server_at_defaults(binary: Path, root: Path, work: Path, model: 
     port = free_port()
     command = [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port), *extra]
     log = "llama_server_embedding.log" if extra else "llama_server_defaults.log"
-    return _start(LLAMA_CPP, command, root, dict(os.environ), port, work / log)
+    return _start(LLAMA_CPP, command, root, user_env(), port, work / log)
 
 
 def start_bare_app(python: str, root: Path, work: Path) -> ServerProcess:
     port = free_port()
     command = [python, "-m", "bench.bare_app", "--host", "127.0.0.1", "--port", str(port)]
-    return _start(BARE, command, root, dict(os.environ), port, work / "bare_app.log")
+    return _start(BARE, command, root, user_env(), port, work / "bare_app.log")
 
 
 def llama_server_settings(server: ServerProcess) -> dict[str, object]:
