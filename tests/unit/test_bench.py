@@ -6,6 +6,7 @@ import asyncio
 import json
 import math
 import statistics
+from pathlib import Path
 
 import httpx
 import pytest
@@ -448,3 +449,17 @@ def test_a_stream_refused_on_a_stale_connection_is_sent_once_more() -> None:
     assert calls == 2 and result.done and result.error is None and result.text == "hi"  # type: ignore[attr-defined]
     result, calls = asyncio.run(run(2))  # once only: a server that keeps refusing is an error
     assert calls == 2 and not result.done and "RemoteProtocolError" in (result.error or "")  # type: ignore[attr-defined]
+
+
+def test_contenders_get_huge_pages_only_at_equal_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bench restarts itself with the huge-pages tunable for its direct call; a contender at its own
+    defaults gets the caller's environment back, one at equal settings the tunable our workers get."""
+    from bench.servers import CALLERS_TUNABLES, EngineSettings, engine_env, user_env
+
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1")
+    monkeypatch.setenv(CALLERS_TUNABLES, "glibc.malloc.arena_max=2")
+    assert user_env()["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2" and CALLERS_TUNABLES not in user_env()
+    engine = EngineSettings(model=Path("m.gguf"), n_ctx=2048, n_threads=2, n_threads_batch=2)
+    assert engine_env(engine)["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"
+    monkeypatch.setenv(CALLERS_TUNABLES, "")
+    assert "GLIBC_TUNABLES" not in user_env()
