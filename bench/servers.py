@@ -34,8 +34,8 @@ class EngineSettings:
     n_batch: int = 512
     slots: int = 4  # sequences decoded together: ours `n_parallel`, llama-server `--parallel`
     # False (our default): weights read into memory, with glibc asked for huge pages (server/engine/
-    # client.py, `worker_env`); llama-server gets `--no-mmap` and the same environment, llama-cpp-python
-    # `use_mmap: false` and the same environment.
+    # client.py, `worker_env`); llama-server gets `--load-mode none` (no mmap) and the same environment,
+    # llama-cpp-python `use_mmap: false` and the same environment.
     use_mmap: bool = False
 
 
@@ -135,7 +135,7 @@ def start_llama_server(binary: Path, root: Path, work: Path, engine: EngineSetti
         str(binary), "-m", str(engine.model), "--host", "127.0.0.1", "--port", str(port),
         "-c", str(engine.n_ctx * engine.slots), "--parallel", str(engine.slots),
         "-t", str(engine.n_threads), "-tb", str(engine.n_threads_batch), "-b", str(engine.n_batch),
-        "--alias", ALIASES[0], "--no-webui", *([] if engine.use_mmap else ["--no-mmap"]),
+        "--alias", ALIASES[0], "--no-webui", *([] if engine.use_mmap else ["--load-mode", "none"]),
     ]
     return _start(LLAMA_CPP, command, root, engine_env(engine), port, work / "llama_server.log")
 
