@@ -61,6 +61,11 @@ def user_env() -> dict[str, str]:
     return env
 
 
+def ours_env() -> dict[str, str]:
+    """Our server's environment: a user's, with none of our own settings (LLM_SERVER_*) leaking in."""
+    return {k: v for k, v in user_env().items() if not k.startswith("LLM_SERVER_")}
+
+
 @dataclass
 class ServerProcess:
     name: str
@@ -104,9 +109,8 @@ def start_ours(python: str, root: Path, work: Path, engine: EngineSettings) -> S
     config = work / "ours.yaml"
     config.write_text("\n".join(["pool:", "  max_resident: 2", "models:", *alias_lines, ""]))
     port = free_port()
-    env = {k: v for k, v in user_env().items() if not k.startswith("LLM_SERVER_")}
     command = [python, "-m", "server", "--config", str(config), "--host", "127.0.0.1", "--port", str(port)]
-    return _start("ours", command, root, env, port, work / "ours.log")
+    return _start("ours", command, root, ours_env(), port, work / "ours.log")
 
 
 def start_llama_cpp_server(python: str, root: Path, work: Path, engine: EngineSettings) -> ServerProcess:
@@ -158,9 +162,8 @@ def start_ours_at_defaults(python: str, root: Path, work: Path, model: Path) -> 
         f"  {DEFAULTS_EMBED}:", f"    path: {path}", "    embedding: true", "    pooling_type: mean", "",
     ]))
     port = free_port()
-    env = {k: v for k, v in user_env().items() if not k.startswith("LLM_SERVER_")}
     command = [python, "-m", "server", "--config", str(config), "--host", "127.0.0.1", "--port", str(port)]
-    return _start("ours", command, root, env, port, work / "ours_defaults.log")
+    return _start("ours", command, root, ours_env(), port, work / "ours_defaults.log")
 
 
 def start_ours_with_threads(python: str, root: Path, work: Path, model: Path,
@@ -175,10 +178,9 @@ def start_ours_with_threads(python: str, root: Path, work: Path, model: Path,
     config = work / f"{stem}.yaml"
     config.write_text("\n".join([*lines, ""]))
     port = free_port()
-    env = {k: v for k, v in user_env().items() if not k.startswith("LLM_SERVER_")}
     command = [python, "-m", "server", "--config", str(config), "--host", "127.0.0.1", "--port", str(port)]
     name = "default" if threads is None else f"t{threads[0]}/b{threads[1]}"
-    return _start(name, command, root, env, port, work / f"{stem}.log")
+    return _start(name, command, root, ours_env(), port, work / f"{stem}.log")
 
 
 def start_llama_server_at_defaults(binary: Path, root: Path, work: Path, model: Path,
