@@ -9,13 +9,13 @@ this one, made with the alias's settings and flash attention `auto` unless the a
 
 from __future__ import annotations
 
-import math
-
 import llama_cpp
+import numpy as np
 from llama_cpp._internals import LlamaBatch
 
 from server.engine.worker.compat import FLASH_ATTN, LlamaContext, model_of
 from server.engine.worker.compute_lock import ComputeLock
+from server.engine.worker.pooling import pool, poolable_here, stop_after_hidden_states
 from server.errors import EngineError
 
 
@@ -35,6 +35,13 @@ class EmbeddingContext:
         params.kv_unified = True  # the sequences of a batch share the cache: none needs n_ctx of its own
         params.embeddings = True
         params.flash_attn_type = FLASH_ATTN[flash_attn]
+        # Pooled here where it can be, the output head skipped (server/engine/worker/pooling.py).
+        self._pooling = int(llm.pooling_type())  # an int, whatever llama-cpp-python annotates
+        self._stop = None
+        if poolable_here(model_of(llm).model, self._pooling, llm.model_params.n_gpu_layers):
+            self._stop = stop_after_hidden_states()
+            params.pooling_type = llama_cpp.LLAMA_POOLING_TYPE_NONE
+            params.cb_eval, params.cb_eval_user_data = self._stop, None
         self.n_batch = n_ctx
         self.n_embd = llm.n_embd()
         self._ctx = LlamaContext(model=model_of(llm), params=params, verbose=False)
@@ -51,10 +58,14 @@ class EmbeddingContext:
             with self._compute:
                 ctx.decode(batch)
             batch.reset()
-            for seq in range(len(sizes)):
-                vector = llama_cpp.llama_get_embeddings_seq(ctx.ctx, seq)[:self.n_embd]
-                norm = math.sqrt(sum(v * v for v in vector))
-                vectors.append([v / norm for v in vector] if norm else vector)
+            if self._stop is not None:
+                pooled = pool(ctx.ctx, sizes, self.n_embd, self._pooling)
+            else:
+                pooled = [np.ctypeslib.as_array(llama_cpp.llama_get_embeddings_seq(ctx.ctx, seq), shape=(self.n_embd,))
+                          .astype(np.float64) for seq in range(len(sizes))]
+            for vector in pooled:
+                norm = float(np.linalg.norm(vector))
+                vectors.append((vector / norm if norm else vector).tolist())
             sizes.clear()
 
         batch.reset()
