@@ -14,13 +14,14 @@ batch above; vectors equal to llama.cpp's own pooling within 1.2e-7.
 
 Not used, llama.cpp pooling as before, when: the pooling is `rank` (a classifier head follows);
 the model has dense layers after pooling (`<arch>.dense_2_feat_out` or `.dense_3_feat_in` in the
-GGUF, sentence-transformers style); or any layer is offloaded (a GPU graph has several parts and
-the head is cheap there).
+GGUF, sentence-transformers style); any layer is offloaded (a GPU graph has several parts and the
+head is cheap there); or ggml's library, which names the graph's tensors, is not found in the wheel.
 """
 
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 from typing import Any
 
@@ -33,11 +34,21 @@ HIDDEN_STATES = b"result_embd_pooled"
 _DENSE_KEYS = ("dense_2_feat_out", "dense_3_feat_in")
 
 
-def _ggml() -> ctypes.CDLL:
-    lib = ctypes.CDLL(os.path.join(os.path.dirname(llama_cpp.__file__), "lib", "libggml-base.so"))
-    lib.ggml_get_name.restype = ctypes.c_char_p
-    lib.ggml_get_name.argtypes = [ctypes.c_void_p]
-    return lib
+@functools.cache
+def _ggml() -> ctypes.CDLL | None:
+    """ggml's library beside llama.cpp's in the wheel, for `ggml_get_name`; None where it is not found
+    (another platform's file names, a build with ggml inside libllama): then llama.cpp pools."""
+    libdir = os.path.join(os.path.dirname(llama_cpp.__file__), "lib")
+    for name in ("libggml-base.so", "libggml-base.dylib", "ggml-base.dll", "libggml.so", "libllama.so"):
+        try:
+            lib = ctypes.CDLL(os.path.join(libdir, name))
+            get_name = lib.ggml_get_name
+        except (OSError, AttributeError):
+            continue
+        get_name.restype = ctypes.c_char_p
+        get_name.argtypes = [ctypes.c_void_p]
+        return lib
+    return None
 
 
 def _meta(model: Any, key: str) -> str | None:
@@ -48,7 +59,7 @@ def _meta(model: Any, key: str) -> str | None:
 
 def poolable_here(model: Any, pooling: int, n_gpu_layers: int) -> bool:
     """Whether this model's pooling can be done here with the output head skipped."""
-    if pooling not in OWN_POOLING or n_gpu_layers != 0:
+    if pooling not in OWN_POOLING or n_gpu_layers != 0 or _ggml() is None:
         return False
     arch = _meta(model, "general.architecture") or ""
     return not any(_meta(model, f"{arch}.{key}") is not None for key in _DENSE_KEYS)
@@ -57,6 +68,7 @@ def poolable_here(model: Any, pooling: int, n_gpu_layers: int) -> bool:
 def stop_after_hidden_states() -> Any:
     """An evaluation callback for a context's params (keep a reference for the context's lifetime)."""
     ggml = _ggml()
+    assert ggml is not None  # poolable_here said so
 
     def callback(tensor: int, ask: bool, _user_data: int) -> bool:
         if ggml.ggml_get_name(tensor) != HIDDEN_STATES:
