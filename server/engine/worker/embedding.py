@@ -10,12 +10,11 @@ this one, made with the alias's settings and flash attention `auto` unless the a
 from __future__ import annotations
 
 import llama_cpp
-import numpy as np
 from llama_cpp._internals import LlamaBatch
 
 from server.engine.worker.compat import FLASH_ATTN, LlamaContext, model_of
 from server.engine.worker.compute_lock import ComputeLock
-from server.engine.worker.pooling import pool, poolable_here, stop_after_hidden_states
+from server.engine.worker.pooling import poolable_here, pooled_vectors, stop_after_hidden_states
 from server.errors import EngineError
 
 
@@ -58,14 +57,7 @@ class EmbeddingContext:
             with self._compute:
                 ctx.decode(batch)
             batch.reset()
-            if self._stop is not None:
-                pooled = pool(ctx.ctx, sizes, self.n_embd, self._pooling)
-            else:
-                pooled = [np.ctypeslib.as_array(llama_cpp.llama_get_embeddings_seq(ctx.ctx, seq), shape=(self.n_embd,))
-                          .astype(np.float64) for seq in range(len(sizes))]
-            for vector in pooled:
-                norm = float(np.linalg.norm(vector))
-                vectors.append((vector / norm if norm else vector).tolist())
+            vectors.extend(pooled_vectors(ctx.ctx, sizes, self.n_embd, self._pooling, self._stop is not None))
             sizes.clear()
 
         batch.reset()

@@ -78,6 +78,21 @@ def stop_after_hidden_states() -> Any:
     return llama_cpp.ggml_backend_sched_eval_callback(callback)
 
 
+def pooled_vectors(ctx: Any, sizes: list[int], n_embd: int, pooling: int, here: bool) -> list[list[float]]:
+    """One L2-normalised vector per sequence of the batch just decoded: pooled here (`here`, the context
+    made with `stop_after_hidden_states`) or read from llama.cpp's own pooling."""
+    if here:
+        pooled = pool(ctx, sizes, n_embd, pooling)
+    else:
+        pooled = [np.ctypeslib.as_array(llama_cpp.llama_get_embeddings_seq(ctx, seq), shape=(n_embd,))
+                  .astype(np.float64) for seq in range(len(sizes))]
+    vectors = []
+    for vector in pooled:
+        norm = float(np.linalg.norm(vector))
+        vectors.append((vector / norm if norm else vector).tolist())
+    return vectors
+
+
 def pool(ctx: Any, sizes: list[int], n_embd: int, pooling: int) -> list[Any]:
     """One vector per sequence of the batch just decoded, from its tokens' hidden states (in batch order)."""
     states = np.ctypeslib.as_array(llama_cpp.llama_get_embeddings(ctx), shape=(sum(sizes), n_embd))
