@@ -12,15 +12,30 @@ PYTEST_ARGS ?=
 BENCH_VENV := .bench/venv
 BENCH_ARGS ?=
 
-.PHONY: serve test lint models check install clean bench bench-defaults bench-sweep bench-profile fuzz promtool chromium
+.PHONY: serve test lint models check install lock clean bench bench-defaults bench-sweep bench-profile fuzz promtool chromium
 
-$(VENV)/.installed: pyproject.toml
+# The locked versions (requirements.lock, exact pins of everything the suite last passed with), as
+# constraints: the ranges stay in pyproject.toml. `make lock` resolves anew and runs the suite on it.
+LOCK := requirements.lock
+
+$(VENV)/.installed: pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -c $(LOCK) -e '.[test]'
 	touch $@
 
 install: $(VENV)/.installed
+
+# Refresh the lock: a new venv resolved from pyproject.toml's ranges alone (today's releases), frozen into
+# requirements.lock, then the whole suite on it. Commit the lock only when `make test` passes.
+lock:
+	rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	{ sed -n '1,2p' $(LOCK); $(PY) -m pip freeze --exclude-editable; } > $(LOCK).new && mv $(LOCK).new $(LOCK)
+	touch $(VENV)/.installed
+	$(MAKE) test
 
 models:
 	$(PYTHON) scripts/fetch_model.py --dest models

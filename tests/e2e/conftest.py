@@ -14,9 +14,14 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+# Engine settings forced on every alias of every server the tests start, so that the suite can be run
+# at other thread counts and batch sizes than the defaults (both change how near-ties round):
+# `TEST_N_THREADS=1 make test`, `TEST_N_UBATCH=32 make test`.
+FORCED_SETTINGS = {"TEST_N_THREADS": ("n_threads", "n_threads_batch"), "TEST_N_UBATCH": ("n_ubatch",)}
 
 
 @dataclass
@@ -38,9 +43,28 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def with_forced_settings(config: Path, folder: Path) -> Path:
+    """The config with the TEST_N_* settings on every alias (a copy in `folder`), or the config itself."""
+    forced = {key: int(os.environ[var]) for var, keys in FORCED_SETTINGS.items() if os.environ.get(var)
+              for key in keys}
+    if not forced:
+        return config
+    registry = yaml.safe_load(config.read_text())
+    for spec in (registry.get("models") or {}).values():
+        spec.update(forced)
+        if "n_ubatch" in forced:
+            spec["n_batch"] = max(spec.get("n_batch", 512), forced["n_ubatch"])
+        if not Path(spec["path"]).is_absolute():
+            spec["path"] = str(config.parent / spec["path"])
+    forced_config = folder / (config.stem + ".forced.yaml")
+    forced_config.write_text(yaml.safe_dump(registry))
+    return forced_config
+
+
 def start_server(config: Path, log_path: Path, args: Sequence[str] = ()) -> RunningServer:
     if not MODEL.exists():
         pytest.fail(f"{MODEL} is missing: run `make models` (make test does it)")
+    config = with_forced_settings(config, log_path.parent)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLM_SERVER_")}
     # Stored responses beside the log: servers started on the same tmp_path share them, as after a restart.

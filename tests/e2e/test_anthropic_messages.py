@@ -13,7 +13,7 @@ import pytest
 from tests.e2e.conftest import MODEL, ROOT, RunningServer, start_server, stop_server
 
 SYSTEM = "You are a helpful assistant."
-QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+QUESTION = [{"role": "user", "content": "Name the capital of France."}]
 WEATHER = {
     "name": "get_weather",
     "description": "Get the current weather in a city",
@@ -41,7 +41,7 @@ def test_create_answers_the_classic_question(claude: anthropic.Anthropic) -> Non
 def test_system_as_text_blocks_and_content_as_blocks(claude: anthropic.Anthropic) -> None:
     message = claude.messages.create(
         model="smollm2", max_tokens=64, system=[{"type": "text", "text": SYSTEM}],
-        messages=[{"role": "user", "content": [{"type": "text", "text": "What is the capital of France?"}]}],
+        messages=[{"role": "user", "content": [{"type": "text", "text": "Name the capital of France."}]}],
     )
     assert "Paris" in message.content[0].text
 

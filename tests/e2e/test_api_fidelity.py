@@ -17,7 +17,7 @@ import pytest
 from tests.e2e.conftest import RunningServer
 
 SYSTEM = {"role": "system", "content": "You are a helpful assistant."}
-CLASSIC = [SYSTEM, {"role": "user", "content": "What is the capital of France?"}]
+CLASSIC = [SYSTEM, {"role": "user", "content": "Name the capital of France."}]
 WEATHER = [SYSTEM, {"role": "user", "content": "What is the weather in Paris?"}]
 WEATHER_TOOL = {
     "type": "function",

@@ -10,7 +10,7 @@ from tests.e2e.conftest import RunningServer
 
 CLASSIC = [
     {"role": "system", "content": "You are a helpful assistant."},
-    {"role": "user", "content": "What is the capital of France?"},
+    {"role": "user", "content": "Name the capital of France."},
 ]
 
 

@@ -23,7 +23,7 @@ from tests.e2e.conftest import MODEL, RunningServer, start_server, stop_server
 
 SYSTEM = {"role": "system", "content": "You are a helpful assistant."}
 WEATHER = [SYSTEM, {"role": "user", "content": "What is the weather in Paris?"}]
-CAPITAL = [SYSTEM, {"role": "user", "content": "What is the capital of France?"}]
+CAPITAL = [SYSTEM, {"role": "user", "content": "Name the capital of France."}]
 TOOL = {"type": "function", "function": {
     "name": "get_weather", "description": "Get the current weather in a city",
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
@@ -34,10 +34,12 @@ ROUND_TRIP = WEATHER + [
     {"role": "tool", "tool_call_id": CALL_ID, "content": "sunny, 24 C"},
 ]
 FORCED = {"type": "function", "function": {"name": "get_weather"}}
-CITY = {"type": "json_schema", "json_schema": {"name": "city", "schema": {
-    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
-# The token `</` (SmolLM2's tokenizer): a nudge that makes the small model end its thinking early.
-END_THINKING = {"9617": 5}
+# The tokens `<` and `</` (SmolLM2's tokenizer), banned: the thinking cannot end.
+NO_THINKING_END = {"44": -100, "9617": -100}
+# The token `<` (SmolLM2's tokenizer), which opens a call in the hermes and described formats, banned.
+NO_CALL = {"44": -100}
+PARIS = {"type": "json_schema", "json_schema": {"name": "city", "schema": {
+    "type": "object", "properties": {"city": {"enum": ["Paris"]}}, "required": ["city"]}}}
 
 
 @pytest.fixture(scope="module")
@@ -127,31 +129,38 @@ def test_a_forced_call_streams_as_tool_call_deltas(client: openai.OpenAI, alias:
 
 @pytest.mark.parametrize("alias", ["hermes", "plain"])
 def test_the_answer_after_a_tool_round_trip_has_no_wrapper_tags(client: openai.OpenAI, alias: str) -> None:
-    reply = client.chat.completions.create(model=alias, messages=ROUND_TRIP, tools=[TOOL], max_tokens=40)
+    # Whether the model calls the tool again or answers is a near tie here (`<` -1.10 against `The` -1.21 on
+    # one CPU, the other way round on another): `<`, which opens every call in these formats, is banned so
+    # that it answers; what is checked is how the server hands that answer back.
+    ask = {"model": alias, "messages": ROUND_TRIP, "tools": [TOOL], "max_tokens": 40, "logit_bias": NO_CALL}
+    reply = client.chat.completions.create(**ask)
     content = reply.choices[0].message.content or ""
-    streamed = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
-        model=alias, messages=ROUND_TRIP, tools=[TOOL], max_tokens=40, stream=True) if c.choices)
+    assert reply.choices[0].finish_reason in ("stop", "length") and not reply.choices[0].message.tool_calls
+    streamed = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(**ask, stream=True)
+                       if c.choices)
     for text in (content, streamed):
-        assert "tool_response" not in text and text.strip(), text
-    assert "sunny" in content  # the result itself is kept
+        assert "tool_response" not in text and "tool_call" not in text and text.strip(), text
+    assert streamed == content
 
 
 # reasoning ------------------------------------------------------------------------------------------------
 
-def test_thinking_comes_back_as_reasoning_content(client: openai.OpenAI) -> None:
-    reply = client.chat.completions.create(model="thinking", messages=CAPITAL, max_tokens=80, response_format=CITY,
-                                           logit_bias=END_THINKING)
+def test_a_constrained_answer_is_reasoning_until_the_thinking_ends(client: openai.OpenAI) -> None:
+    # When the small model ends its thinking is its own choice, a near tie on some CPUs: `<` and `</` are
+    # banned, so it cannot. The schema must not bind the thinking (free text), the split puts all of it in
+    # `reasoning_content`, and streamed deltas say the same. What the grammar allows after `</think>` is
+    # checked token by token in tests/unit/test_grammars.py.
+    ask = {"model": "thinking", "messages": CAPITAL, "max_tokens": 12, "response_format": PARIS,
+           "logit_bias": NO_THINKING_END}
+    reply = client.chat.completions.create(**ask)
     message = reply.choices[0].message
     reasoning = getattr(message, "reasoning_content", None)
-    assert reasoning and "Paris" in reasoning and "think>" not in reasoning
-    assert isinstance(json.loads(message.content)["city"], str)  # the constraint applied after </think>
-    chunks = list(client.chat.completions.create(model="thinking", messages=CAPITAL, max_tokens=80,
-                                                 response_format=CITY, logit_bias=END_THINKING, stream=True))
+    assert reply.choices[0].finish_reason == "length" and message.content == ""
+    assert reasoning and "think>" not in reasoning and reply.usage.completion_tokens == 12
+    chunks = list(client.chat.completions.create(**ask, stream=True))
     deltas = [c.choices[0].delta for c in chunks if c.choices]
-    assert "".join(getattr(d, "reasoning_content", None) or "" for d in deltas).strip() == reasoning
-    assert "".join(d.content or "" for d in deltas) == message.content
-    first_content = next(i for i, d in enumerate(deltas) if d.content)
-    assert all(not getattr(d, "reasoning_content", None) for d in deltas[first_content:])  # reasoning came first
+    assert "".join(getattr(d, "reasoning_content", None) or "" for d in deltas) == reasoning
+    assert not "".join(d.content or "" for d in deltas)
 
 
 def test_an_answer_cut_short_while_thinking_is_all_reasoning(client: openai.OpenAI) -> None:
@@ -168,7 +177,8 @@ def test_thinking_can_be_turned_off_through_the_template(server: RunningServer, 
         "assistant\n<think>\n\n</think>\n\n")
     reply = client.chat.completions.create(model="thinking", messages=CAPITAL, max_tokens=30, extra_body=extra)
     message = reply.choices[0].message
-    assert "Paris" in (message.content or "") and getattr(message, "reasoning_content", None) is None
+    # Thinking off, the whole answer is content (thinking on, 30 tokens are all reasoning here).
+    assert (message.content or "").strip() and getattr(message, "reasoning_content", None) is None
 
 
 def test_reasoning_settings_a_template_cannot_take_are_refused(client: openai.OpenAI) -> None:

@@ -13,7 +13,7 @@ from tests.e2e.conftest import RunningServer
 
 CLASSIC = [
     {"role": "system", "content": "You are a helpful assistant."},
-    {"role": "user", "content": "What is the capital of France?"},
+    {"role": "user", "content": "Name the capital of France."},
 ]
 
 
@@ -37,7 +37,7 @@ def test_chat_answers_the_classic_question(client: openai.OpenAI) -> None:
 
 
 def test_chat_accepts_text_content_parts(client: openai.OpenAI) -> None:
-    parts = [{"type": "text", "text": "What is the capital"}, {"type": "text", "text": " of France?"}]
+    parts = [{"type": "text", "text": "Name the capital"}, {"type": "text", "text": " of France."}]
     reply = client.chat.completions.create(
         model="smollm2", messages=[CLASSIC[0], {"role": "user", "content": parts}], temperature=0
     )

@@ -15,7 +15,7 @@ import pytest
 from tests.e2e.conftest import RunningServer, stop_server
 
 SYSTEM = "You are a helpful assistant."
-QUESTION = "What is the capital of France?"
+QUESTION = "Name the capital of France."
 WEATHER = {
     "type": "function", "name": "get_weather", "description": "The current weather in a city.",
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},

@@ -17,7 +17,7 @@ models:
   slots: {path: "{model}", n_ctx: 1024, n_parallel: 4}
 """
 SYSTEM = {"role": "system", "content": "You are a helpful assistant."}
-QUESTIONS = ["Tell me a story about a dragon.", "What is the capital of France?", "Write a poem about the sea.",
+QUESTIONS = ["Tell me a story about a dragon.", "Name the capital of France.", "Write a poem about the sea.",
              "Explain what a computer is."]
 
 

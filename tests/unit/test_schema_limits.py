@@ -7,7 +7,7 @@ import json
 import pytest
 
 from server.engine import Grammar
-from server.engine.worker.sampling import gbnf
+from server.engine.worker.grammars import gbnf
 from server.errors import InvalidRequestError
 from server.services.schema_limits import MAX_REPEAT, MAX_TOTAL_REPEAT, check_schema, pattern_expansion
 

@@ -22,7 +22,7 @@ from server.engine.worker.compat import (
 )
 from server.engine.worker.compute_lock import ComputeLock, usable_cores
 from server.engine.worker.embedding import EmbeddingContext
-from server.engine.worker.sampling import check_grammar
+from server.engine.worker.grammars import GrammarCache
 from server.engine.worker.slots import Emit, SlotEngine
 from server.engine.worker.tokens import TokenPieces
 from server.errors import ContextLengthError, EngineError, InvalidRequestError, ModelLoadError
@@ -68,6 +68,7 @@ class LlamaEngine:
             self.n_ctx = spec.n_ctx or n_ctx_train(self._llm)
             self.n_vocab = self._llm.n_vocab()
             self._slots: SlotEngine | None = None
+            self._grammars = GrammarCache(model_of(self._llm).vocab)
             self._embedder: EmbeddingContext | None = None
             if spec.embedding:
                 self._embedder = EmbeddingContext(self._llm, self.n_ctx, spec.flash_attn, compute)
@@ -83,7 +84,7 @@ class LlamaEngine:
                     self._formatter = template_formatter(self._llm, self.chat_template)
                 self._slots = SlotEngine(self._llm, TokenPieces(self._llm), emit, n_parallel=spec.n_parallel,
                                          n_ctx=self.n_ctx, n_batch=spec.n_batch, n_ubatch=spec.n_ubatch,
-                                         flash_attn=spec.flash_attn, poll=spec.poll,
+                                         flash_attn=spec.flash_attn, poll=spec.poll, grammars=self._grammars,
                                          prompt_cache_bytes=spec.prompt_cache_mib * 1024 * 1024,
                                          compute=compute)
         except (ValueError, RuntimeError, OSError) as exc:
@@ -133,7 +134,7 @@ class LlamaEngine:
                                           f"(0..{self.n_vocab - 1}).", param="logit_bias")
             grammar = request.sampling.grammar
             if grammar is not None and grammar not in grammars:
-                check_grammar(model_of(self._llm), grammar)
+                self._grammars.check(grammar)
                 grammars.add(grammar)
         slots.submit(job_id, requests, prompts, budgets)
 

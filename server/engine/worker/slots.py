@@ -23,8 +23,9 @@ from server.engine.text import StopMatcher, Utf8Stream
 from server.engine.types import Piece, Request, Usage
 from server.engine.worker.compat import FLASH_ATTN, LlamaContext, Threadpools, model_of
 from server.engine.worker.compute_lock import ComputeLock
+from server.engine.worker.grammars import GrammarCache
 from server.engine.worker.prompt_cache import MIN_TOKENS, PromptCache, shared_prefix
-from server.engine.worker.sampling import RANDOM_SEED, build_sampler
+from server.engine.worker.sampling import RANDOM_SEED, CandidateBuffers, TokenSampler, build_sampler
 from server.engine.worker.tokens import TokenPieces, logprobs_at
 from server.errors import EngineError
 
@@ -58,7 +59,7 @@ class _Sequence:
     budget: int
     seed: int
     slot: _Slot | None = None
-    sampler: object = None
+    sampler: TokenSampler | None = None
     pending: list[int] = field(default_factory=list)  # prompt tokens not yet evaluated
     next_token: int | None = None  # sampled, to be evaluated in the next step
     generated: int = 0
@@ -84,7 +85,7 @@ class SlotEngine:
 
     def __init__(self, llm: llama_cpp.Llama, pieces: TokenPieces, emit: Emit, *, n_parallel: int, n_ctx: int,
                  n_batch: int, n_ubatch: int, flash_attn: bool | None = None, poll: int = 0,
-                 prompt_cache_bytes: int = 0, compute: ComputeLock | None = None) -> None:
+                 grammars: GrammarCache, prompt_cache_bytes: int = 0, compute: ComputeLock | None = None) -> None:
         self._llm = llm
         self._pieces = pieces
         self._emit = emit
@@ -113,6 +114,8 @@ class SlotEngine:
         self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
         self._vocab = llama_cpp.llama_model_get_vocab(llm.model)
         self._n_vocab = llm.n_vocab()
+        self._grammars = grammars
+        self._candidates = CandidateBuffers(self._n_vocab)
         self._slots = [_Slot(seq_id=i) for i in range(n_parallel)]
         self._waiting: deque[_Job] = deque()  # jobs with sequences not yet admitted, in turn order
         self._jobs: dict[int, _Job] = {}
@@ -246,7 +249,7 @@ class SlotEngine:
                 held.append(seq)
                 continue
             try:
-                seq.sampler = build_sampler(model_of(self._llm), self._n_vocab, seq.request.sampling, seq.seed)
+                seq.sampler = build_sampler(self._grammars, self._candidates, seq.request.sampling, seq.seed)
                 # Out of the waiting queue and not yet active: a failure here must fail its request, or
                 # nobody would ever answer it.
                 self._place(seq, [s for s in self._slots if not s.busy])
@@ -425,7 +428,8 @@ class SlotEngine:
     def _advance(self, seq: _Sequence, index: int, now: float) -> None:
         """Sample this sequence's next token from its logits at `index` and pass the text on."""
         request = seq.request
-        token = llama_cpp.llama_sampler_sample(seq.sampler.sampler, self._ctx.ctx, index)  # type: ignore[attr-defined]
+        assert seq.sampler is not None
+        token = seq.sampler.sample(self._ctx.ctx, index)
         seq.next_token = None
         if llama_cpp.llama_vocab_is_eog(self._vocab, token):  # the end token is not output, nor its logprob
             self._finish(seq, "stop", hit_stop=False)
@@ -468,7 +472,7 @@ class SlotEngine:
             seq.slot.busy = False
             seq.slot.last_used = time.monotonic()
         if seq.sampler is not None:
-            seq.sampler.close()  # type: ignore[attr-defined]
+            seq.sampler.close()
             seq.sampler = None
 
     def _fail(self, sequences: list[_Sequence], error: BaseException) -> None:
