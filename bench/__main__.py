@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import loadgen, report
+from bench.constrained import ConstrainedPlan, run_constrained
 from bench.defaults import DefaultsOutcome, DefaultsPlan, run_defaults, step
 from bench.servers import (
     ALIASES,
@@ -67,8 +68,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--llama-server", default=str(ROOT / ".cache" / "llama-server" / "build" / "bin" / "llama-server"),
                    help="llama.cpp's server binary (scripts/build_llama_server.py builds it); 'none' skips it")
     p.add_argument("--quick", action="store_true", help="fewer rounds: a smoke run, not numbers to publish")
-    p.add_argument("--only", choices=("all", "equal", "defaults", "sweep"), default="all",
+    p.add_argument("--only", choices=("all", "equal", "defaults", "constrained", "sweep"), default="all",
                    help="equal: the same settings for everyone; defaults: each at its own defaults (issue 11); "
+                        "constrained: grammar-constrained answers against free ones (issue 28); "
                         "sweep: ours with every n_threads / n_threads_batch pair (not part of all)")
     p.add_argument("--min-streams", type=int,
                    help="at defaults: at least this many streams per contender in every cell, in more rounds "
@@ -251,12 +253,20 @@ def thread_sweep(args: argparse.Namespace, out_dir: Path) -> DefaultsOutcome:
         vocab.close()
 
 
+def constrained(args: argparse.Namespace, out_dir: Path) -> DefaultsOutcome:
+    plan = ConstrainedPlan(rounds=args.rounds or (1 if args.quick else 3), ttft_repeats=1 if args.quick else 3,
+                           counts=_numbers(args.streams, "1,4"))
+    llama_server = None if args.llama_server == "none" else Path(args.llama_server)
+    return run_constrained(sys.executable, ROOT, out_dir, args.model.resolve(), llama_server, plan)
+
+
 def missing(args: argparse.Namespace) -> str | None:
     if not args.model.exists():
         return f"{args.model} is missing: run `make models`"
     if args.only == "sweep":
         return None  # ours alone
-    if args.only != "defaults" and args.baseline_python != "none" and not Path(args.baseline_python).exists():
+    needs_baseline = args.only not in ("defaults", "constrained") and args.baseline_python != "none"
+    if needs_baseline and not Path(args.baseline_python).exists():
         return f"{args.baseline_python} is missing: run `make bench` (it builds that venv)"
     if args.llama_server != "none" and not Path(args.llama_server).exists():
         return f"{args.llama_server} is missing: run `make bench` (it builds llama-server once)"
@@ -282,6 +292,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.only in ("all", "defaults"):
         outcome = at_defaults(args, out_dir)
         document["at_defaults"] = outcome.document
+        texts.append(outcome.text)
+        ok = ok and outcome.ok
+    if args.only in ("all", "constrained"):
+        outcome = constrained(args, out_dir)
+        document["constrained"] = outcome.document
         texts.append(outcome.text)
         ok = ok and outcome.ok
     if args.only == "sweep":

@@ -184,11 +184,11 @@ def start_ours_with_threads(python: str, root: Path, work: Path, model: Path,
 
 
 def start_llama_server_at_defaults(binary: Path, root: Path, work: Path, model: Path,
-                                   extra: tuple[str, ...] = ()) -> ServerProcess:
+                                   extra: tuple[str, ...] = (), log: str | None = None) -> ServerProcess:
     """`llama-server -m MODEL` and the address, plus `extra` (`--embedding --pooling mean`)."""
     port = free_port()
     command = [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port), *extra]
-    log = "llama_server_embedding.log" if extra else "llama_server_defaults.log"
+    log = log or ("llama_server_embedding.log" if extra else "llama_server_defaults.log")
     return _start(LLAMA_CPP, command, root, user_env(), port, work / log)
 
 

@@ -387,3 +387,28 @@ def test_a_failure_while_placing_a_sequence_fails_its_request_and_the_loop_goes_
         list(engine.generate(request))
     pieces = list(engine.generate(request))
     assert pieces[-1].finish_reason == "length" and pieces[-1].usage.completion_tokens == 3
+
+
+def test_a_tiny_prompt_cache_never_loses_the_entry_it_chose() -> None:
+    """Issue 34: the slot about to be cut was saved after the best kept entry was chosen, and that save
+    could evict the chosen entry (a 500 with the prompt's token ids in it). Conversations that share
+    prefixes, in random orders, through one slot and a cache with room for about one of them: every
+    request answers, and a repeated prompt gives the answer it gave before."""
+    import random
+
+    harness = Harness(ModelSpec(path=str(MODEL), n_ctx=512, prompt_cache_mib=1))  # one slot, ~40 tokens kept
+    try:
+        stems = [harness.tokenize(f"Conversation {n}: the ferry leaves at dawn and gulls follow it {n} times.")
+                 for n in range(4)]
+        prompts = [stem + harness.tokenize(f" Turn {turn}.", ) for stem in stems for turn in range(3)]
+        answers: dict[int, str] = {}
+        order = random.Random(34)
+        for _ in range(40):
+            index = order.randrange(len(prompts))
+            request = Request(prompt=prompts[index], max_tokens=order.choice([1, 4, 12]), stop=[],
+                              sampling=SamplingParams(temperature=0.0))
+            text = "".join(p.text for p in harness.generate(request))
+            key = index * 100 + request.max_tokens
+            assert answers.setdefault(key, text) == text, (index, request.max_tokens)
+    finally:
+        harness.close()

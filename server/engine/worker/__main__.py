@@ -16,6 +16,7 @@ import signal
 import socket
 import sys
 import threading
+import traceback
 from typing import Any
 
 import msgspec
@@ -87,7 +88,10 @@ class Connection:
 def fault_of(exc: BaseException) -> m.Fault:
     if isinstance(exc, ServerError):
         return m.Fault(kind=type(exc).__name__, message=exc.message, param=exc.param, code=exc.code)
-    return m.Fault(kind=EngineError.__name__, message=f"the engine failed: {type(exc).__name__}: {exc}")
+    # The exception's own text can hold a request's content (a KeyError of token ids): kept out of the
+    # answer, written whole to the worker's stderr, which the server's log carries.
+    traceback.print_exception(exc, file=sys.stderr)
+    return m.Fault(kind=EngineError.__name__, message=f"the engine failed: {type(exc).__name__}")
 
 
 def answer(engine: Any, message: m.ToWorker) -> Any:

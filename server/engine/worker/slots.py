@@ -333,7 +333,7 @@ class SlotEngine:
         # regenerated answer, a repeated query). Copying it out costs 2-3 ms for 100 tokens, before the
         # first token, and a conversation built on a discarded answer is the rare case.
         if len(slot.tokens) - own >= MIN_TOKENS and own < len(prompt) - 1:
-            self._kept.save(slot.seq_id, slot.tokens)
+            self._kept.save(slot.seq_id, slot.tokens, keep=kept)
         if from_kept >= max(own, from_donor) + MIN_TOKENS:
             if self._kept.restore(kept, slot.seq_id):
                 slot.tokens = list(kept)

@@ -1,0 +1,188 @@
+"""Constrained output (issue 28): what a grammar costs. Ours and llama-server, each at its defaults
+(llama-server with `--jinja`, which its tools need), answer the same greedy 160-token requests, free and
+constrained (json_schema, json_object, tool_choice required and named), 1 and 4 streams at once,
+taking turns. Reported: tokens/s of each cell, ours constrained / ours free, ours / llama-server.
+Then the time to the first token with a 10 KB schema, on its first request (compiled) and the next
+(cached), against the same request without a schema."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.defaults import DefaultsOutcome
+from bench.servers import (
+    DEFAULTS_CHAT,
+    LLAMA_CPP,
+    ServerProcess,
+    start_llama_server_at_defaults,
+    start_ours_at_defaults,
+)
+from bench.workloads import client
+
+OURS = "ours"
+MAX_TOKENS = 160
+SYSTEM = {"role": "system", "content": "You are a helpful assistant."}
+TOPICS = ["France", "Japan", "Brazil", "Kenya", "Canada", "India", "Italy", "Peru", "Egypt", "Norway", "Chile",
+          "Spain", "Ghana", "Nepal", "Mexico", "Poland"]
+CITIES = {"type": "object", "required": ["cities"], "properties": {"cities": {"type": "array", "items": {
+    "type": "object", "required": ["name", "population", "landmarks"], "properties": {
+        "name": {"type": "string"}, "population": {"type": "integer"},
+        "landmarks": {"type": "array", "items": {"type": "string"}}}}}}}
+TOOL = {"type": "function", "function": {"name": "describe_cities", "description": "Record facts about cities",
+                                         "parameters": CITIES}}
+KINDS: dict[str, dict[str, Any]] = {
+    "free": {},
+    "json_schema": {"response_format": {"type": "json_schema", "json_schema": {"name": "cities", "schema": CITIES}}},
+    "json_object": {"response_format": {"type": "json_object"}},
+    "tools required": {"tools": [TOOL], "tool_choice": "required"},
+    "tools named": {"tools": [TOOL], "tool_choice": {"type": "function", "function": {"name": "describe_cities"}}},
+}
+
+
+@dataclass
+class ConstrainedPlan:
+    kinds: tuple[str, ...] = tuple(KINDS)
+    counts: tuple[int, ...] = (1, 4)
+    rounds: int = 3  # per cell, contenders taking turns
+    ttft_repeats: int = 3
+
+
+@dataclass
+class Answer:
+    started: float
+    first: float = 0.0
+    ended: float = 0.0
+    tokens: int = 0
+    error: str | None = None
+
+
+def body(kind: str, number: int, schema_extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    question = f"Describe three famous cities in {TOPICS[number % len(TOPICS)]} with their population and landmarks."
+    return {"model": DEFAULTS_CHAT, "messages": [SYSTEM, {"role": "user", "content": question}], "temperature": 0,
+            "max_tokens": MAX_TOKENS, "stream": True, "stream_options": {"include_usage": True},
+            **KINDS[kind], **(schema_extra or {})}
+
+
+async def answer(http: httpx.AsyncClient, base_url: str, request: dict[str, Any]) -> Answer:
+    """One streamed answer: first and last event that carried output (text or a tool call's arguments),
+    and the completion tokens of the usage chunk."""
+    result = Answer(started=time.perf_counter())
+    try:
+        async with http.stream("POST", base_url + "/v1/chat/completions", json=request) as response:
+            if response.status_code != 200:
+                await response.aread()
+                result.error = f"HTTP {response.status_code}: {response.text[:200]}"
+                return result
+            async for line in response.aiter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                chunk = json.loads(line[6:])
+                if chunk.get("usage"):
+                    result.tokens = chunk["usage"].get("completion_tokens") or 0
+                delta = (chunk.get("choices") or [{}])[0].get("delta") or {}
+                if delta.get("content") or delta.get("tool_calls") or delta.get("reasoning_content"):
+                    result.ended = time.perf_counter()
+                    result.first = result.first or result.ended
+    except httpx.HTTPError as exc:
+        result.error = f"{type(exc).__name__}: {exc}"
+    return result
+
+
+def decode_rate(answers: list[Answer]) -> float:
+    """Tokens per second while decoding: all tokens after each stream's first, over the wall time from the
+    first first-token to the last token."""
+    done = [a for a in answers if a.first and not a.error]
+    wall = max((a.ended for a in done), default=0.0) - min((a.first for a in done), default=0.0)
+    return sum(max(a.tokens - 1, 0) for a in done) / wall if wall > 0 else 0.0
+
+
+def big_schema(target_bytes: int = 10_000) -> dict[str, Any]:
+    """An object schema of about `target_bytes` of JSON: many properties of every common kind."""
+    kinds = [{"type": "string", "description": "a short text"}, {"type": "integer", "minimum": 0},
+             {"type": "number"}, {"type": "boolean"}, {"type": "array", "items": {"type": "string"}},
+             {"enum": ["low", "medium", "high"]}]
+    properties: dict[str, Any] = {}
+    while len(json.dumps(properties)) < target_bytes:
+        properties[f"field_{len(properties)}"] = kinds[len(properties) % len(kinds)]
+    return {"type": "object", "properties": properties, "required": list(properties)[:8]}
+
+
+async def _cells(contenders: list[ServerProcess], plan: ConstrainedPlan) -> dict[tuple[str, int], dict[str, float]]:
+    rates: dict[tuple[str, int], dict[str, list[float]]] = {}
+    async with client() as http:
+        for server in contenders:  # warm-up: load, first allocations
+            await asyncio.gather(*(answer(http, server.base_url, body("free", 99 + n)) for n in range(4)))
+        for kind in plan.kinds:
+            for count in plan.counts:
+                for round_no in range(plan.rounds):
+                    shift = round_no % len(contenders)
+                    for server in contenders[shift:] + contenders[:shift]:
+                        group = [body(kind, round_no * count + n) for n in range(count)]
+                        answers = await asyncio.gather(*(answer(http, server.base_url, b) for b in group))
+                        errors = [a.error for a in answers if a.error]
+                        if errors:
+                            raise RuntimeError(f"{server.name}, {kind}: {errors[0]}")
+                        rates.setdefault((kind, count), {}).setdefault(server.name, []).append(decode_rate(answers))
+    return {cell: {name: statistics.median(values) for name, values in by.items()} for cell, by in rates.items()}
+
+
+async def _first_tokens(server: ServerProcess, plan: ConstrainedPlan) -> dict[str, float]:
+    """Time to the first token, median of `ttft_repeats` each: no schema; a 10 KB schema new to the server
+    (a different one each time: compiled); the same schema again (cached)."""
+    times: dict[str, list[float]] = {"no schema": [], "10 KB schema, first": [], "10 KB schema, again": []}
+    async with client() as http:
+        for repeat in range(plan.ttft_repeats):
+            schema = big_schema()
+            schema["description"] = f"run {time.time()} {repeat}"  # new to every server: compiled
+            fmt = {"response_format": {"type": "json_schema", "json_schema": {"name": "big", "schema": schema}}}
+            for label, extra in (("no schema", {}), ("10 KB schema, first", fmt), ("10 KB schema, again", fmt)):
+                request = {**body("free", 40 + repeat), **extra, "max_tokens": 8}
+                result = await answer(http, server.base_url, request)
+                if result.error:
+                    raise RuntimeError(f"{server.name}, {label}: {result.error}")
+                times[label].append(result.first - result.started)
+    return {label: statistics.median(values) for label, values in times.items()}
+
+
+def run_constrained(python: str, root: Path, out_dir: Path, model: Path, llama_server: Path | None,
+                    plan: ConstrainedPlan) -> DefaultsOutcome:
+    work = out_dir / "constrained"
+    work.mkdir(parents=True, exist_ok=True)
+    servers = [start_ours_at_defaults(python, root, work, model)]
+    try:
+        if llama_server is not None:
+            servers.append(start_llama_server_at_defaults(llama_server, root, work, model, ("--jinja",),
+                                                          log="llama_server_jinja.log"))
+        cells = asyncio.run(_cells(servers, plan))
+        first_tokens = {s.name: asyncio.run(_first_tokens(s, plan)) for s in servers}
+    finally:
+        for server in servers:
+            server.stop()
+    return DefaultsOutcome(report(cells, first_tokens), {
+        "cells": [{"kind": k, "streams": n, "tokens_per_second": by} for (k, n), by in cells.items()],
+        "first_token_seconds": first_tokens, "plan": vars(plan)})
+
+
+def report(cells: dict[tuple[str, int], dict[str, float]], first_tokens: dict[str, dict[str, float]]) -> str:
+    lines = ["## Constrained output (issue 28): greedy 160-token answers, decode tokens/s", "",
+             "| request | streams | ours | llama-server | ours / own free | ours / llama-server |",
+             "|---|---|---|---|---|---|"]
+    for (kind, count), by in cells.items():
+        ours, theirs = by.get(OURS, 0.0), by.get(LLAMA_CPP)
+        free = cells.get(("free", count), {}).get(OURS) or 0.0
+        lines.append(f"| {kind} | {count} | {ours:.1f} | {'-' if theirs is None else f'{theirs:.1f}'} | "
+                     f"{ours / free if free else 0:.2f} | {'-' if not theirs else f'{ours / theirs:.2f}'} |")
+    lines += ["", "| time to first token (s) | " + " | ".join(first_tokens) + " |",
+              "|---|" + "---|" * len(first_tokens)]
+    labels = next(iter(first_tokens.values()), {})
+    for label in labels:
+        lines.append(f"| {label} | " + " | ".join(f"{t[label]:.3f}" for t in first_tokens.values()) + " |")
+    return "\n".join(lines)
