@@ -111,7 +111,8 @@ class WorkerModel:
         except (asyncio.IncompleteReadError, ConnectionError, ValueError, msgspec.DecodeError):
             first = None
         except BaseException:  # cancelled while loading: nobody will use this process
-            process.kill()
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
             await process.wait()
             writer.close()
             raise
@@ -121,10 +122,14 @@ class WorkerModel:
                 code = await process.wait()
                 how = _exit_of(code, "crashed").describe()
                 raise ModelLoadError(f"The model `{alias}` failed to load: its worker {how}.")
-            process.kill()
+            with contextlib.suppress(ProcessLookupError):  # it may have exited after answering: the fault wins
+                process.kill()
             await process.wait()
             fault = first.fault if isinstance(first, m.Failed) else m.Fault("ModelLoadError", "unexpected answer")
-            raise ModelLoadError(f"The model `{alias}` failed to load: {fault.message}")
+            log.warning("model_load_failed", alias=alias, path=spec.path, error=fault.message)
+            # The answer names the file, not where it lives on this machine; the log has the whole path.
+            message = fault.message.replace(spec.path, os.path.basename(spec.path))
+            raise ModelLoadError(f"The model `{alias}` failed to load: {message}")
         log.info("worker_started", alias=alias, pid=process.pid, n_threads=first.n_threads,
                  n_threads_batch=first.n_threads_batch)
         return cls(alias, spec, process, reader, writer, first, memory_limit)

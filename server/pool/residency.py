@@ -23,6 +23,7 @@ from typing import Any, Generic
 import structlog
 
 from server.errors import ModelLoadError, ModelTooLargeError
+from server.footprint import header_problem
 from server.pool.entry import E, Entry, PoolEvents, State
 from server.registry import ModelSpec, PoolSpec, format_size, kv_bytes
 
@@ -94,6 +95,11 @@ class Residency(Generic[E]):
             self._room_queue.append(entry)
         if self._room_queue[0] is not entry:
             return False
+        # The header read as `server check` reads it (0.2 ms), before a worker is started or anyone is
+        # evicted for a file that cannot load: the answer says what is wrong with it.
+        problem = header_problem(entry.spec.path)
+        if problem is not None:
+            raise self._failed(entry, ValueError(problem))
         if self._has_room(entry):
             self._room_queue.remove(entry)
             entry.state = State.LOADING
@@ -103,9 +109,6 @@ class Residency(Generic[E]):
             return True
         victim = self._idle_victim(exclude=entry)
         if victim is not None:
-            problem = _file_problem(entry.spec.path)
-            if problem is not None:  # a file that cannot load costs nobody their model
-                raise self._failed(entry, ValueError(problem))
             await self.evict(victim, reason="lru")
             return True
         self._mark_draining(exclude=entry)
@@ -253,13 +256,3 @@ class Residency(Generic[E]):
                 await task
             except asyncio.CancelledError:
                 pass
-
-
-def _file_problem(path: str) -> str | None:
-    """Is the file there and a GGUF at all? Read before evicting someone's model for it."""
-    try:
-        with open(path, "rb") as f:
-            magic = f.read(4)
-    except OSError as exc:
-        return f"cannot read the model file: {exc.strerror or exc}"
-    return None if magic == b"GGUF" else "the file is not a GGUF model"

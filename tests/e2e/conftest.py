@@ -44,7 +44,7 @@ def free_port() -> int:
 
 
 def with_forced_settings(config: Path, folder: Path) -> Path:
-    """The config with the TEST_N_* settings on every alias (a copy in `folder`), or the config itself."""
+    """The config with the TEST_N_* settings on every alias, or the config itself when none are set."""
     forced = {key: int(os.environ[var]) for var, keys in FORCED_SETTINGS.items() if os.environ.get(var)
               for key in keys}
     if not forced:
@@ -56,7 +56,9 @@ def with_forced_settings(config: Path, folder: Path) -> Path:
             spec["n_batch"] = max(spec.get("n_batch", 512), forced["n_ubatch"])
         if not Path(spec["path"]).is_absolute():
             spec["path"] = str(config.parent / spec["path"])
-    forced_config = folder / (config.stem + ".forced.yaml")
+    # A test's own config is rewritten where it is (a test that edits it and reloads keeps working); the
+    # shipped one is copied.
+    forced_config = folder / (config.stem + ".forced.yaml") if config.parent == ROOT else config
     forced_config.write_text(yaml.safe_dump(registry))
     return forced_config
 

@@ -208,3 +208,41 @@ def test_embedding_inputs_count_as_prompt_tokens(server: RunningServer) -> None:
     reply = server.client().embeddings.create(model="smollm2-embed", input=["hello world", "one two three"])
     after = prompt_tokens(httpx.get(server.base_url + "/metrics", timeout=5).text)
     assert reply.usage.prompt_tokens > 0 and after - before == reply.usage.prompt_tokens
+
+
+def test_a_file_that_cannot_load_says_why_and_evicts_nobody(make_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Issue 34: a worker that answered its fault and exited was killed again, and the kill's error
+    (ProcessLookupError) replaced the fault; garbage after the GGUF magic passed the pool's check and
+    cost a healthy model its place before failing."""
+    (tmp_path / "random.gguf").write_bytes(os.urandom(4096))
+    (tmp_path / "garbage.gguf").write_bytes(b"GGUF\x03\0\0\0" + b"\xff" * 64)
+    (tmp_path / "vanished.gguf").write_bytes(MODEL.read_bytes()[:1 << 20])
+    lines = ["pool:", "  max_resident: 2", "models:"]
+    for alias in ("good", "other"):
+        lines += [f"  {alias}:", "    path: {model}", "    n_ctx: 256"]
+    for name in ("random", "garbage", "vanished"):
+        lines += [f"  {name}:", f"    path: {tmp_path / (name + '.gguf')}", "    n_ctx: 256"]
+    server = make_server("\n".join(lines) + "\n")
+    (tmp_path / "vanished.gguf").unlink()
+    ask = {"prompt": "Hi", "max_tokens": 1}
+
+    def refused(alias: str) -> str:
+        reply = httpx.post(server.base_url + "/v1/completions", json={"model": alias, **ask}, timeout=60)
+        assert reply.status_code == 503, reply.text
+        message = reply.json()["error"]["message"]
+        assert "ProcessLookupError" not in message and str(tmp_path) not in message, message
+        return str(message)
+
+    assert httpx.post(server.base_url + "/v1/completions", json={"model": "good", **ask}, timeout=60).is_success
+    # Room for a second model: each goes to a worker, whose own reason comes back.
+    for alias in ("random", "garbage", "vanished"):
+        print(alias, refused(alias))
+    # The pool full: the header is read before anyone is evicted for a file that cannot load.
+    assert httpx.post(server.base_url + "/v1/completions", json={"model": "other", **ask}, timeout=60).is_success
+    assert "no GGUF magic" in refused("random")
+    assert "not a usable GGUF file" in refused("garbage")
+    assert "No such file" in refused("vanished")
+    loaded = {m["id"] for m in httpx.get(server.base_url + "/admin/pool").json()["models"] if m.get("loaded")}
+    assert loaded == {"good", "other"}
+    log = server.log()
+    assert "ProcessLookupError" not in log and '"error": ""' not in log

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import struct
 import tempfile
 import threading
 from pathlib import Path
@@ -14,9 +15,11 @@ from server.pool import ModelPool
 from server.registry import ModelSpec, PoolSpec, Registry
 
 
-# A file with GGUF's magic and nothing else: enough for the pool's check before it evicts for a model.
+# A GGUF header with one key (general.architecture) and no tensors: enough for the pool's check of the
+# header before it loads a model.
 STUB = Path(tempfile.mkdtemp(prefix="pool-test-")) / "stub.gguf"
-STUB.write_bytes(b"GGUF" + b"\0" * 60)
+STUB.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + struct.pack("<Q", 20) + b"general.architecture"
+                 + struct.pack("<IQ", 8, 5) + b"llama")
 
 
 class FakeEngine:

@@ -81,7 +81,7 @@ def test_a_file_that_cannot_load_costs_nobody_their_model(tmp_path) -> None:  # 
         assert pool.resident() == ["a"]
         assert not [e for e in events.seen if e[0] == "evicted"]
         assert ("failed", "bad") in events.seen
-        assert str(tmp_path) not in info.value.message and "not a GGUF" in info.value.message
+        assert str(tmp_path) not in info.value.message and "no GGUF magic" in info.value.message
         await pool.close()
 
     asyncio.run(scenario())

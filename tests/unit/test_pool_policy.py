@@ -113,7 +113,8 @@ def files(tmp_path: Path, sizes: dict[str, int]) -> dict[str, ModelSpec]:
     specs = {}
     for alias, size in sizes.items():
         path = tmp_path / f"{alias}.gguf"
-        path.write_bytes(b"GGUF" + b"\0" * (size - 4))  # no header: the footprint uses the fallback KV estimate
+        header = STUB.read_bytes()  # no layer or head counts: the footprint uses the fallback KV estimate
+        path.write_bytes(header + b"\0" * (size - len(header)))
         specs[alias] = ModelSpec(path=str(path), n_ctx=4)
     return specs
 
