@@ -11,7 +11,7 @@ from litestar.testing import TestClient
 
 from server.app import create_app
 from server.settings import Settings
-from tests.unit.test_pool import FakeEngine
+from tests.unit.test_pool import STUB, FakeEngine
 
 YAML = """
 models:
@@ -25,7 +25,7 @@ async def fake_loader(alias: str, spec: object) -> FakeEngine:
 
 
 def make_client(tmp_path: Path, **settings: object) -> TestClient:
-    (tmp_path / "m.gguf").write_bytes(b"\0" * 1024)
+    (tmp_path / "m.gguf").write_bytes(STUB.read_bytes())  # a header the pool reads before loading
     config = tmp_path / "models.yaml"
     if not config.exists():
         config.write_text(YAML)
