@@ -51,9 +51,10 @@ def with_forced_settings(config: Path, folder: Path) -> Path:
         return config
     registry = yaml.safe_load(config.read_text())
     for spec in (registry.get("models") or {}).values():
-        spec.update(forced)
-        if "n_ubatch" in forced:
-            spec["n_batch"] = max(spec.get("n_batch", 512), forced["n_ubatch"])
+        # An embedding input is decoded in one micro-batch (llama.cpp pools it whole): not forced smaller.
+        spec.update({k: v for k, v in forced.items() if not (k == "n_ubatch" and spec.get("embedding"))})
+        if "n_ubatch" in spec:
+            spec["n_batch"] = max(spec.get("n_batch", 512), spec["n_ubatch"])
         if not Path(spec["path"]).is_absolute():
             spec["path"] = str(config.parent / spec["path"])
     # A test's own config is rewritten where it is (a test that edits it and reloads keeps working); the
