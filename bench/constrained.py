@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 from bench.defaults import DefaultsOutcome
+from bench.measures import StreamResult
 from bench.servers import (
     DEFAULTS_CHAT,
     LLAMA_CPP,
@@ -25,6 +26,7 @@ from bench.servers import (
     start_llama_server_at_defaults,
     start_ours_at_defaults,
 )
+from bench.streams import stream_body
 from bench.workloads import client
 
 OURS = "ours"
@@ -56,15 +58,6 @@ class ConstrainedPlan:
     ttft_repeats: int = 3
 
 
-@dataclass
-class Answer:
-    started: float
-    first: float = 0.0
-    ended: float = 0.0
-    tokens: int = 0
-    error: str | None = None
-
-
 def body(kind: str, number: int, schema_extra: dict[str, Any] | None = None) -> dict[str, Any]:
     question = (f"Request {number}. Describe three famous cities in {TOPICS[number % len(TOPICS)]} with their "
                 "population and landmarks.")
@@ -73,48 +66,31 @@ def body(kind: str, number: int, schema_extra: dict[str, Any] | None = None) -> 
             **KINDS[kind], **(schema_extra or {})}
 
 
-async def answer(http: httpx.AsyncClient, base_url: str, request: dict[str, Any]) -> Answer:
-    """One streamed answer: first and last event that carried output (text or a tool call's arguments),
-    and the completion tokens of the usage chunk."""
-    result = Answer(started=time.perf_counter())
-    try:
-        async with http.stream("POST", base_url + "/v1/chat/completions", json=request) as response:
-            if response.status_code != 200:
-                await response.aread()
-                result.error = f"HTTP {response.status_code}: {response.text[:200]}"
-                return result
-            async for line in response.aiter_lines():
-                if not line.startswith("data: ") or line == "data: [DONE]":
-                    continue
-                chunk = json.loads(line[6:])
-                if chunk.get("usage"):
-                    result.tokens = chunk["usage"].get("completion_tokens") or 0
-                delta = (chunk.get("choices") or [{}])[0].get("delta") or {}
-                if delta.get("content") or delta.get("tool_calls") or delta.get("reasoning_content"):
-                    result.ended = time.perf_counter()
-                    result.first = result.first or result.ended
-    except httpx.HTTPError as exc:
-        result.error = f"{type(exc).__name__}: {exc}"
+async def answer(http: httpx.AsyncClient, server: ServerProcess, request: dict[str, Any]) -> StreamResult:
+    """One streamed answer (bench/streams.py: events that carry text or a tool call are timed), its length
+    the usage chunk's completion tokens."""
+    result = await stream_body(http, server.name, server.base_url, request)
+    result.tokens = result.usage_tokens or 0
     return result
 
 
-def answer_rate(answers: list[Answer]) -> float:
+def answer_rate(answers: list[StreamResult]) -> float:
     """Tokens per second over a group sent together: all completion tokens over the wall time from the
     first request sent to the last output. A tool call's arguments may come in one piece at the end (ours
     sends a call once parsed), so per-token event times cannot be compared across kinds; the prompt's
     evaluation (about 60 ms of a 1.5 s answer) is in every kind alike."""
-    done = [a for a in answers if a.ended and not a.error]
-    wall = max((a.ended for a in done), default=0.0) - min((a.started for a in done), default=0.0)
+    done = [a for a in answers if a.token_times and not a.error]
+    wall = max((a.token_times[-1] for a in done), default=0.0) - min((a.started for a in done), default=0.0)
     return sum(a.tokens for a in done) / wall if wall > 0 else 0.0
 
 
-def decode_rate(answers: list[Answer]) -> float | None:
+def decode_rate(answers: list[StreamResult]) -> float | None:
     """Tokens per second once the first token is out: tokens after each stream's first over the wall time
     from the first first-token to the last output. None where the output did not stream token by token."""
-    done = [a for a in answers if a.first and not a.error]
-    if not done or any(a.ended - a.first <= 0 for a in done):
+    done = [a for a in answers if a.token_times and not a.error]
+    if not done or any(len(a.token_times) < 2 for a in done):
         return None
-    wall = max(a.ended for a in done) - min(a.first for a in done)
+    wall = max(a.token_times[-1] for a in done) - min(a.token_times[0] for a in done)
     return sum(max(a.tokens - 1, 0) for a in done) / wall
 
 
@@ -133,14 +109,14 @@ async def _cells(contenders: list[ServerProcess], plan: ConstrainedPlan) -> dict
     rates: dict[tuple[str, int], dict[str, list[float]]] = {}
     async with client() as http:
         for server in contenders:  # warm-up: load, first allocations
-            await asyncio.gather(*(answer(http, server.base_url, body("free", 99 + n)) for n in range(4)))
+            await asyncio.gather(*(answer(http, server, body("free", 99 + n)) for n in range(4)))
         for kind in plan.kinds:
             for count in plan.counts:
                 for round_no in range(plan.rounds):
                     shift = round_no % len(contenders)
                     for server in contenders[shift:] + contenders[:shift]:
                         group = [body(kind, round_no * count + n) for n in range(count)]
-                        answers = await asyncio.gather(*(answer(http, server.base_url, b) for b in group))
+                        answers = await asyncio.gather(*(answer(http, server, b) for b in group))
                         errors = [a.error for a in answers if a.error]
                         if errors:
                             raise RuntimeError(f"{server.name}, {kind}: {errors[0]}")
@@ -160,13 +136,14 @@ async def _first_tokens(server: ServerProcess, plan: ConstrainedPlan) -> dict[st
             schema = big_schema()
             schema["description"] = f"run {time.time()} {repeat}"  # new to every server: compiled
             fmt = {"response_format": {"type": "json_schema", "json_schema": {"name": "big", "schema": schema}}}
-            kinds = (("no schema", {}), ("10 KB schema, first", fmt), ("10 KB schema, again", fmt))
+            kinds: list[tuple[str, dict[str, Any]]] = [
+                ("no schema", {}), ("10 KB schema, first", fmt), ("10 KB schema, again", fmt)]
             for number, (label, extra) in enumerate(kinds):  # a prompt of its own each: none is cached
                 request = {**body("free", 40 + 3 * repeat + number), **extra, "max_tokens": 8}
-                result = await answer(http, server.base_url, request)
+                result = await answer(http, server, request)
                 if result.error:
                     raise RuntimeError(f"{server.name}, {label}: {result.error}")
-                times[label].append(result.first - result.started)
+                times[label].append(result.ttft or 0.0)
     return {label: statistics.median(values) for label, values in times.items()}
 
 

@@ -87,10 +87,13 @@ def _event(result: StreamResult, data: str, now: float) -> None:
     if usage and usage.get("completion_tokens") is not None:  # stream_options.include_usage
         result.usage_tokens = usage["completion_tokens"]
     for choice in chunk.get("choices") or []:
-        content = (choice.get("delta") or {}).get("content")
+        delta = choice.get("delta") or {}
+        content = delta.get("content")
         if content:
             result.token_times.append(now)
             result.text += content
+        elif delta.get("tool_calls"):  # output too, though not text (bench/constrained.py)
+            result.token_times.append(now)
         if choice.get("finish_reason"):
             result.finish_reason = choice["finish_reason"]
 

@@ -126,10 +126,7 @@ class WorkerModel:
                 process.kill()
             await process.wait()
             fault = first.fault if isinstance(first, m.Failed) else m.Fault("ModelLoadError", "unexpected answer")
-            log.warning("model_load_failed", alias=alias, path=spec.path, error=fault.message)
-            # The answer names the file, not where it lives on this machine; the log has the whole path.
-            message = fault.message.replace(spec.path, os.path.basename(spec.path))
-            raise ModelLoadError(f"The model `{alias}` failed to load: {message}")
+            raise ModelLoadError(f"The model `{alias}` failed to load: {fault.message}")
         log.info("worker_started", alias=alias, pid=process.pid, n_threads=first.n_threads,
                  n_threads_batch=first.n_threads_batch)
         return cls(alias, spec, process, reader, writer, first, memory_limit)

@@ -7,6 +7,8 @@ import ctypes
 import re
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
+from typing import TypeVar
 
 import llama_cpp
 from llama_cpp import llama_grammar
@@ -20,6 +22,8 @@ from server.errors import InvalidRequestError
 MAX_GRAMMAR_BYTES = 1024 * 1024
 # Compiled grammars kept per worker: an agent sends the same tools and schema turn after turn.
 CACHED_GRAMMARS = 64
+
+T = TypeVar("T")
 
 
 def gbnf(grammar: Grammar) -> str:
@@ -97,24 +101,29 @@ class GrammarCache:
         self._lock = threading.Lock()
 
     def check(self, grammar: Grammar) -> None:
-        with self._lock:
-            if grammar in self._compiled:
-                self._compiled.move_to_end(grammar)
-                return
-        compiled = compile_grammar(self._vocab, grammar)  # outside the lock: a large one takes a while
-        with self._lock:
-            self._compiled[grammar] = compiled
-            self._compiled.move_to_end(grammar)
-            while len(self._compiled) > self._size:
-                llama_cpp.llama_sampler_free(self._compiled.popitem(last=False)[1])
+        self._with_compiled(grammar, lambda compiled: None)
 
     def fresh(self, grammar: Grammar) -> object:
+        return self._with_compiled(grammar, llama_cpp.llama_sampler_clone)
+
+    def _with_compiled(self, grammar: Grammar, use: Callable[[object], T]) -> T:
+        """`use` applied to the compiled grammar, under the lock (the other thread may drop it), compiled
+        first if it is not kept: outside the lock, since a large one takes a while."""
         with self._lock:
             compiled = self._compiled.get(grammar)
             if compiled is not None:
                 self._compiled.move_to_end(grammar)
-                return llama_cpp.llama_sampler_clone(compiled)
-        return compile_grammar(self._vocab, grammar)  # dropped since it was checked: compiled again
+                return use(compiled)
+        compiled = compile_grammar(self._vocab, grammar)
+        with self._lock:
+            if grammar in self._compiled:  # the other thread compiled it meanwhile: one copy is kept
+                llama_cpp.llama_sampler_free(compiled)
+                compiled = self._compiled[grammar]
+            self._compiled[grammar] = compiled
+            self._compiled.move_to_end(grammar)
+            while len(self._compiled) > self._size:
+                llama_cpp.llama_sampler_free(self._compiled.popitem(last=False)[1])
+            return use(compiled)
 
     def close(self) -> None:
         with self._lock:
