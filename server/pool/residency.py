@@ -95,19 +95,21 @@ class Residency(Generic[E]):
             self._room_queue.append(entry)
         if self._room_queue[0] is not entry:
             return False
-        # The header read as `server check` reads it (0.2 ms), before a worker is started or anyone is
-        # evicted for a file that cannot load: the answer says what is wrong with it.
-        problem = header_problem(entry.spec.path)
-        if problem is not None:
-            raise self._failed(entry, ValueError(problem))
-        if self._has_room(entry):
+        room = self._has_room(entry)
+        victim = None if room else self._idle_victim(exclude=entry)
+        if room or victim is not None:
+            # The header read as `server check` reads it (0.2 ms), once the load is about to start, before
+            # a worker is started or anyone is evicted for a file that cannot load: the answer says why.
+            problem = header_problem(entry.spec.path)
+            if problem is not None:
+                raise self._failed(entry, ValueError(problem))
+        if room:
             self._room_queue.remove(entry)
             entry.state = State.LOADING
             entry.loading = asyncio.create_task(self._load(entry))
             # Retrieved here so a load nobody waits for anymore logs no "never retrieved".
             entry.loading.add_done_callback(lambda t: t.cancelled() or t.exception())
             return True
-        victim = self._idle_victim(exclude=entry)
         if victim is not None:
             await self.evict(victim, reason="lru")
             return True
