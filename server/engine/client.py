@@ -134,9 +134,10 @@ class WorkerModel:
     # -- the engine interface ----------------------------------------------------------------------
 
     async def chat_prompt(self, messages: list[dict[str, Any]], *, tools: list[dict[str, Any]] | None = None,
-                          template_kwargs: dict[str, Any] | None = None) -> ChatPrompt:
+                          template_kwargs: dict[str, Any] | None = None, fit_context: bool = False) -> ChatPrompt:
         value = await self._call(lambda id: m.ChatPromptCall(id=id, messages=messages, tools=tools,
-                                                            template_kwargs=template_kwargs or {}))
+                                                            template_kwargs=template_kwargs or {},
+                                                            fit_context=fit_context))
         return msgspec.convert(value, ChatPrompt)
 
     async def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:

@@ -34,9 +34,11 @@ class Model(Protocol):
     chat_template: str | None  # the Jinja template chats are rendered with; None: a named chat format
 
     async def chat_prompt(self, messages: list[dict[str, Any]], *, tools: list[dict[str, Any]] | None = None,
-                          template_kwargs: dict[str, Any] | None = None) -> ChatPrompt:
+                          template_kwargs: dict[str, Any] | None = None, fit_context: bool = False) -> ChatPrompt:
         """The chat rendered by the model's template, tokenized, with the template's stop strings. `tools`
-        and `template_kwargs` reach a Jinja template as its variables; a named format ignores them."""
+        and `template_kwargs` reach a Jinja template as its variables; a named format ignores them.
+        `fit_context`: a prompt to generate from, refused (ContextLengthError) before it is tokenized when
+        its text cannot fit the context."""
         ...
 
     async def tokenize(self, text: str, *, add_special: bool = True) -> list[int]: ...

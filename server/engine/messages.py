@@ -29,6 +29,7 @@ class ChatPromptCall(msgspec.Struct, tag=True, frozen=True):
     messages: list[dict[str, Any]]
     tools: list[dict[str, Any]] | None = None  # for a template that renders them itself
     template_kwargs: dict[str, Any] = {}  # extra template variables (enable_thinking, reasoning_effort...)
+    fit_context: bool = False  # a prompt to generate from: refused untokenized when it cannot fit
 
 
 class TokenizeCall(msgspec.Struct, tag=True, frozen=True):

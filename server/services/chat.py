@@ -60,7 +60,7 @@ class ChatPlan:
         """The prompt rendered by the model, the format its output comes back in, and the engine requests."""
         rendering = self.render(model)
         prompt = await model.chat_prompt(rendering.messages, tools=rendering.tools,
-                                         template_kwargs=rendering.variables)
+                                         template_kwargs=rendering.variables, fit_context=True)
         reasoning_open = rendering.thinks and prompt.reasoning_open
         # A thinking model reasons first: a constraint applies from its `</think>` on.
         after = "</think>" if reasoning_open else ""

@@ -221,3 +221,25 @@ def test_an_embedding_input_is_embedded_whole_or_refused(server: RunningServer) 
 ])
 def test_integers_out_of_range_are_400(hostile: RunningServer, path: str, body: dict, param: str) -> None:  # type: ignore[type-arg]
     refused(post(hostile, path, body), param)
+
+
+# Issue 34: special tokens by the hundred thousand. llama.cpp's tokenizer takes time in the square of
+# their number (in-process, 20,000 `<|im_end|>` took 10 s), in the worker, while every other request of the
+# alias waited: now a prompt that cannot fit the context is refused from a count of its special tokens
+# before it is tokenized, and one that can is tokenized in linear time.
+
+def test_a_prompt_of_special_tokens_past_the_context_is_refused_untokenized(hostile: RunningServer) -> None:
+    prompt = "<|im_end|>x" * 380_000  # 4.2 MB, under the body limit
+    response = post(hostile, "/v1/completions", {"model": "smollm2", "prompt": prompt, "max_tokens": 1})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == "context_length_exceeded" and "at least 380000" in error["message"]
+    assert "at least" in post(hostile, "/v1/completions", {"model": "smollm2", "prompt": "word " * 200_000,
+                                                           "max_tokens": 1}).json()["error"]["message"]
+    alive(hostile)
+
+
+def test_special_tokens_within_the_context_are_the_model_s_own(hostile: RunningServer) -> None:
+    text = "<|im_start|>user\nhi<|im_end|>\n" * 40
+    tokens = post(hostile, "/tokenize", {"model": "smollm2", "prompt": text, "add_special_tokens": False})
+    assert tokens.json()["tokens"][:4] == [1, 4093, 198, 6004] and tokens.json()["count"] == 40 * 6

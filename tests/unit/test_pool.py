@@ -14,7 +14,6 @@ from server.errors import ModelLoadError, ModelNotFoundError
 from server.pool import ModelPool
 from server.registry import ModelSpec, PoolSpec, Registry
 
-
 # A GGUF header with one key (general.architecture) and no tensors: enough for the pool's check of the
 # header before it loads a model.
 STUB = Path(tempfile.mkdtemp(prefix="pool-test-")) / "stub.gguf"

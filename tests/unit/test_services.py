@@ -30,7 +30,7 @@ class ScriptedModel:
         self._ended: asyncio.Future[Exit] | None = None
 
     async def chat_prompt(self, messages: list[dict[str, Any]], *, tools: list[dict[str, Any]] | None = None,
-                          template_kwargs: dict[str, Any] | None = None) -> ChatPrompt:
+                          template_kwargs: dict[str, Any] | None = None, fit_context: bool = False) -> ChatPrompt:
         return ChatPrompt(tokens=[1, 2, 3], stop=["<|im_end|>"])
 
     async def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:

@@ -96,7 +96,8 @@ def fault_of(exc: BaseException) -> m.Fault:
 
 def answer(engine: Any, message: m.ToWorker) -> Any:
     if isinstance(message, m.ChatPromptCall):
-        return engine.chat_prompt(message.messages, message.tools, message.template_kwargs)
+        return engine.chat_prompt(message.messages, message.tools, message.template_kwargs,
+                                  fit_context=message.fit_context)
     if isinstance(message, m.TokenizeCall):
         return engine.tokenize(message.text, add_special=message.add_special)
     if isinstance(message, m.DetokenizeCall):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+from collections.abc import Callable
 from typing import Any
 
 import jinja2
@@ -15,9 +16,12 @@ from llama_cpp._internals import LlamaContext, LlamaSampler
 from server.engine.types import ChatPrompt
 from server.errors import InvalidRequestError, ModelLoadError
 
-__all__ = ["FLASH_ATTN", "LlamaContext", "LlamaSampler", "Threadpools", "chat_handler", "grammar_parts", "model_of",
-           "n_ctx_train", "render_chat", "render_template", "template_formatter"]
+__all__ = ["FLASH_ATTN", "LlamaContext", "LlamaSampler", "Threadpools", "Tokenize", "chat_handler", "grammar_parts",
+           "model_of", "n_ctx_train", "render_chat", "render_template", "template_formatter"]
 
+
+# `Llama.tokenize(text, add_bos, special)`, or our linear-time stand-in for it (worker/tokenizer.py).
+Tokenize = Callable[[bytes, bool, bool], list[int]]
 
 # `flash_attn` of an alias as llama.cpp's type: `Llama(...)` can only force it on or off, so contexts we
 # build ourselves take None as llama.cpp's `auto` (what llama-server does).
@@ -75,15 +79,13 @@ class _PromptCapture:
 
     verbose = False
 
-    def __init__(self, llm: llama_cpp.Llama) -> None:
+    def __init__(self, llm: llama_cpp.Llama, tokenize: Tokenize) -> None:
         self._llm = llm
-
-    def tokenize(self, text: bytes, add_bos: bool = True, special: bool = False) -> list[int]:
-        return self._llm.tokenize(text, add_bos=add_bos, special=special)
+        self.tokenize = tokenize
 
     def create_completion(self, prompt: Any, stop: Any = None, **_: Any) -> Any:
         if isinstance(prompt, str):
-            prompt = self._llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
+            prompt = self.tokenize(prompt.encode("utf-8"), True, True)
         stops = [stop] if isinstance(stop, str) else list(stop or [])
         raise _Captured(list(prompt), stops)
 
@@ -91,9 +93,9 @@ class _PromptCapture:
         return getattr(self._llm, name)
 
 
-def render_chat(llm: llama_cpp.Llama, handler: Any, messages: list[dict[str, Any]]) -> ChatPrompt:
+def render_chat(llm: llama_cpp.Llama, tokenize: Tokenize, handler: Any, messages: list[dict[str, Any]]) -> ChatPrompt:
     try:
-        handler(llama=_PromptCapture(llm), messages=messages, stream=False)
+        handler(llama=_PromptCapture(llm, tokenize), messages=messages, stream=False)
     except _Captured as captured:
         return ChatPrompt(captured.prompt, [s for s in captured.stop if s])
     except (jinja2.TemplateError, ValueError, TypeError, KeyError) as exc:
@@ -116,7 +118,7 @@ def template_formatter(llm: llama_cpp.Llama, template: str) -> Any:
         raise ModelLoadError(f"the chat template does not parse: {exc}") from exc
 
 
-def render_template(llm: llama_cpp.Llama, formatter: Any, messages: list[dict[str, Any]],
+def render_template(tokenize: Tokenize, formatter: Any, messages: list[dict[str, Any]],
                     tools: list[dict[str, Any]] | None, variables: dict[str, Any]) -> ChatPrompt:
     try:
         result = formatter(messages=messages, tools=tools, **variables)
@@ -124,7 +126,7 @@ def render_template(llm: llama_cpp.Llama, formatter: Any, messages: list[dict[st
         raise InvalidRequestError(f"The model's chat template rejected these messages: {exc}",
                                   param="messages") from exc
     # The template writes its own BOS (`added_special`), as a Hugging Face template does.
-    tokens = llm.tokenize(result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True)
+    tokens = tokenize(result.prompt.encode("utf-8"), not result.added_special, True)
     stops = [result.stop] if isinstance(result.stop, str) else list(result.stop or [])
     return ChatPrompt(tokens, [s for s in stops if s], result.prompt.rstrip().endswith("<think>"))
 

@@ -24,6 +24,7 @@ from server.engine.worker.compute_lock import ComputeLock, usable_cores
 from server.engine.worker.embedding import EmbeddingContext
 from server.engine.worker.grammars import GrammarCache
 from server.engine.worker.slots import Emit, SlotEngine
+from server.engine.worker.tokenizer import Tokenizer
 from server.engine.worker.tokens import TokenPieces
 from server.errors import ContextLengthError, EngineError, InvalidRequestError, ModelLoadError
 from server.registry import SERVING_KEYS, ModelSpec
@@ -67,6 +68,7 @@ class LlamaEngine:
             self._llm = llama_cpp.Llama(model_path=spec.path, **kwargs)
             self.n_ctx = spec.n_ctx or n_ctx_train(self._llm)
             self.n_vocab = self._llm.n_vocab()
+            self._tokenize = Tokenizer(self._llm)
             self._slots: SlotEngine | None = None
             self._grammars = GrammarCache(model_of(self._llm).vocab)
             self._embedder: EmbeddingContext | None = None
@@ -97,7 +99,15 @@ class LlamaEngine:
     # -- tokens -----------------------------------------------------------------------------------
 
     def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
-        return self._llm.tokenize(text.encode("utf-8"), add_bos=add_special, special=True)
+        return self._tokenize(text.encode("utf-8"), add_special, True)
+
+    def _within_context(self, text: bytes, add_bos: bool = True, special: bool = True) -> list[int]:
+        """A prompt's tokens; text that cannot fit the context is refused before it is tokenized."""
+        fewest = self._tokenize.fewest_tokens(text)
+        if fewest >= self.n_ctx:
+            raise ContextLengthError(f"This model's context is {self.n_ctx} tokens and the prompt alone has at "
+                                     f"least {fewest}. Shorten the prompt.")
+        return self._tokenize(text, add_bos, special)
 
     def detokenize(self, tokens: list[int]) -> str:
         self._check_tokens(tokens, "tokens")
@@ -110,10 +120,11 @@ class LlamaEngine:
                                       param=param)
 
     def chat_prompt(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None,
-                    variables: dict[str, Any] | None = None) -> ChatPrompt:
+                    variables: dict[str, Any] | None = None, *, fit_context: bool = False) -> ChatPrompt:
+        tokenize = self._within_context if fit_context else self._tokenize
         if self._formatter is not None:
-            return render_template(self._llm, self._formatter, messages, tools, variables or {})
-        return render_chat(self._llm, self._chat_handler, messages)
+            return render_template(tokenize, self._formatter, messages, tools, variables or {})
+        return render_chat(self._llm, tokenize, self._chat_handler, messages)
 
     # -- generation -------------------------------------------------------------------------------
 
@@ -121,7 +132,8 @@ class LlamaEngine:
         """Check every request (prompt and context, logit_bias, grammar) and queue them as one job; a bad
         one refuses the whole job before anything is queued. Pieces leave through the engine's `emit`."""
         slots = self._slot_engine()
-        prompts = [r.prompt if isinstance(r.prompt, list) else self.tokenize(r.prompt) for r in requests]
+        prompts = [r.prompt if isinstance(r.prompt, list) else self._within_context(r.prompt.encode("utf-8"))
+                   for r in requests]
         budgets = []
         grammars = set()
         for request, prompt in zip(requests, prompts):
