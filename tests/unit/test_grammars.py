@@ -95,3 +95,32 @@ def test_a_cached_grammar_starts_each_copy_afresh(llm: llama_cpp.Llama) -> None:
     finally:
         llama_cpp.llama_sampler_free(first)
         cache.close()
+
+
+def test_the_best_allowed_of_the_top_candidates_is_the_full_masks_greedy_pick(llm: llama_cpp.Llama) -> None:
+    """After a rejection, greedy asks the grammar about the best TOP_ALLOWED candidates first: where one is
+    allowed, it is the token the whole vocabulary masked would have given (ties to the lowest id)."""
+    grammar = compile_grammar(model_of(llm).vocab, Grammar(schema=PARIS))
+    buffers = CandidateBuffers(llm.n_vocab())
+    rng = np.random.default_rng(28)
+    allowed = np.array([buffers.allows(grammar, t) for t in range(llm.n_vocab())])  # at the start: `{`, spaces
+    found = 0
+    try:
+        for trial in range(40):
+            logits = rng.normal(0, 3, llm.n_vocab()).astype(np.float32)
+            if trial % 2:  # an allowed token among the best few, at times tied with a better-placed one
+                logits[rng.choice(np.flatnonzero(allowed))] = logits.max() - rng.choice([0.0, 0.5])
+            if trial % 5 == 0:
+                logits = np.round(logits)  # many exact ties
+            candidates = buffers.vocabulary
+            candidates.data["id"] = np.arange(llm.n_vocab(), dtype=np.int32)
+            candidates.data["logit"] = logits
+            candidates.reset(llm.n_vocab())
+            best = buffers.best_allowed(grammar)
+            masked = np.where(allowed, logits, -np.inf)
+            if best is not None:
+                found += 1
+                assert best == int(np.argmax(masked)), trial
+        assert found >= 20
+    finally:
+        llama_cpp.llama_sampler_free(grammar)

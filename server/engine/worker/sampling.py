@@ -51,14 +51,20 @@ class _Candidates:
         return int(self.data["id"][self.array.selected])
 
 
+# Greedy, after a rejection: the grammar is asked about this many of the best candidates before the whole
+# vocabulary. Measured with SmolLM2, json_schema: 8% of tokens rejected, each a full mask (about 6 ms).
+TOP_ALLOWED = 64
+
+
 class CandidateBuffers:
-    """The whole vocabulary as candidates, and a one-token array for the grammar's check. One set per
-    decode thread: sequences are sampled one after another."""
+    """The whole vocabulary as candidates, the best few of them, and a one-token array for the grammar's
+    check. One set per decode thread: sequences are sampled one after another."""
 
     def __init__(self, n_vocab: int) -> None:
         self.n_vocab = n_vocab
         self._ids = np.arange(n_vocab, dtype=np.int32)
         self.vocabulary = _Candidates(n_vocab)
+        self.best = _Candidates(min(TOP_ALLOWED, n_vocab))
         self.one = _Candidates(1)
 
     def fill(self, ctx: object, index: int) -> _Candidates:
@@ -69,6 +75,22 @@ class CandidateBuffers:
         data["p"] = 0.0
         self.vocabulary.reset(self.n_vocab)
         return self.vocabulary
+
+    def best_allowed(self, grammar: object) -> int | None:
+        """The highest-logit token of the vocabulary array (as the chain left it: bias and penalties applied)
+        that the grammar allows, if one is among the TOP_ALLOWED best; ties go to the lowest id, as llama.cpp's
+        greedy pick over the whole array does. None: look at the whole vocabulary."""
+        logits = self.vocabulary.data["logit"]
+        best = self.best
+        size = len(best.data)
+        top = np.sort(np.argpartition(-logits, size - 1)[:size])  # in id order, for the stable sort below
+        order = top[np.argsort(-logits[top], kind="stable")]
+        best.data["id"] = order
+        best.data["logit"] = logits[order]
+        best.reset(size)
+        llama_cpp.llama_sampler_apply(grammar, best.ref)
+        allowed = ~np.isinf(best.data["logit"])
+        return int(best.data["id"][allowed.argmax()]) if allowed.any() else None
 
     def allows(self, grammar: object, token: int) -> bool:
         one = self.one
@@ -81,10 +103,12 @@ class CandidateBuffers:
 class TokenSampler:
     """One sequence's sampler: the chain (bias, penalties, top-k/p, temperature, pick) and its grammar."""
 
-    def __init__(self, chain: LlamaSampler, grammar: object | None, buffers: CandidateBuffers) -> None:
+    def __init__(self, chain: LlamaSampler, grammar: object | None, buffers: CandidateBuffers,
+                 greedy: bool = False) -> None:
         self._chain = chain
         self._grammar = grammar
         self._buffers = buffers
+        self._greedy = greedy  # the chain only adjusts logits and takes the highest: its array stays whole
 
     def sample(self, ctx: object, index: int) -> int:
         chain = self._chain.sampler
@@ -94,11 +118,15 @@ class TokenSampler:
         candidates = buffers.fill(ctx, index)
         llama_cpp.llama_sampler_apply(chain, candidates.ref)
         token = candidates.selected()
-        if not buffers.allows(self._grammar, token):  # the rare case: mask the vocabulary, pick again
-            candidates = buffers.fill(ctx, index)
-            llama_cpp.llama_sampler_apply(self._grammar, candidates.ref)
-            llama_cpp.llama_sampler_apply(chain, candidates.ref)
-            token = candidates.selected()
+        if not buffers.allows(self._grammar, token):  # the rare case: the best allowed, or mask everything
+            best = buffers.best_allowed(self._grammar) if self._greedy else None
+            if best is not None:
+                token = best
+            else:
+                candidates = buffers.fill(ctx, index)
+                llama_cpp.llama_sampler_apply(self._grammar, candidates.ref)
+                llama_cpp.llama_sampler_apply(chain, candidates.ref)
+                token = candidates.selected()
         llama_cpp.llama_sampler_accept(self._grammar, token)
         llama_cpp.llama_sampler_accept(chain, token)
         return token
@@ -113,7 +141,11 @@ class TokenSampler:
 def build_sampler(grammars: GrammarCache, buffers: CandidateBuffers, params: SamplingParams,
                   seed: int) -> TokenSampler:
     grammar = grammars.fresh(params.grammar) if params.grammar is not None else None
-    return TokenSampler(_chain(buffers.n_vocab, params, seed), grammar, buffers)
+    return TokenSampler(_chain(buffers.n_vocab, params, seed), grammar, buffers, greedy=_greedy(params))
+
+
+def _greedy(params: SamplingParams) -> bool:
+    return (DEFAULT_TEMPERATURE if params.temperature is None else params.temperature) <= 0.0
 
 
 def _chain(n_vocab: int, params: SamplingParams, seed: int) -> LlamaSampler:
@@ -123,10 +155,10 @@ def _chain(n_vocab: int, params: SamplingParams, seed: int) -> LlamaSampler:
     repeat, freq, present = params.repeat_penalty, params.frequency_penalty, params.presence_penalty
     if (repeat or 1.0) != 1.0 or freq or present:
         chain.add_penalties(n_vocab, PENALTY_LAST_N, repeat or 1.0, freq or 0.0, present or 0.0)
-    temperature = DEFAULT_TEMPERATURE if params.temperature is None else params.temperature
-    if temperature <= 0.0:
+    if _greedy(params):
         chain.add_greedy()
         return chain
+    temperature = DEFAULT_TEMPERATURE if params.temperature is None else params.temperature
     chain.add_top_k(params.top_k if params.top_k is not None else DEFAULT_TOP_K)
     chain.add_top_p(params.top_p if params.top_p is not None else DEFAULT_TOP_P, 1)
     chain.add_min_p(params.min_p if params.min_p is not None else DEFAULT_MIN_P, 1)
