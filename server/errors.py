@@ -5,6 +5,8 @@ Errors are raised, never returned.
 
 from __future__ import annotations
 
+import asyncio
+
 
 class ServerError(Exception):
     status_code = 500
@@ -61,6 +63,21 @@ class ModelLoadError(ServerError):
 
 class EngineError(ServerError):
     """llama.cpp failed while serving a request."""
+
+
+class ModelUnloadedError(ServerError):
+    """The alias was unloaded (evicted, idle, by an admin, at shutdown) while this request waited for it or
+    ran on it: not the server's fault, and the same request again loads it."""
+
+    status_code = 503
+    code = "model_unloaded"
+    headers = {"Retry-After": "1"}
+
+
+class ClientLeft(asyncio.CancelledError):
+    """The client went away before its answer was complete (a disconnect while its body arrived or while
+    its non-streamed answer was made): the work is cancelled as any cancellation is, and the request is
+    recorded as nginx's 499, not an error. Distinct from a cancellation from outside (shutdown)."""
 
 
 class ModelCrashedError(ServerError):

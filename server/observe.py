@@ -25,7 +25,7 @@ import msgspec
 from litestar import Litestar
 from litestar.types import ASGIApp, HTTPScope, Message, Receive, ReceiveMessage, Scope, Send
 
-from server.errors import RequestTimeoutError
+from server.errors import ClientLeft, RequestTimeoutError
 from server.http_errors import status_of
 from server.json_request import UNDECODABLE
 from server.logging import RUNNING, RunningRequest
@@ -90,6 +90,11 @@ class RequestObserver:
             if method == "POST":
                 receive, model = await _peek_model(scope, receive, self._state)  # type: ignore[arg-type]
             await self.app(scope, receive, send_with_id)
+        except ClientLeft:
+            # Nobody to answer and nothing gone wrong: recorded as nginx's 499, not handed to granian (which
+            # would log it as an error with its traceback).
+            if not sent_start:
+                status = CLIENT_CLOSED
         except BaseException as exc:
             if not sent_start:
                 # A request cancelled before its answer began: its client left (nginx's 499), not a failure.
@@ -176,6 +181,9 @@ async def _peek_model(scope: HTTPScope, receive: Receive, state: Any) -> tuple[R
         # Raised where Litestar reads the body, inside its exception handling: answered as a 408.
         return _failing(RequestTimeoutError(f"The request body did not arrive within "
                                             f"{state.settings.body_read_timeout:g} seconds.")), "-"
+
+    if messages and messages[-1]["type"] == "http.disconnect":  # it left before its body was complete
+        raise ClientLeft("client disconnected while sending its body")
 
     async def replay() -> ReceiveMessage:
         return messages.pop(0) if messages else await receive()

@@ -13,6 +13,8 @@ from typing import Any, TypeVar
 
 from litestar import Request
 
+from server.errors import ClientLeft
+
 T = TypeVar("T")
 
 
@@ -32,7 +34,7 @@ async def unless_disconnected(request: Request[Any, Any, Any], work: Awaitable[T
             await task
         except asyncio.CancelledError:
             pass
-        raise asyncio.CancelledError("client disconnected")
+        raise ClientLeft("client disconnected")
     return task.result()
 
 

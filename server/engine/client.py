@@ -26,7 +26,14 @@ from server import errors
 from server.engine import messages as m
 from server.engine.interface import Exit, Indexed
 from server.engine.types import ChatPrompt, Embeddings, Request
-from server.errors import EngineError, InvalidRequestError, ModelCrashedError, ModelLoadError, ServerError
+from server.errors import (
+    EngineError,
+    InvalidRequestError,
+    ModelCrashedError,
+    ModelLoadError,
+    ModelUnloadedError,
+    ServerError,
+)
 from server.registry import ModelSpec
 
 log = structlog.get_logger("server.engine")
@@ -283,7 +290,7 @@ class WorkerModel:
 
     def _gone_error(self, exit: Exit) -> ServerError:
         if exit.reason == "closed":
-            return EngineError(f"The model `{self.alias}` was unloaded; try again.")
+            return ModelUnloadedError(f"The model `{self.alias}` was unloaded; try again.")
         why = "passed its memory limit" if exit.reason == "memory_limit" else exit.describe()
         return ModelCrashedError(f"The model `{self.alias}` stopped while serving this request (its worker {why}); "
                                  "the next request starts it again.")

@@ -50,12 +50,15 @@ def test_concurrent_answers_equal_answers_served_one_at_a_time(slots_server: Run
 
 def test_grammar_requests_stay_valid_when_batched_with_free_text(slots_server: RunningServer) -> None:
     client = slots_server.client()
-    schema = {"type": "object", "properties": {"city": {"type": "string"}, "population": {"type": "integer"}},
+    # Bounded (a city of at most 40 characters, an integer of at most 16 digits), so that a sampled answer
+    # ends well within max_tokens: an unbounded string sampled at 0.7 was once cut at 40 tokens, mid-JSON.
+    schema = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 40},
+                                               "population": {"type": "integer"}},
               "required": ["city", "population"], "additionalProperties": False}
     fmt = {"type": "json_schema", "json_schema": {"name": "c", "strict": True, "schema": schema}}
 
     def structured(_: int) -> dict:
-        content = ask(client, "Describe Paris.", response_format=fmt, temperature=0.7)
+        content = ask(client, "Describe Paris.", response_format=fmt, temperature=0.7, max_tokens=200)
         return json.loads(content)
 
     with ThreadPoolExecutor(4) as executor:

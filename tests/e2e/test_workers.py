@@ -4,8 +4,10 @@ the next request starts a new process; unloading gives the memory back."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import threading
 import time
 from pathlib import Path
@@ -245,3 +247,48 @@ def test_a_file_that_cannot_load_says_why_and_evicts_nobody(make_server, tmp_pat
     assert loaded == {"good", "other"}
     log = server.log()
     assert "ProcessLookupError" not in log and '"error": ""' not in log
+
+
+def test_clients_that_leave_log_no_error(make_server) -> None:  # type: ignore[no-untyped-def]
+    """Issue 34: non-streamed and queued requests whose client left logged granian's error traceback, a
+    body cut mid-way was access-logged 500 at error level. Now each is a 499 at info level, and nothing
+    at error level is logged; streamed ones too."""
+    server = make_server("models:\n  smollm2: {path: '{model}', n_ctx: 1024, n_parallel: 1}\n")
+    url = server.base_url + "/v1/chat/completions"
+    body = {"model": "smollm2", "messages": STORY, "max_tokens": 300, "temperature": 0, "logit_bias": {"2": -100}}
+    httpx.post(url, json={**body, "max_tokens": 1}, timeout=60)  # loaded
+
+    def leave(request: dict[str, object], seconds: float) -> None:
+        with pytest.raises(httpx.TimeoutException):
+            httpx.post(url, json=request, timeout=seconds)
+
+    def leave_stream() -> None:
+        with httpx.stream("POST", url, json={**body, "stream": True}, timeout=30) as response:
+            for _ in zip(range(3), response.iter_lines()):
+                pass
+
+    def cut_body() -> None:
+        head = ("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                "Content-Length: 1000\r\n\r\n").encode()
+        with socket.create_connection(("127.0.0.1", int(server.base_url.rsplit(":", 1)[1]))) as sock:
+            sock.sendall(head + b'{"model": "smollm2", "messages": [')
+            time.sleep(0.1)
+
+    threads = []
+    for _ in range(16):  # 80 clients that leave
+        leave(body, 0.3)  # non-streamed, mid-generation
+        threads.append(threading.Thread(target=leave, args=({**body, "max_tokens": 800}, 2.0)))  # holds the slot
+        threads[-1].start()
+        time.sleep(0.2)
+        leave(body, 0.2)  # queued behind it
+        leave_stream()
+        cut_body()
+    for thread in threads:
+        thread.join()
+    time.sleep(1.0)
+    lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+    requests = [r for r in lines if r.get("event") == "request" and r.get("route") == "/v1/chat/completions"]
+    assert not [r for r in requests if r["status"] >= 500], [r for r in requests if r["status"] >= 500][:3]
+    assert len([r for r in requests if r["status"] == 499]) >= 64
+    assert not [r for r in lines if r.get("level") == "error"]
+    assert "[ERROR]" not in server.log() and "Traceback" not in server.log()

@@ -14,7 +14,7 @@ import pytest
 
 from server.engine import Request, SamplingParams
 from server.engine.client import WorkerModel, worker_env
-from server.errors import EngineError, ModelCrashedError, ModelLoadError
+from server.errors import EngineError, ModelCrashedError, ModelLoadError, ModelUnloadedError
 from server.registry import ModelSpec
 
 MODEL = Path(__file__).resolve().parents[2] / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -143,10 +143,11 @@ def test_closing_fails_what_still_runs_as_unloaded() -> None:
         model = await WorkerModel.start("t", SPEC)
         request = Request(prompt=await model.tokenize("Once upon a time"), max_tokens=400, stop=[],
                           sampling=SamplingParams(temperature=0.0))
-        with pytest.raises(EngineError, match="unloaded"):
+        with pytest.raises(ModelUnloadedError, match="unloaded") as info:  # issue 34: a 503 to retry, not a 500
             async with aclosing(model.generate([request])) as batches:
                 async for _ in batches:
                     await model.close()
+        assert info.value.status_code == 503 and info.value.headers == {"Retry-After": "1"}
 
     run(scenario())
 

@@ -27,7 +27,7 @@ from server.engine.worker.grammars import GrammarCache
 from server.engine.worker.prompt_cache import MIN_TOKENS, PromptCache, shared_prefix
 from server.engine.worker.sampling import RANDOM_SEED, CandidateBuffers, TokenSampler, build_sampler
 from server.engine.worker.tokens import TokenPieces, logprobs_at
-from server.errors import EngineError
+from server.errors import EngineError, ModelUnloadedError
 
 # A sequence whose prompt shares at least this many more tokens with a prompt being evaluated right now
 # than with any cache waits a step for that evaluation to end, then shares its cells (prefill costs
@@ -173,7 +173,7 @@ class SlotEngine:
                     self._wake.wait()
                 closing = self._closing
             if closing:
-                self._fail(self._active + self._take_waiting(), EngineError("the model was unloaded"))
+                self._fail(self._active + self._take_waiting(), ModelUnloadedError("the model was unloaded; try again"))
                 self._flush()
                 return
             try:
