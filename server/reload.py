@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import re
 import signal
 from collections.abc import Callable
 from typing import Any
@@ -21,6 +22,8 @@ from server.pool import ModelPool
 from server.registry import RegistryError, load_registry
 
 log = structlog.get_logger("server.reload")
+# The folders of an absolute path (`/etc/llm-server/`), up to its last part.
+_FOLDERS = re.compile(r"(?<![\w.:/])/(?:[^/\s:;,'\"`]+/)+")
 
 
 async def reload_registry(pool: ModelPool[Any], path: str) -> dict[str, list[str]]:
@@ -29,7 +32,9 @@ async def reload_registry(pool: ModelPool[Any], path: str) -> dict[str, list[str
         registry = await asyncio.to_thread(load_registry, path)
     except RegistryError as exc:
         log.error("reload_refused", file=exc.source, problems=exc.problems)
-        raise RegistryRejectedError(f"{exc.source} was not reloaded: " + "; ".join(exc.problems)) from exc
+        # The answer names files, not where they live on this machine; the log above has the whole paths.
+        message = _FOLDERS.sub("", f"{exc.source} was not reloaded: " + "; ".join(exc.problems))
+        raise RegistryRejectedError(message) from exc
     changes = pool.update_registry(registry)
     log.info("registry_reloaded", file=path, **changes)
     return changes

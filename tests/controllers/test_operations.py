@@ -180,6 +180,11 @@ def test_admin_reload_applies_a_valid_file_and_refuses_an_invalid_one(client: Te
     error = error_of(response)
     assert error["code"] == "invalid_registry" and "models.broken.n_ctxx: unknown key" in error["message"]
     assert [m["id"] for m in client.get("/v1/models").json()["data"]] == ["chat", "added"]
+    # Issue 34: the answer names files without where they live (the log has the whole paths).
+    config.write_text(YAML + f"  gone: {{path: {tmp_path / 'deep' / 'gone.gguf'}}}\n")
+    error = error_of(client.post("/admin/reload"))
+    assert "models.yaml was not reloaded" in error["message"] and "gone.gguf" in error["message"]
+    assert str(tmp_path) not in error["message"], error["message"]
 
 
 def test_admin_routes_are_behind_the_key(keyed: TestClient) -> None:
