@@ -19,7 +19,7 @@ from server.observe import note_tokens
 from server.request_metrics import RequestSeries
 
 PREFIX = "llm_"
-CRASH_REASONS = ("crashed", "memory_limit")
+CRASH_REASONS = ("crashed", "memory_limit", "hung")
 EVICTION_REASONS = ("lru", "make_room", "idle", "admin", "reload", "shutdown")
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0)
 TTFT_BUCKETS = (0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 20.0, 60.0)

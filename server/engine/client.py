@@ -16,6 +16,7 @@ import os
 import socket
 import sys
 import tempfile
+import time
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
@@ -102,7 +103,8 @@ class WorkerModel:
         self._exit_reason: str | None = None
         self._memory_limit = memory_limit
         self._exit: asyncio.Future[Exit] = asyncio.get_running_loop().create_future()
-        self._tasks = [asyncio.create_task(self._read_forever())]
+        self._heard = time.monotonic()  # the last message from the worker
+        self._tasks = [asyncio.create_task(self._read_forever()), asyncio.create_task(self._watch_heartbeat())]
         if memory_limit is not None:
             self._tasks.append(asyncio.create_task(self._watch_memory(memory_limit)))
 
@@ -232,6 +234,7 @@ class WorkerModel:
             while True:
                 header = await self._reader.readexactly(m.HEADER.size)
                 self._dispatch(self._decoder.decode(await self._reader.readexactly(m.body_size(header))))
+                self._heard = time.monotonic()
         except (asyncio.IncompleteReadError, ConnectionError, ValueError, msgspec.DecodeError):
             pass
         finally:
@@ -291,7 +294,8 @@ class WorkerModel:
     def _gone_error(self, exit: Exit) -> ServerError:
         if exit.reason == "closed":
             return ModelUnloadedError(f"The model `{self.alias}` was unloaded; try again.")
-        why = "passed its memory limit" if exit.reason == "memory_limit" else exit.describe()
+        why = {"memory_limit": "passed its memory limit",
+               "hung": f"stopped answering for {m.HANG_SECONDS:g} s"}.get(exit.reason) or exit.describe()
         return ModelCrashedError(f"The model `{self.alias}` stopped while serving this request (its worker {why}); "
                                  "the next request starts it again.")
 
@@ -303,6 +307,16 @@ class WorkerModel:
                 log.error("worker_memory_limit", alias=self.alias, pid=self._process.pid, rss_bytes=rss,
                           limit_bytes=limit)
                 self._exit_reason = "memory_limit"
+                self._kill()
+                return
+
+    async def _watch_heartbeat(self) -> None:
+        while not self._exit.done():
+            await asyncio.sleep(m.HEARTBEAT_SECONDS)
+            silent = time.monotonic() - self._heard
+            if silent > m.HANG_SECONDS and self._process.returncode is None:
+                log.error("worker_hung", alias=self.alias, pid=self._process.pid, silent_seconds=round(silent, 1))
+                self._exit_reason = "hung"
                 self._kill()
                 return
 

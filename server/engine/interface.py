@@ -15,7 +15,8 @@ Indexed = tuple[int, Piece]  # (sequence index within the request, piece)
 
 
 class Exit(NamedTuple):
-    """How a model's process ended. `reason`: "closed" (the pool closed it), "memory_limit", "crashed"."""
+    """How a model's process ended. `reason`: "closed" (the pool closed it), "memory_limit", "hung" (silent
+    past HANG_SECONDS), "crashed"."""
 
     reason: str
     code: int | None = None

@@ -98,7 +98,16 @@ class Step(msgspec.Struct, tag=True, frozen=True):
     cells: int = 0  # KV cells the busy slots hold after this step
 
 
-FromWorker = Loaded | Result | Failed | Step
+class Alive(msgspec.Struct, tag=True, frozen=True):
+    """Sent every HEARTBEAT_SECONDS by a thread of its own, whatever the worker is doing: a worker that
+    stops sending (stopped, deadlocked, stuck in native code holding everything) is killed."""
+
+
+# A worker silent this long (no step, answer or heartbeat) is taken for hung, killed and restarted.
+HEARTBEAT_SECONDS = 1.0
+HANG_SECONDS = 10.0
+
+FromWorker = Loaded | Result | Failed | Step | Alive
 
 
 def frame(encoder: msgspec.msgpack.Encoder, message: msgspec.Struct) -> bytes:

@@ -292,3 +292,32 @@ def test_clients_that_leave_log_no_error(make_server) -> None:  # type: ignore[n
     assert len([r for r in requests if r["status"] == 499]) >= 64
     assert not [r for r in lines if r.get("level") == "error"]
     assert "[ERROR]" not in server.log() and "Traceback" not in server.log()
+
+
+def test_a_stopped_worker_is_detected_and_replaced(make_server) -> None:  # type: ignore[no-untyped-def]
+    """Issue 34: a worker that hangs (here SIGSTOP: every thread stops, as in a deadlock) was never noticed.
+    It sends a heartbeat every second; silent for HANG_SECONDS (10 s) it is killed like a crash: its
+    stream ends with a model_crashed error, and the next request gets a new worker."""
+    from server.engine.messages import HANG_SECONDS
+
+    server: RunningServer = make_server(TWO_ALIASES)
+    client = server.client()
+    client.chat.completions.create(model="alpha", messages=STORY, max_tokens=1)
+    victim_pid = pool_row(server, "alpha")["pid"]
+    lines: list[str] = []
+    started = threading.Event()
+    thread = stream_lines(server, "alpha", 400, lines, started)
+    assert started.wait(30)
+    os.kill(victim_pid, signal.SIGSTOP)
+    stopped_at = time.monotonic()
+    thread.join(HANG_SECONDS + 10)
+    assert not thread.is_alive()
+    assert HANG_SECONDS - 1 < time.monotonic() - stopped_at < HANG_SECONDS + 5
+    errors = [line for line in lines if '"error"' in line]
+    assert errors and '"model_crashed"' in errors[0] and "stopped answering" in errors[0]
+    reply = client.chat.completions.create(model="alpha", messages=STORY, max_tokens=4)
+    assert reply.choices[0].finish_reason == "length"
+    assert pool_row(server, "alpha")["pid"] not in (None, victim_pid)
+    scrape = httpx.get(server.base_url + "/metrics", timeout=5).text
+    assert 'llm_model_crashes_total{model="alpha",reason="hung"} 1.0' in scrape
+    assert "worker_hung" in server.log()

@@ -16,6 +16,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 import traceback
 from typing import Any
 
@@ -123,6 +124,7 @@ def serve(conn: Connection, compute_lock: str | None = None) -> int:
     conn.send(m.Loaded(n_ctx=engine.n_ctx, n_vocab=engine.n_vocab, n_threads=engine.n_threads,
                        n_threads_batch=engine.n_threads_batch, kv_cells=engine.kv_cells,
                        chat_template=engine.chat_template))
+    threading.Thread(target=heartbeat, args=(conn,), name="heartbeat", daemon=True).start()
     while True:
         message = conn.receive()
         if message is None or isinstance(message, m.Shutdown):
@@ -138,6 +140,18 @@ def serve(conn: Connection, compute_lock: str | None = None) -> int:
         # A generation's Result says its requests were checked and queued (its pieces come in steps),
         # which lets a stream send its status line while the prompt is evaluated.
         conn.send(m.Result(id=message.id, value=value))  # type: ignore[union-attr]
+
+
+def heartbeat(conn: Connection) -> None:
+    """`Alive` once a second while the process runs (llama.cpp's calls release the GIL, so a long decode
+    or tokenization does not hold it back); ends when the socket does."""
+    alive = m.Alive()
+    while True:
+        time.sleep(m.HEARTBEAT_SECONDS)
+        try:
+            conn.send(alive)
+        except OSError:
+            return
 
 
 def main(argv: list[str]) -> int:
