@@ -101,7 +101,9 @@ class ResponseObject(msgspec.Struct, kw_only=True):
     top_p: float | None = None
     truncation: Literal["disabled"] = "disabled"
     usage: ResponseUsage | None = None
-    user: str | None = None
+    # Left out unless the request sent one (OpenAI's schema: a string when present); None only in
+    # responses stored before this was so.
+    user: str | None | msgspec.UnsetType = msgspec.UNSET
     metadata: dict[str, str] = msgspec.field(default_factory=dict)
 
 

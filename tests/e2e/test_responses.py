@@ -230,3 +230,15 @@ def wait_for_log(server: RunningServer, seen: Callable[[str], bool], seconds: fl
     while not seen(server.log()) and time.monotonic() < deadline:
         time.sleep(0.2)
     return seen(server.log())
+
+
+def test_user_is_a_string_when_sent_and_absent_otherwise(server: RunningServer) -> None:
+    """Issue 34: Response objects carried `user: null`; OpenAI's schema has a string there when present."""
+    url = server.base_url + "/v1/responses"
+    plain = httpx.post(url, json={"model": "smollm2", "input": "Hi", "max_output_tokens": 2}, timeout=60).json()
+    assert "user" not in plain
+    named = httpx.post(url, json={"model": "smollm2", "input": "Hi", "max_output_tokens": 2, "user": "u-1"},
+                       timeout=60).json()
+    assert named["user"] == "u-1"
+    stored = httpx.get(f"{url}/{named['id']}", timeout=10).json()
+    assert stored["user"] == "u-1" and "user" not in httpx.get(f"{url}/{plain['id']}", timeout=10).json()
