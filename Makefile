@@ -18,10 +18,19 @@ BENCH_ARGS ?=
 # constraints: the ranges stay in pyproject.toml. `make lock` resolves anew and runs the suite on it.
 LOCK := requirements.lock
 
+# llama-cpp-python compiles llama.cpp for this machine's CPU, but without its AMX kernels: on our 2-core
+# Xeon VMs (AMX advertised, permission granted) they crash the first decode (SIGSEGV in llama_decode).
+# pip reuses a wheel it built before whatever the flags, so scripts/check_engine_build.py reads what the
+# installed one was built with, and a wheel with AMX or with instructions this CPU lacks is rebuilt.
+export CMAKE_ARGS ?= "-DCMAKE_C_FLAGS=-mno-amx-tile -mno-amx-int8 -mno-amx-bf16" "-DCMAKE_CXX_FLAGS=-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+ENGINE_REBUILD = $(1) scripts/check_engine_build.py || { $(1) -m pip install --quiet --no-cache-dir --force-reinstall \
+	--no-deps -c $(LOCK) "$$(grep -i '^llama.cpp.python==' $(LOCK))" && $(1) scripts/check_engine_build.py; }
+
 $(VENV)/.installed: pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c $(LOCK) -e '.[test]'
+	$(call ENGINE_REBUILD,$(PY))
 	touch $@
 
 install: $(VENV)/.installed
@@ -86,6 +95,7 @@ $(LLAMA_SERVER):
 $(BENCH_VENV)/.installed: bench/requirements.txt
 	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install --quiet -r bench/requirements.txt
+	$(call ENGINE_REBUILD,$(BENCH_VENV)/bin/python)
 	touch $@
 
 # Both tables: the same engine settings for everyone, then each contender at its own defaults

@@ -17,6 +17,8 @@ from pathlib import Path
 
 PACKAGE = "llama-cpp-python==0.3.36"
 
+NO_AMX = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+
 
 def build(cache: Path) -> Path:
     binary = cache / "build" / "bin" / "llama-server"
@@ -31,7 +33,9 @@ def build(cache: Path) -> Path:
     subprocess.run(
         ["cmake", "-S", str(source), "-B", str(build_dir), "-DCMAKE_BUILD_TYPE=Release",
          "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF",
-         "-DLLAMA_BUILD_SERVER=ON", "-DBUILD_SHARED_LIBS=OFF"],
+         "-DLLAMA_BUILD_SERVER=ON", "-DBUILD_SHARED_LIBS=OFF",
+         # as our engine is built (Makefile's CMAKE_ARGS): llama.cpp's AMX kernels crash on our VMs
+         f"-DCMAKE_C_FLAGS={NO_AMX}", f"-DCMAKE_CXX_FLAGS={NO_AMX}"],
         check=True,
     )
     jobs = str(os.cpu_count() or 2)
