@@ -309,14 +309,25 @@ def test_unsupported_parameters_are_named(client: openai.OpenAI, param: str, val
 
 # Inputs that once crashed or confused the decode loop -------------------------------------------------
 
-def test_a_schema_llama_cpp_cannot_compile_is_a_400_and_the_server_lives_on(client: openai.OpenAI) -> None:
-    schema = {"type": "object", "properties": {"x": {"enum": ['a"b']}}}
+def test_an_unsupported_schema_keyword_is_a_400_naming_it_and_the_server_lives_on(client: openai.OpenAI) -> None:
+    schema = {"type": "object", "properties": {"x": {"type": "string", "not": {"const": "a"}}}}
     with pytest.raises(openai.BadRequestError) as info:
         client.chat.completions.create(model="smollm2", messages=CLASSIC, max_tokens=5,
                                        response_format={"type": "json_schema",
                                                         "json_schema": {"name": "x", "schema": schema}})
-    assert "grammar" in info.value.body["message"]
+    assert '"not"' in info.value.body["message"] and info.value.body["param"] == "response_format"
     assert client.chat.completions.create(model="smollm2", messages=CLASSIC, max_tokens=2).choices
+
+
+def test_enum_values_with_quotes_backslashes_and_nul_are_answered(client: openai.OpenAI) -> None:
+    """llama.cpp's converter refused these (issue 34); the only value allowed is what comes back."""
+    for value in ['say "hi"', "back\\slash", "nul\u0000byte"]:
+        schema = {"type": "object", "properties": {"x": {"enum": [value]}}, "required": ["x"]}
+        reply = client.chat.completions.create(
+            model="smollm2", messages=CLASSIC, max_tokens=40, temperature=0,
+            response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": schema}})
+        assert reply.choices[0].finish_reason == "stop"
+        assert json.loads(reply.choices[0].message.content or "") == {"x": value}
 
 
 def test_an_empty_prompt_is_a_400(client: openai.OpenAI) -> None:

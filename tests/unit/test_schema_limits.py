@@ -6,8 +6,6 @@ import json
 
 import pytest
 
-from server.engine import Grammar
-from server.engine.worker.grammars import gbnf
 from server.errors import InvalidRequestError
 from server.services.schema_limits import MAX_REPEAT, MAX_TOTAL_REPEAT, check_schema, pattern_expansion
 
@@ -68,16 +66,3 @@ def test_a_property_named_like_a_keyword_is_still_checked(name: str) -> None:
 def test_data_keywords_are_not_read_as_schemas() -> None:
     check_schema({"type": "object", "default": {"maxLength": 10**9}, "examples": [{"minItems": 10**9}]},
                  param="response_format")
-
-
-def test_a_schema_at_the_limits_builds_a_grammar() -> None:
-    schema = {"type": "string", "minLength": 10, "maxLength": MAX_REPEAT}
-    check_schema(schema, param="response_format")
-    grammar = gbnf(Grammar(schema=json.dumps(schema)))  # what the model's worker builds
-    assert grammar.count("(") >= MAX_REPEAT - 10
-
-
-def test_converter_errors_name_the_param_they_came_from() -> None:
-    with pytest.raises(InvalidRequestError) as info:
-        gbnf(Grammar(schema=json.dumps({"$ref": "#/definitions/missing"}), param="tools"))
-    assert info.value.param == "tools"

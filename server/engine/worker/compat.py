@@ -10,13 +10,13 @@ from typing import Any
 
 import jinja2
 import llama_cpp
-from llama_cpp import llama_chat_format, llama_grammar
+from llama_cpp import llama_chat_format
 from llama_cpp._internals import LlamaContext, LlamaSampler
 
 from server.engine.types import ChatPrompt
 from server.errors import InvalidRequestError, ModelLoadError
 
-__all__ = ["FLASH_ATTN", "LlamaContext", "LlamaSampler", "Threadpools", "Tokenize", "chat_handler", "grammar_parts",
+__all__ = ["FLASH_ATTN", "LlamaContext", "LlamaSampler", "Threadpools", "Tokenize", "chat_handler",
            "model_of", "n_ctx_train", "render_chat", "render_template", "template_formatter"]
 
 
@@ -52,14 +52,6 @@ def chat_handler(llm: llama_cpp.Llama) -> Any:
         or llm._chat_handlers.get(name)
         or llama_chat_format.get_chat_completion_handler(name)
     )
-
-
-def grammar_parts(gbnf: str) -> tuple[bytes, bytes]:
-    """GBNF text and root rule name, as llama.cpp's grammar sampler takes them. `LlamaGrammar` parses and
-    checks the text in Python but keeps both in private fields; its own sampler hook cannot report a
-    grammar llama.cpp refuses (it hands a NULL sampler on, which crashes the first sample)."""
-    grammar = llama_grammar.LlamaGrammar.from_string(gbnf, verbose=False)
-    return grammar._grammar.encode("utf-8"), grammar._root.encode("utf-8")
 
 
 # The prompt-capture trick. llama-cpp-python keeps its chat formats behind its chat-completion handlers

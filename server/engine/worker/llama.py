@@ -22,7 +22,7 @@ from server.engine.worker.compat import (
 )
 from server.engine.worker.compute_lock import ComputeLock, usable_cores
 from server.engine.worker.embedding import EmbeddingContext
-from server.engine.worker.grammars import GrammarCache
+from server.engine.worker.grammars import ConstraintVocab, GrammarCache
 from server.engine.worker.slots import Emit, SlotEngine
 from server.engine.worker.tokenizer import Tokenizer
 from server.engine.worker.tokens import TokenPieces
@@ -70,7 +70,7 @@ class LlamaEngine:
             self.n_vocab = self._llm.n_vocab()
             self._tokenize = Tokenizer(self._llm)
             self._slots: SlotEngine | None = None
-            self._grammars = GrammarCache(model_of(self._llm).vocab)
+            self._grammars = GrammarCache(ConstraintVocab(model_of(self._llm).vocab))
             self._embedder: EmbeddingContext | None = None
             if spec.embedding:
                 self._embedder = EmbeddingContext(self._llm, self.n_ctx, spec.flash_attn, compute)

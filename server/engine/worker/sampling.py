@@ -1,9 +1,10 @@
-"""Per-sequence samplers: llama.cpp's own sampler chain, and a grammar checked against the token the chain
-picked instead of against the whole vocabulary.
+"""Per-sequence samplers: llama.cpp's own sampler chain, and a constraint checked against the token the
+chain picked instead of against the whole vocabulary.
 
 A grammar inside the chain is applied to every candidate (49,152 for SmolLM2) on every token: measured,
-it halved decode speed. Like llama-server (common/sampling.cpp), we sample first and ask the grammar
-about that one token; only when the grammar rejects it is the full vocabulary masked and sampled again.
+it halved decode speed. Like llama-server (common/sampling.cpp), we sample first and ask the constraint
+about that one token (llguidance: about 4 us); only when it rejects the token is the vocabulary masked
+(25-200 us) and sampled again.
 Greedy picks the same token either way; sampled output keeps the constrained distribution (a token the
 grammar allows is taken with probability p, or after a rejection with (1 - Z) p / Z: p / Z in all).
 """
@@ -11,13 +12,14 @@ grammar allows is taken with probability p, or after a rejection with (1 - Z) p 
 from __future__ import annotations
 
 import ctypes
-import math
+from collections.abc import Callable
 
 import llama_cpp
 import numpy as np
 
 from server.engine.types import SamplingParams
 from server.engine.worker.compat import LlamaSampler
+from server.engine.worker.constraint import Constraint
 from server.engine.worker.grammars import GrammarCache
 
 # Used when neither the request nor the alias sets them: OpenAI's documented defaults for the
@@ -51,21 +53,13 @@ class _Candidates:
         return int(self.data["id"][self.array.selected])
 
 
-# Greedy, after a rejection: the grammar is asked about this many of the best candidates before the whole
-# vocabulary. Measured with SmolLM2, json_schema: 8% of tokens rejected, each a full mask (about 6 ms).
-TOP_ALLOWED = 64
-
-
 class CandidateBuffers:
-    """The whole vocabulary as candidates, the best few of them, and a one-token array for the grammar's
-    check. One set per decode thread: sequences are sampled one after another."""
+    """The whole vocabulary as candidates: one per decode thread (sequences are sampled one after another)."""
 
     def __init__(self, n_vocab: int) -> None:
         self.n_vocab = n_vocab
         self._ids = np.arange(n_vocab, dtype=np.int32)
         self.vocabulary = _Candidates(n_vocab)
-        self.best = _Candidates(min(TOP_ALLOWED, n_vocab))
-        self.one = _Candidates(1)
 
     def fill(self, ctx: object, index: int) -> _Candidates:
         logits = llama_cpp.llama_get_logits_ith(ctx, index)
@@ -76,72 +70,44 @@ class CandidateBuffers:
         self.vocabulary.reset(self.n_vocab)
         return self.vocabulary
 
-    def best_allowed(self, grammar: object) -> int | None:
-        """The highest-logit token of the vocabulary array (as the chain left it: bias and penalties applied)
-        that the grammar allows, if one is among the TOP_ALLOWED best; ties go to the lowest id, as llama.cpp's
-        greedy pick over the whole array does. None: look at the whole vocabulary."""
-        logits = self.vocabulary.data["logit"]
-        best = self.best
-        size = len(best.data)
-        top = np.sort(np.argpartition(-logits, size - 1)[:size])  # in id order, for the stable sort below
-        order = top[np.argsort(-logits[top], kind="stable")]
-        best.data["id"] = order
-        best.data["logit"] = logits[order]
-        best.reset(size)
-        llama_cpp.llama_sampler_apply(grammar, best.ref)
-        allowed = ~np.isinf(best.data["logit"])
-        return int(best.data["id"][allowed.argmax()]) if allowed.any() else None
-
-    def allows(self, grammar: object, token: int) -> bool:
-        one = self.one
-        one.data[0] = (token, 1.0, 0.0)
-        one.reset(1)
-        llama_cpp.llama_sampler_apply(grammar, one.ref)
-        return not math.isinf(float(one.data["logit"][0]))
-
 
 class TokenSampler:
-    """One sequence's sampler: the chain (bias, penalties, top-k/p, temperature, pick) and its grammar."""
+    """One sequence's sampler: the chain (bias, penalties, top-k/p, temperature, pick) and its constraint."""
 
-    def __init__(self, chain: LlamaSampler, grammar: object | None, buffers: CandidateBuffers,
-                 greedy: bool = False) -> None:
+    def __init__(self, chain: LlamaSampler, constraint: Constraint | None, buffers: CandidateBuffers) -> None:
         self._chain = chain
-        self._grammar = grammar
+        self._constraint = constraint
         self._buffers = buffers
-        self._greedy = greedy  # the chain only adjusts logits and takes the highest: its array stays whole
 
     def sample(self, ctx: object, index: int) -> int:
         chain = self._chain.sampler
-        if self._grammar is None:
+        constraint = self._constraint
+        if constraint is None:
             return int(llama_cpp.llama_sampler_sample(chain, ctx, index))  # picks and accepts
         buffers = self._buffers
         candidates = buffers.fill(ctx, index)
         llama_cpp.llama_sampler_apply(chain, candidates.ref)
         token = candidates.selected()
-        if not buffers.allows(self._grammar, token):  # the rare case: the best allowed, or mask everything
-            best = buffers.best_allowed(self._grammar) if self._greedy else None
-            if best is not None:
-                token = best
-            else:
-                candidates = buffers.fill(ctx, index)
-                llama_cpp.llama_sampler_apply(self._grammar, candidates.ref)
-                llama_cpp.llama_sampler_apply(chain, candidates.ref)
-                token = candidates.selected()
-        llama_cpp.llama_sampler_accept(self._grammar, token)
+        if not constraint.allows(token):  # the rare case: mask the vocabulary, pick again
+            candidates = buffers.fill(ctx, index)
+            constraint.mask(candidates.data["logit"])
+            llama_cpp.llama_sampler_apply(chain, candidates.ref)
+            token = candidates.selected()
+        constraint.accept(token)
         llama_cpp.llama_sampler_accept(chain, token)
         return token
 
     def close(self) -> None:
         self._chain.close()
-        if self._grammar is not None:
-            llama_cpp.llama_sampler_free(self._grammar)
-            self._grammar = None
+        self._constraint = None
 
 
-def build_sampler(grammars: GrammarCache, buffers: CandidateBuffers, params: SamplingParams,
-                  seed: int) -> TokenSampler:
-    grammar = grammars.fresh(params.grammar) if params.grammar is not None else None
-    return TokenSampler(_chain(buffers.n_vocab, params, seed), grammar, buffers, greedy=_greedy(params))
+def build_sampler(grammars: GrammarCache, buffers: CandidateBuffers, params: SamplingParams, seed: int,
+                  text_of: Callable[[int], bytes]) -> TokenSampler:
+    """`text_of`: a token's text with special tokens written out, for a lazy constraint's trigger."""
+    grammar = params.grammar
+    constraint = Constraint(grammars, grammar, text_of) if grammar is not None else None
+    return TokenSampler(_chain(buffers.n_vocab, params, seed), constraint, buffers)
 
 
 def _greedy(params: SamplingParams) -> bool:

@@ -23,6 +23,7 @@ from server.engine.text import StopMatcher, Utf8Stream
 from server.engine.types import Piece, Request, Usage
 from server.engine.worker.compat import FLASH_ATTN, LlamaContext, Threadpools, model_of
 from server.engine.worker.compute_lock import ComputeLock
+from server.engine.worker.constraint import ConstraintFailed
 from server.engine.worker.grammars import GrammarCache
 from server.engine.worker.prompt_cache import MIN_TOKENS, PromptCache, shared_prefix
 from server.engine.worker.sampling import RANDOM_SEED, CandidateBuffers, TokenSampler, build_sampler
@@ -115,6 +116,7 @@ class SlotEngine:
         self._vocab = llama_cpp.llama_model_get_vocab(llm.model)
         self._n_vocab = llm.n_vocab()
         self._grammars = grammars
+        self._special_pieces = TokenPieces(llm, special=True)
         self._candidates = CandidateBuffers(self._n_vocab)
         self._slots = [_Slot(seq_id=i) for i in range(n_parallel)]
         self._waiting: deque[_Job] = deque()  # jobs with sequences not yet admitted, in turn order
@@ -249,7 +251,8 @@ class SlotEngine:
                 held.append(seq)
                 continue
             try:
-                seq.sampler = build_sampler(self._grammars, self._candidates, seq.request.sampling, seq.seed)
+                seq.sampler = build_sampler(self._grammars, self._candidates, seq.request.sampling, seq.seed,
+                                            self._special_pieces)
                 # Out of the waiting queue and not yet active: a failure here must fail its request, or
                 # nobody would ever answer it.
                 self._place(seq, [s for s in self._slots if not s.busy])
@@ -429,7 +432,11 @@ class SlotEngine:
         """Sample this sequence's next token from its logits at `index` and pass the text on."""
         request = seq.request
         assert seq.sampler is not None
-        token = seq.sampler.sample(self._ctx.ctx, index)
+        try:
+            token = seq.sampler.sample(self._ctx.ctx, index)
+        except ConstraintFailed as exc:  # this sequence's grammar can go no further; the others go on
+            self._fail([seq], EngineError(f"the output constraint failed: {exc}"))
+            return
         seq.next_token = None
         if llama_cpp.llama_vocab_is_eog(self._vocab, token):  # the end token is not output, nor its logprob
             self._finish(seq, "stop", hit_stop=False)

@@ -11,9 +11,11 @@ from server.engine.types import TokenLogprob, TopLogprob
 
 
 class TokenPieces:
-    """Token id -> its bytes, memoised: a vocabulary is fixed, and a dict lookup beats a C call per token."""
+    """Token id -> its bytes, memoised: a vocabulary is fixed, and a dict lookup beats a C call per token.
+    `special`: special tokens written out (`<|im_end|>`) instead of as nothing."""
 
-    def __init__(self, llm: llama_cpp.Llama) -> None:
+    def __init__(self, llm: llama_cpp.Llama, *, special: bool = False) -> None:
+        self._special = special
         self._vocab = llama_cpp.llama_model_get_vocab(llm.model)
         self._buffer = ctypes.create_string_buffer(256)
         self._known: dict[int, bytes] = {}
@@ -21,7 +23,7 @@ class TokenPieces:
     def __call__(self, token: int) -> bytes:
         piece = self._known.get(token)
         if piece is None:
-            size = llama_cpp.llama_token_to_piece(self._vocab, token, self._buffer, len(self._buffer), 0, False)
+            size = llama_cpp.llama_token_to_piece(self._vocab, token, self._buffer, len(self._buffer), 0, self._special)
             piece = self._known[token] = self._buffer.raw[: max(size, 0)]
         return piece
 
