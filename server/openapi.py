@@ -79,7 +79,7 @@ _WHY = {
     400: "Invalid request: a field is missing, malformed or out of range (`param` names it), or the body is "
          "not JSON",
     401: "Only when the server runs with API keys: the key is missing or wrong",
-    404: "No such model alias (`code`: `model_not_found`); see GET /v1/models",
+    404: "No such model alias (`code`: `model_not_found`; see GET /v1/models), or no such stored response",
     408: "The request body did not arrive within --body-read-timeout",
     413: "The request body is larger than --max-body-bytes",
     429: "The alias already has `max_queue` requests waiting; retry after `Retry-After` seconds",

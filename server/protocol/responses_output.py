@@ -49,7 +49,12 @@ OutputItem = ReasoningOutput | OutputMessage | FunctionCallOutput
 
 
 class InputTokensDetails(msgspec.Struct, kw_only=True):
+    """`cache_write_tokens`: OpenAI counts prompt tokens written to its prompt cache apart; ours keeps every
+    evaluated prompt in the KV cache at no separate cost, so it is always 0 (as Anthropic's
+    `cache_creation_input_tokens` is on /v1/messages)."""
+
     cached_tokens: int = 0
+    cache_write_tokens: int = 0
 
 
 class OutputTokensDetails(msgspec.Struct, kw_only=True):

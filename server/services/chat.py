@@ -121,8 +121,9 @@ def _grammar(fmt: Any) -> Grammar | None:
         return Grammar()  # any JSON object
     if isinstance(fmt, JsonSchemaResponseFormat):
         schema = fmt.json_schema.schema
-        if schema is msgspec.UNSET:
-            return Grammar()
+        if schema is msgspec.UNSET:  # OpenAI's Responses schema requires it; a format with none asks nothing
+            raise InvalidRequestError("A json_schema response format needs its `schema`; for any JSON object "
+                                      "use the json_object format.", param="response_format")
         check_schema(schema, param="response_format")
         return Grammar(schema=msgspec.json.encode(schema).decode())
     return None

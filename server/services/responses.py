@@ -78,7 +78,8 @@ def _refuse_unsupported(request: ResponseRequest) -> None:
         raise UnsupportedParameterError("`text.verbosity` is not supported by this server.", param="text.verbosity")
 
 
-async def prepare(store: ResponseStore, request: ResponseRequest) -> Prepared:
+async def prepare(store: ResponseStore, request: ResponseRequest, n_ctx: int | None = None) -> Prepared:
+    """`n_ctx`: the alias's context; a `max_output_tokens` at or past it means "as much as fits"."""
     _refuse_unsupported(request)
     tools = function_tools(request)
     items = input_items(request)
@@ -92,7 +93,7 @@ async def prepare(store: ResponseStore, request: ResponseRequest) -> Prepared:
     conversation = history + items
     if request.store is not False:
         await store.ensure()  # a store that cannot be opened fails now, not after the generation
-    chat = chat_request(request, tools, conversation)
+    chat = chat_request(request, tools, conversation, n_ctx)
     fmt = request.text.format if request.text is not None and given(request.text.format) else None
     response = ResponseObject(
         id=new_item_id("resp"), created_at=int(time.time()), status="in_progress", model=request.model,
@@ -162,7 +163,7 @@ def _output(completion: ChatCompletion) -> list[OutputItem]:
 
 async def create_response(pool: ModelPool[Any], store: ResponseStore, request: ResponseRequest,
                           metrics: Metrics | None = None) -> ResponseObject:
-    prepared = await prepare(store, request)
+    prepared = await prepare(store, request, pool.spec(request.model).n_ctx)
     try:
         completion = await complete_chat(pool, prepared.chat, metrics)
     except ServerError as exc:

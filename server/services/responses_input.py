@@ -160,8 +160,13 @@ def _response_format(request: ResponseRequest) -> ResponseFormat | None:
                               param="text.format.type")
 
 
-def chat_request(request: ResponseRequest, tools: list[FunctionTool],
-                 conversation: list[dict[str, Any]]) -> ChatCompletionRequest:
+def chat_request(request: ResponseRequest, tools: list[FunctionTool], conversation: list[dict[str, Any]],
+                 n_ctx: int | None = None) -> ChatCompletionRequest:
+    """The chat request for this response. A `max_output_tokens` at or past the alias's context means "as
+    much as fits", as `max_tokens` does on the Messages API: agent clients size it for hosted models."""
+    cap = request.max_output_tokens
+    if n_ctx is not None and isinstance(cap, int) and cap >= n_ctx:
+        cap = None
     chat_tools = [Tool(function=FunctionDef(
         name=t.name, description=t.description if isinstance(t.description, str) else msgspec.UNSET,
         parameters=t.parameters if isinstance(t.parameters, dict) else msgspec.UNSET, strict=t.strict))
@@ -169,7 +174,7 @@ def chat_request(request: ResponseRequest, tools: list[FunctionTool],
     return ChatCompletionRequest(
         model=request.model,
         messages=chat_messages(request.instructions, conversation),
-        max_completion_tokens=request.max_output_tokens,
+        max_completion_tokens=cap,
         temperature=request.temperature,
         top_p=request.top_p,
         tools=chat_tools or None,

@@ -180,7 +180,7 @@ class EventMapper:
 async def stream_response(pool: ModelPool[Any], store: ResponseStore, request: ResponseRequest,
                           metrics: Metrics | None = None) -> AsyncIterator[bytes]:
     """Validate, and wait for the model to take the request, before any byte goes out; then the SSE stream."""
-    prepared = await prepare(store, request)
+    prepared = await prepare(store, request, pool.spec(request.model).n_ctx)
     steps = chat_chunks(pool, prepared.chat, metrics)
     try:
         first = await steps.__anext__()
