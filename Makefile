@@ -72,9 +72,12 @@ chromium:
 test: install models lint promtool chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# ruff, mypy, and the shape of server/ (scripts/check_layout.py): no import circle, llama_cpp only in the
+# worker, no module over 350 lines.
 lint: install
 	$(PY) -m ruff check server
 	$(PY) -m mypy server
+	$(PY) scripts/check_layout.py
 
 # schemathesis against the real server's own /openapi.json, aliases filled in: 1,200 generated requests,
 # positive and negative; fails on any answer >= 500, a dead server or 300 MiB of growth. `make test`

@@ -45,7 +45,7 @@ from bench.workloads import (
     two_aliases_at_once,
     warm_up,
 )
-from server.engine.client import HUGE_PAGES_TUNABLE, worker_env
+from server.engine.process import HUGE_PAGES_TUNABLE, worker_env
 from server.engine.worker.compute_lock import usable_cores
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from server.engine.client import worker_env
+from server.engine.process import worker_env
 
 ALIASES = ("bench-a", "bench-b")
 

@@ -16,7 +16,7 @@ from litestar.di import Provide
 from server.auth import load_api_keys, require_api_key
 from server.controllers import ROUTES
 from server.controllers.deps import provide_metrics, provide_pool, provide_response_store, provide_serving
-from server.engine.client import WorkerLauncher
+from server.engine.launcher import WorkerLauncher
 from server.http_errors import handle_exception
 from server.json_request import JsonRequest
 from server.logging import AccessLog, configure_logging

@@ -36,7 +36,7 @@ class ContextLengthError(InvalidRequestError):
 
     code = "context_length_exceeded"
 
-    def __init__(self, message: str, *, param: str | None = "messages") -> None:
+    def __init__(self, message: str, *, param: str | None = "prompt") -> None:
         super().__init__(message, param=param)
 
 

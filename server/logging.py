@@ -39,6 +39,14 @@ class RunningRequest:
 RUNNING: ContextVar[RunningRequest | None] = ContextVar("server_running_request", default=None)
 
 
+def note_tokens(prompt: int, generated: int) -> None:
+    """Add token counts to the running request's log line (no-op outside a request)."""
+    running = RUNNING.get()
+    if running is not None:
+        running.prompt_tokens = (running.prompt_tokens or 0) + prompt
+        running.completion_tokens = (running.completion_tokens or 0) + generated
+
+
 def add_request_id(logger: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     running = RUNNING.get()
     if running is not None:

@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from server.observe import note_tokens
+from server.logging import note_tokens
 from server.request_metrics import RequestSeries
 
 PREFIX = "llm_"

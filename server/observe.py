@@ -38,14 +38,6 @@ CLIENT_CLOSED = 499
 QUIET_ROUTES = frozenset({"/health", "/ready", "/metrics"})  # probes and scrapes log at debug level
 
 
-def note_tokens(prompt: int, generated: int) -> None:
-    """Add token counts to the running request's log line (no-op outside a request)."""
-    running = RUNNING.get()
-    if running is not None:
-        running.prompt_tokens = (running.prompt_tokens or 0) + prompt
-        running.completion_tokens = (running.completion_tokens or 0) + generated
-
-
 class _ModelField(msgspec.Struct):
     model: Any = None
 

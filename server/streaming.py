@@ -1,4 +1,6 @@
-"""Server-sent events framing: `data: <json>\\n\\n` per event, an error event on failure, `data: [DONE]`."""
+"""Streaming, in one place: each API's server-sent-events framing with its guard (the error event a failure
+after the headers becomes, the terminator), and `started`, which holds the headers back until the model has
+taken the request. The route side (stream or whole answer, disconnects) is server/controllers/answer.py."""
 
 from __future__ import annotations
 
@@ -7,9 +9,10 @@ from contextlib import aclosing
 
 import structlog
 
-from server.http_errors import error_event
+from server.http_errors import anthropic_error_event, error_event
 
 log = structlog.get_logger("server.streaming")
+Framing = Callable[[AsyncGenerator[bytes, None]], AsyncIterator[bytes]]
 
 DONE = b"data: [DONE]\n\n"
 
@@ -37,18 +40,28 @@ async def guarded(events: AsyncGenerator[bytes, None], failure: Callable[[Except
         yield end
 
 
-def sse(events: AsyncGenerator[bytes, None]) -> AsyncIterator[bytes]:
-    """OpenAI's framing: an error event, then `[DONE]` whatever happened."""
+def openai_sse(events: AsyncGenerator[bytes, None]) -> AsyncIterator[bytes]:
+    """OpenAI's chat and completions framing: an error event, then `[DONE]` whatever happened."""
     return guarded(events, lambda exc: event(error_event(exc)), DONE)
 
 
-async def started(stream: AsyncGenerator[bytes, None],
-                  framing: Callable[[AsyncGenerator[bytes, None]], AsyncIterator[bytes]] = sse) -> AsyncIterator[bytes]:
+def named_sse(events: AsyncGenerator[bytes, None]) -> AsyncIterator[bytes]:
+    """Named events (`event: <type>`), the Responses API's: no `[DONE]`; its stream turns its own failures
+    into `error` and `response.failed` events, anything else escaping still ends in an `error` event."""
+    return guarded(events, lambda exc: b"event: error\ndata: " + error_event(exc) + b"\n\n")
+
+
+def anthropic_sse(events: AsyncGenerator[bytes, None]) -> AsyncIterator[bytes]:
+    """Anthropic's framing: a failure after the headers went out is an `error` event in Anthropic's shape,
+    and there is no `[DONE]` (message_stop ends a good stream)."""
+    return guarded(events, lambda exc: b"event: error\ndata: " + anthropic_error_event(exc) + b"\n\n")
+
+
+async def started(stream: AsyncGenerator[bytes, None], framing: Framing = openai_sse) -> AsyncIterator[bytes]:
     """Run a stream up to its first write now, so that errors before the model took the request (unknown
     model, load failure, prompt too long) still become a proper HTTP error status instead of an SSE error
-    event. The first write may be empty (the model has queued the request; the streams yield b"" then):
-    the status line and headers go out at once, while the prompt is evaluated, and empty writes are not
-    passed on. `framing`: how the rest goes out (OpenAI's by default; the Messages API has its own)."""
+    event. The first write may be empty (the model has queued the request): the status line and headers
+    go out at once, while the prompt is evaluated, and empty writes are not passed on."""
     try:
         first = await stream.__anext__()
     except BaseException:

@@ -3,17 +3,16 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, Request, Response, post
-from litestar.response import Stream
 
+from server.controllers.answer import answer
 from server.controllers.deps import Serving
-from server.controllers.disconnect import unless_disconnected
 from server.openapi import errors
 from server.pool import ModelPool
 from server.protocol.anthropic import CountTokensRequest, MessagesRequest
 from server.protocol.anthropic_response import AnthropicError, CountTokensResponse, MessageResponse
 from server.services.anthropic import count_tokens, create_message
-from server.services.anthropic_stream import anthropic_sse, stream_message
-from server.streaming import SSE_HEADERS, started
+from server.services.anthropic_stream import stream_message
+from server.streaming import anthropic_sse
 
 ANTHROPIC_ERRORS = errors(400, 401, 404, 408, 413, 429, 500, 503, shape=AnthropicError)
 
@@ -30,11 +29,8 @@ class MessagesController(Controller):
     async def create(self, data: MessagesRequest, serving: Serving,
                      request: Request[Any, Any, Any]) -> Response[MessageResponse]:
         pool, metrics = serving.pool, serving.metrics
-        if data.stream:
-            # A client that leaves while queued or while its model loads gives its turn away.
-            events = await unless_disconnected(request, started(stream_message(pool, data, metrics), anthropic_sse))
-            return Stream(events, media_type="text/event-stream", headers=SSE_HEADERS)  # type: ignore[return-value]
-        return Response(await unless_disconnected(request, create_message(pool, data, metrics)))
+        return await answer(request, bool(data.stream), lambda: create_message(pool, data, metrics),
+                            lambda: stream_message(pool, data, metrics), anthropic_sse)
 
     @post("/count_tokens", status_code=200, responses=ANTHROPIC_ERRORS,
           summary="Count a message request's input tokens, tools included")

@@ -6,17 +6,16 @@ from typing import Any, Literal
 
 from litestar import Controller, HttpMethod, Request, Response, delete, get, post, route
 from litestar.params import Parameter
-from litestar.response import Stream
 
+from server.controllers.answer import answer
 from server.controllers.deps import Serving
-from server.controllers.disconnect import unless_disconnected
 from server.openapi import GENERATION_ERRORS, errors
 from server.protocol.responses import ResponseRequest
 from server.protocol.responses_output import DeletedResponse, InputItemList, ResponseObject
 from server.response_store import ResponseStore
 from server.services.responses import create_response, delete_response, page, stored
 from server.services.responses_stream import stream_response
-from server.streaming import SSE_HEADERS
+from server.streaming import named_sse
 
 
 class ResponsesController(Controller):
@@ -28,11 +27,8 @@ class ResponsesController(Controller):
     async def create(self, data: ResponseRequest, serving: Serving,
                      request: Request[Any, Any, Any]) -> Response[ResponseObject]:
         pool, metrics, response_store = serving
-        if data.stream:
-            # A client that leaves while queued or while its model loads gives its turn away.
-            events = await unless_disconnected(request, stream_response(pool, response_store, data, metrics))
-            return Stream(events, media_type="text/event-stream", headers=SSE_HEADERS)  # type: ignore[return-value]
-        return Response(await unless_disconnected(request, create_response(pool, response_store, data, metrics)))
+        return await answer(request, bool(data.stream), lambda: create_response(pool, response_store, data, metrics),
+                            lambda: stream_response(pool, response_store, data, metrics), named_sse)
 
     @get("/{response_id:str}", summary="Retrieve a stored response", responses=errors(401, 404))
     async def retrieve(self, response_id: str, response_store: ResponseStore) -> dict[str, Any]:

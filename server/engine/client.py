@@ -13,22 +13,18 @@ import asyncio
 import contextlib
 import itertools
 import os
-import socket
-import sys
-import tempfile
 import time
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import msgspec
 import structlog
 
-from server import errors
 from server.engine import messages as m
 from server.engine.interface import Exit, Indexed
+from server.engine.process import Spawned, spawn
 from server.engine.types import ChatPrompt, Embeddings, Request
 from server.errors import (
-    EngineError,
     InvalidRequestError,
     ModelCrashedError,
     ModelLoadError,
@@ -42,16 +38,6 @@ log = structlog.get_logger("server.engine")
 MEMORY_POLL_SECONDS = 0.25
 CLOSE_GRACE_SECONDS = 10.0
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-
-
-def rebuild(fault: m.Fault) -> ServerError:
-    """The exception the worker raised, as our own class again (EngineError if the name is unknown)."""
-    cls = getattr(errors, fault.kind, None)
-    if not (isinstance(cls, type) and issubclass(cls, ServerError)):
-        cls = EngineError
-    exc = cls.__new__(cls)
-    ServerError.__init__(exc, fault.message, param=fault.param, code=fault.code)
-    return exc
 
 
 def rss_bytes(pid: int) -> int | None:
@@ -282,7 +268,7 @@ class WorkerModel:
                 job.taken = True
                 job.wake()
         elif isinstance(message, m.Failed):
-            error = rebuild(message.fault)
+            error = m.rebuilt(message.fault)
             future = self._calls.get(message.id)
             if future is not None and not future.done():
                 future.set_exception(error)
@@ -326,83 +312,6 @@ class WorkerModel:
                 self._process.kill()
             except ProcessLookupError:
                 pass
-
-
-Spawned = tuple[asyncio.subprocess.Process, asyncio.StreamReader, asyncio.StreamWriter]
-
-
-def compute_lock_path() -> str:
-    """The file whose lock this process's workers take turns on (server/engine/worker/compute_lock.py)."""
-    return os.path.join(tempfile.gettempdir(), f"llm-server-compute-{os.getpid()}.lock")
-
-
-HUGE_PAGES_TUNABLE = "glibc.malloc.hugetlb"
-
-
-def worker_env(env: Mapping[str, str]) -> dict[str, str]:
-    """The worker's environment: ours, with glibc asked to back large allocations (the weights when
-    `use_mmap` is off, the KV cache, llama.cpp's compute buffers) with transparent huge pages where the
-    kernel offers them (`madvise` or `always` in /sys/kernel/mm/transparent_hugepage/enabled). Each token
-    reads every weight: in 4 KiB pages a 100 MB model is some 25,000 pages, far more than the TLB holds.
-    A `glibc.malloc.hugetlb` the user set is kept (0 turns this off); other C libraries ignore it."""
-    tunables = env.get("GLIBC_TUNABLES", "")
-    if HUGE_PAGES_TUNABLE in tunables:
-        return dict(env)
-    return {**env, "GLIBC_TUNABLES": f"{tunables}:{HUGE_PAGES_TUNABLE}=1" if tunables else f"{HUGE_PAGES_TUNABLE}=1"}
-
-
-async def spawn() -> Spawned:
-    """A worker process, importing llama_cpp while it waits for its `Load`."""
-    ours, theirs = socket.socketpair()
-    try:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "server.engine.worker", str(theirs.fileno()), compute_lock_path(),
-            pass_fds=(theirs.fileno(),), stdin=asyncio.subprocess.DEVNULL, env=worker_env(os.environ))
-    finally:
-        theirs.close()
-    reader, writer = await asyncio.open_unix_connection(sock=ours)
-    return process, reader, writer
-
-
-class WorkerLauncher:
-    """The pool's loader. Keeps one spare worker process started ahead, already past its imports (about
-    0.3-0.6 s of Python and llama_cpp on 2 cores), so that a load costs only the model's own load time.
-    A spare that died meanwhile is replaced, never used."""
-
-    def __init__(self) -> None:
-        self._spare: asyncio.Task[Spawned] | None = None
-
-    def prepare(self) -> None:
-        if self._spare is None:
-            self._spare = asyncio.get_running_loop().create_task(spawn())
-
-    async def __call__(self, alias: str, spec: ModelSpec) -> WorkerModel:
-        from server.registry import memory_limit
-
-        spare, self._spare = self._spare, None
-        self.prepare()
-        spawned = None
-        if spare is not None:
-            try:
-                spawned = await spare
-            except OSError as exc:  # the spare could not start (fork, exec): start one for this load
-                log.warning("spare_worker_failed", error=str(exc))
-        if spawned is not None and spawned[0].returncode is not None:
-            spawned = None
-        return await WorkerModel.start(alias, spec, memory_limit=memory_limit(spec), spawned=spawned)
-
-    async def close(self) -> None:
-        with contextlib.suppress(OSError):  # at shutdown: the workers still running keep their lock
-            os.unlink(compute_lock_path())
-        spare, self._spare = self._spare, None
-        if spare is None:
-            return
-        try:
-            process, _, writer = await spare
-        except OSError:
-            return
-        writer.close()  # the spare reads end-of-file and exits
-        await process.wait()
 
 
 def _exit_of(code: int, reason: str) -> Exit:

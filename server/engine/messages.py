@@ -12,6 +12,7 @@ from typing import Any
 
 import msgspec
 
+from server import errors
 from server.engine.types import Piece, Request
 from server.registry import ModelSpec
 
@@ -80,6 +81,26 @@ class Fault(msgspec.Struct, frozen=True):
     message: str
     param: str | None = None
     code: str | None = None
+
+
+# The errors a worker may raise across the wall, by the name a `Fault` carries; any other is sent (and
+# rebuilt) as an EngineError.
+CROSSING: dict[str, type[errors.ServerError]] = {cls.__name__: cls for cls in (
+    errors.InvalidRequestError, errors.UnsupportedParameterError, errors.ContextLengthError,
+    errors.WrongModelKindError, errors.ModelLoadError, errors.EngineError, errors.ModelUnloadedError)}
+
+
+def fault(exc: errors.ServerError) -> Fault:
+    kind = type(exc).__name__ if type(exc).__name__ in CROSSING else errors.EngineError.__name__
+    return Fault(kind=kind, message=exc.message, param=exc.param, code=exc.code)
+
+
+def rebuilt(fault: Fault) -> errors.ServerError:
+    """The exception the worker raised, as its own class again."""
+    cls = CROSSING.get(fault.kind, errors.EngineError)
+    exc = cls.__new__(cls)
+    errors.ServerError.__init__(exc, fault.message, param=fault.param, code=fault.code)
+    return exc
 
 
 class Result(msgspec.Struct, tag=True, frozen=True):

@@ -44,9 +44,10 @@ from server.protocol.chat import (
     Tool,
     ToolCall,
 )
-from server.protocol.common import Usage
-from server.services.chat import chat_prompt_tokens, complete_chat
+from server.services.chat import chat_prompt_tokens, plan_chat
 from server.services.common import new_id
+from server.services.generation import run
+from server.services.generation.run import named
 
 BLOCK_SEPARATOR = "\n\n"  # between text blocks of one message: each block is a paragraph of its own
 
@@ -75,21 +76,28 @@ def chat_request(request: wire.CountTokensRequest, n_ctx: int | None = None) -> 
     return chat
 
 
+# The core's field names as this API calls them.
+NAMES = {"prompt": "messages", "max_tokens": "max_tokens", "response_format": "output_config.format",
+         "max_completion_tokens": "max_tokens"}
+
+
 async def create_message(pool: ModelPool[Any], request: wire.MessagesRequest,
                          metrics: Metrics | None = None) -> MessageResponse:
-    completion = await complete_chat(pool, chat_request(request, pool.spec(request.model).n_ctx), metrics)
-    choice = completion.choices[0]
+    with named(NAMES):
+        plan = plan_chat(pool, chat_request(request, pool.spec(request.model).n_ctx))
+    answer = await run.complete(pool, plan, metrics, names=NAMES)
+    choice = answer.choices[0]
     content: list[Content] = []
-    if isinstance(choice.message.reasoning_content, str) and choice.message.reasoning_content:
-        content.append(ThinkingContent(thinking=choice.message.reasoning_content))
-    if choice.message.content:
-        content.append(TextContent(text=choice.message.content))
-    for call in choice.message.tool_calls or []:
-        content.append(ToolUseContent(id=tool_use_id(call.id), name=call.function.name,
-                                      input=json.loads(call.function.arguments)))
-    reason, sequence = stop_reason(choice.finish_reason, choice.stop_reason or None, request.stop_sequences)
+    if choice.reasoning:
+        content.append(ThinkingContent(thinking=choice.reasoning))
+    if choice.content:
+        content.append(TextContent(text=choice.content))
+    for call in choice.calls:
+        content.append(ToolUseContent(id=tool_use_id(call.id), name=call.name, input=json.loads(call.arguments)))
+    reason, sequence = stop_reason(choice.finish_reason, choice.stop, request.stop_sequences)
     return MessageResponse(id=new_message_id(), content=content, model=request.model, stop_reason=reason,
-                           stop_sequence=sequence, usage=message_usage(completion.usage))
+                           stop_sequence=sequence,
+                           usage=message_usage(answer.prompt_tokens, answer.completion_tokens, answer.cached_tokens))
 
 
 async def count_tokens(pool: ModelPool[Any], request: wire.CountTokensRequest) -> CountTokensResponse:
@@ -119,10 +127,9 @@ def stop_reason(finish_reason: str | None, stop: str | None,
     return "end_turn", None
 
 
-def message_usage(usage: Usage) -> MessageUsage:
+def message_usage(prompt_tokens: int, completion_tokens: int, cached: int) -> MessageUsage:
     """Anthropic counts prompt tokens read from the cache apart from `input_tokens` (llama-server does too)."""
-    cached = usage.prompt_tokens_details.cached_tokens if usage.prompt_tokens_details else 0
-    return MessageUsage(input_tokens=usage.prompt_tokens - cached, output_tokens=usage.completion_tokens,
+    return MessageUsage(input_tokens=prompt_tokens - cached, output_tokens=completion_tokens,
                         cache_read_input_tokens=cached)
 
 

@@ -3,20 +3,19 @@
 `message_start` and a `ping` go out once the model has taken the request (before its first token);
 reasoning opens a `thinking` block streamed as `thinking_delta`s; text opens a text block and streams as
 `text_delta`s; a tool call (known whole once the call closes) is a `tool_use` block with its input as one
-`input_json_delta`; then `message_delta` (stop_reason, stop_sequence, usage) and `message_stop`. Input
-tokens are known only when generation ends, so `message_start` says 0 and `message_delta` carries the
-counts, as Anthropic's own cumulative `message_delta` usage does.
+`input_json_delta`; then `message_delta` (stop_reason, stop_sequence, usage) and `message_stop`.
+`message_start` carries the prompt's token count (clients track their context from it); `message_delta`
+the final split between tokens read from the cache and the rest, as Anthropic's cumulative usage does.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
 
 import msgspec
 
-from server.http_errors import anthropic_error_event
 from server.metrics import Metrics
 from server.pool import ModelPool
 from server.protocol.anthropic import MessagesRequest
@@ -39,10 +38,12 @@ from server.protocol.anthropic_response import (
     ThinkingDelta,
     ToolUseContent,
 )
-from server.protocol.chat_response import ChatCompletionChunk
-from server.services.anthropic import chat_request, message_usage, new_message_id, stop_reason, tool_use_id
-from server.services.chat import chat_chunks
-from server.streaming import guarded
+from server.services.anthropic import NAMES, chat_request, message_usage, new_message_id, stop_reason, tool_use_id
+from server.services.chat import plan_chat
+from server.services.choices import total_usage
+from server.services.generation import run
+from server.services.generation.events import Calls, Event, Finished, Reasoning, Started, Text
+from server.services.generation.run import named
 
 _encode = msgspec.json.Encoder().encode
 
@@ -53,48 +54,38 @@ def frame(event: Any) -> bytes:
 
 
 class EventMapper:
-    """Chat chunks (one choice) in, Anthropic stream events out."""
+    """The core's events (one choice) in, Anthropic stream events out."""
 
     def __init__(self, model: str, stop_sequences: list[str] | Any) -> None:
         self._model = model
         self._stop_sequences = stop_sequences
-        self._started = False
         self._index = -1  # the content block being written
         self._open_kind: str | None = None  # "thinking" or "text": the streamed block still open
-        self._finish: str | None = None
-        self._stop: str | None = None
 
-    def events(self, chunks: list[ChatCompletionChunk]) -> list[StreamEvent]:
+    def events(self, events: list[Event]) -> list[StreamEvent]:
         out: list[StreamEvent] = []
-        if not self._started:
-            self._started = True
-            empty = MessageUsage(input_tokens=0, output_tokens=0)
-            out += [MessageStart(message=MessageResponse(id=new_message_id(), content=[], model=self._model,
-                                                         usage=empty)), Ping()]
-        for chunk in chunks:
-            for choice in chunk.choices:
-                delta = choice.delta
-                if isinstance(delta.reasoning_content, str) and delta.reasoning_content:
-                    out += self._streamed("thinking")
-                    out.append(ContentBlockDelta(index=self._index,
-                                                 delta=ThinkingDelta(thinking=delta.reasoning_content)))
-                if delta.content:
-                    out += self._streamed("text")
-                    out.append(ContentBlockDelta(index=self._index, delta=TextDelta(text=delta.content)))
-                for call in delta.tool_calls or []:
-                    out += self._close_text()
-                    out += self._open(ToolUseContent(id=tool_use_id(call.id or ""), name=call.function.name or "",
-                                                     input={}))
-                    arguments = InputJsonDelta(partial_json=call.function.arguments)
+        for item in events:
+            if isinstance(item, Started):  # the prompt's size, as Anthropic and llama-server send it
+                usage = MessageUsage(input_tokens=item.prompt_tokens or 0, output_tokens=0)
+                out += [MessageStart(message=MessageResponse(id=new_message_id(), content=[], model=self._model,
+                                                             usage=usage)), Ping()]
+            elif isinstance(item, Reasoning) and item.text:
+                out += self._streamed("thinking")
+                out.append(ContentBlockDelta(index=self._index, delta=ThinkingDelta(thinking=item.text)))
+            elif isinstance(item, Text) and item.text:
+                out += self._streamed("text")
+                out.append(ContentBlockDelta(index=self._index, delta=TextDelta(text=item.text)))
+            elif isinstance(item, Calls):
+                out += self._close_text()
+                for call in item.calls:
+                    out += self._open(ToolUseContent(id=tool_use_id(call.id), name=call.name, input={}))
+                    arguments = InputJsonDelta(partial_json=call.arguments)
                     out += [ContentBlockDelta(index=self._index, delta=arguments), ContentBlockStop(index=self._index)]
-                if choice.finish_reason is not None:
-                    out += self._close_text()
-                    self._finish = choice.finish_reason
-                    self._stop = choice.stop_reason if isinstance(choice.stop_reason, str) else None
-            if chunk.usage:  # the last chunk: the whole request's usage
-                reason, sequence = stop_reason(self._finish, self._stop, self._stop_sequences)
+            elif isinstance(item, Finished):
+                out += self._close_text()
+                reason, sequence = stop_reason(item.reason, item.stop, self._stop_sequences)
                 out += [MessageDelta(delta=MessageDeltaBody(stop_reason=reason, stop_sequence=sequence),
-                                     usage=message_usage(chunk.usage)), MessageStop()]
+                                     usage=message_usage(*total_usage([item.usage]))), MessageStop()]
         return out
 
     def _streamed(self, kind: str) -> list[StreamEvent]:
@@ -122,14 +113,8 @@ async def stream_message(pool: ModelPool[Any], request: MessagesRequest,
     """Event bytes, one write per decode step, the first once the model has taken the request: errors
     before that are still an HTTP status."""
     mapper = EventMapper(request.model, request.stop_sequences)
-    async with aclosing(chat_chunks(pool, chat_request(request, pool.spec(request.model).n_ctx), metrics)) as steps:
-        async for chunks in steps:
-            events = mapper.events(chunks)
-            if events:
-                yield b"".join(frame(event) for event in events)
-
-
-def anthropic_sse(events: AsyncGenerator[bytes, None]) -> AsyncIterator[bytes]:
-    """Anthropic's framing: a failure after the headers went out is an `error` event, and there is no
-    `[DONE]` (message_stop ends a good stream)."""
-    return guarded(events, lambda exc: b"event: error\ndata: " + anthropic_error_event(exc) + b"\n\n")
+    with named(NAMES):
+        plan = plan_chat(pool, chat_request(request, pool.spec(request.model).n_ctx))
+    async with aclosing(run.stream(pool, plan, metrics, names=NAMES)) as steps:
+        async for events in steps:
+            yield b"".join(frame(event) for event in mapper.events(events))

@@ -1,11 +1,9 @@
-"""Chat stream chunks in OpenAI's delta format, for n choices, content, reasoning, logprobs and tool calls.
-
-`ChunkBuilder` turns the engine's per-step pieces into `ChatCompletionChunk` structs; the chat route
-encodes them as SSE, and other APIs (Responses, Messages) map the same structs to their own events."""
+"""The core's events as chat stream chunks in OpenAI's delta format: n choices, content, reasoning,
+logprobs and tool calls."""
 
 from __future__ import annotations
 
-from server.engine import Piece, Usage
+from server.engine import Usage
 from server.protocol.chat_response import (
     ChatChunkChoice,
     ChatCompletionChunk,
@@ -14,35 +12,45 @@ from server.protocol.chat_response import (
     ToolCallDelta,
 )
 from server.protocol.common import Usage as WireUsage
-from server.services.chat_output import ChoiceOutput, OutputFormat
-from server.services.choices import Indexed, total_usage
+from server.services.choices import total_usage
+from server.services.generation.events import Calls, Event, Finished, Reasoning, Started, Text
 from server.services.logprobs import chat_logprobs
 
 
 class ChunkBuilder:
-    def __init__(self, chunk_id: str, created: int, model: str, n: int, *, output: OutputFormat,
-                 with_logprobs: bool) -> None:
+    def __init__(self, chunk_id: str, created: int, model: str, n: int, *, with_logprobs: bool) -> None:
         self._id, self._created, self._model = chunk_id, created, model
         self._started = [False] * n
-        self._outputs = [ChoiceOutput(output) for _ in range(n)]
         self._with_logprobs = with_logprobs
         self._usages: list[Usage | None] = [None] * n
-        self._finishes: list[str | None] = [None] * n
 
-    def chunks(self, batch: list[Indexed]) -> list[ChatCompletionChunk]:
-        """All the chunks for one batch of pieces."""
+    def chunks(self, events: list[Event]) -> list[ChatCompletionChunk]:
+        """All the chunks for one step's events; a choice's first chunk names the role."""
         out: list[ChatCompletionChunk] = []
-        for index, piece in batch:
-            out += self._piece(index, piece)
+        for item in events:
+            if isinstance(item, Started):
+                continue
+            index = item.index
+            if not self._started[index]:
+                self._started[index] = True
+                out += self._chunk(index, ChatDelta(role="assistant", content="", refusal=None))
+            if isinstance(item, Reasoning):
+                out += self._chunk(index, ChatDelta(reasoning_content=item.text))
+            elif isinstance(item, Text):
+                logprobs = chat_logprobs(item.logprobs) if self._with_logprobs and item.logprobs else None
+                out += self._chunk(index, ChatDelta(content=item.text), logprobs=logprobs)
+            elif isinstance(item, Calls):
+                deltas = [ToolCallDelta(index=i, id=c.id, type="function",
+                                        function=FunctionDelta(name=c.name, arguments=c.arguments))
+                          for i, c in enumerate(item.calls)]
+                out += self._chunk(index, ChatDelta(tool_calls=deltas))
+            elif isinstance(item, Finished):
+                self._usages[index] = item.usage
+                last = self._chunk(index, ChatDelta(), item.reason)
+                if item.stop is not None:
+                    last[0].choices[0].stop_reason = item.stop
+                out += last
         return out
-
-    @property
-    def usages(self) -> list[Usage | None]:
-        return self._usages
-
-    @property
-    def finish_reasons(self) -> list[str]:
-        return [f for f in self._finishes if f is not None]
 
     def usage(self) -> tuple[int, int, int]:
         return total_usage(self._usages)
@@ -54,37 +62,3 @@ class ChunkBuilder:
                logprobs: object = None) -> list[ChatCompletionChunk]:
         choice = ChatChunkChoice(index=index, delta=delta, finish_reason=finish, logprobs=logprobs)  # type: ignore[arg-type]
         return [ChatCompletionChunk(id=self._id, created=self._created, model=self._model, choices=[choice])]
-
-    def _piece(self, index: int, piece: Piece) -> list[ChatCompletionChunk]:
-        out: list[ChatCompletionChunk] = []
-        if not self._started[index]:
-            self._started[index] = True
-            out += self._chunk(index, ChatDelta(role="assistant", content="", refusal=None))
-        output = self._outputs[index]
-        thought, text = output.feed(piece.text)
-        logprobs = chat_logprobs(piece.logprobs) if self._with_logprobs and piece.logprobs else None
-        if thought:
-            out += self._chunk(index, ChatDelta(reasoning_content=thought))
-        if text or logprobs:
-            out += self._chunk(index, ChatDelta(content=text), logprobs=logprobs)
-        if piece.finish_reason is None:
-            return out
-        self._usages[index] = piece.usage
-        finish = piece.finish_reason
-        thought, rest, calls = output.finish()
-        if thought:
-            out += self._chunk(index, ChatDelta(reasoning_content=thought))
-        if rest:
-            out += self._chunk(index, ChatDelta(content=rest))
-        if calls:
-            finish = "tool_calls"
-            deltas = [ToolCallDelta(index=i, id=c.id, type="function",
-                                    function=FunctionDelta(name=c.function.name, arguments=c.function.arguments))
-                      for i, c in enumerate(calls)]
-            out += self._chunk(index, ChatDelta(tool_calls=deltas))
-        self._finishes[index] = finish
-        last = self._chunk(index, ChatDelta(), finish)
-        if piece.stop is not None and finish == "stop":
-            last[0].choices[0].stop_reason = piece.stop
-        return out + last
-

@@ -8,15 +8,18 @@ from typing import Any
 
 import msgspec
 
-from server.engine import Piece, Request, Usage
+from server.engine import Model, Request, TokenLogprob, Usage
 from server.errors import InvalidRequestError
 from server.limits import check_generation_request
 from server.metrics import Metrics
 from server.pool import ModelPool
 from server.protocol.completions import Completion, CompletionChoice, CompletionRequest
 from server.services.chat import usage as wire_usage
-from server.services.choices import choice_requests, collect, total_usage
-from server.services.common import new_id, now, record_usage, require_kind
+from server.services.chat_output import OutputFormat
+from server.services.choices import choice_requests
+from server.services.common import new_id, now, require_kind
+from server.services.generation import run
+from server.services.generation.events import Event, Finished, Text
 from server.services.logprobs import completion_logprobs
 from server.services.params import max_tokens, refuse_unsupported, sampling_params, stop_list
 from server.streaming import event
@@ -30,7 +33,8 @@ _encode = msgspec.json.Encoder().encode
 
 
 class TextPlan:
-    """Prompt i, choice j is output choice i * n + j, as OpenAI numbers them."""
+    """Prompt i, choice j is output choice i * n + j, as OpenAI numbers them. Text in, text out: no
+    template, no parsing; the model's worker tokenizes the prompts."""
 
     def __init__(self, pool: ModelPool[Any], request: CompletionRequest) -> None:
         spec = pool.spec(request.model)
@@ -41,8 +45,10 @@ class TextPlan:
             raise InvalidRequestError("echo together with logprobs is not supported.", param="logprobs")
         if request.stream_options is not None and not request.stream:
             raise InvalidRequestError("stream_options is only allowed when stream is true.", param="stream_options")
+        self.alias = request.model
         self.prompts = [request.prompt] if isinstance(request.prompt, str) else request.prompt
-        self.n = request.n or 1
+        self.per_prompt = request.n or 1
+        self.n = len(self.prompts) * self.per_prompt
         self.echo = bool(request.echo)
         self.max_tokens = max_tokens(request.model, spec, {"max_tokens": request.max_tokens},
                                      fallback=DEFAULT_MAX_TOKENS)
@@ -50,77 +56,64 @@ class TextPlan:
         self.sampling = sampling_params(spec, request)
         self.logprobs = request.logprobs
 
-    def requests(self) -> list[Request]:
-        """Every prompt's n choices, all decoded together: request p * n + j is prompt p, choice j. The
-        model's worker tokenizes the prompts."""
+    async def prompt(self, model: Model) -> tuple[int | None, OutputFormat, list[Request]]:
         requests: list[Request] = []
         for prompt in self.prompts:
-            requests += choice_requests(prompt, self.n, self.max_tokens, self.stop, self.sampling, self.logprobs)
-        return requests
+            requests += choice_requests(prompt, self.per_prompt, self.max_tokens, self.stop, self.sampling,
+                                        self.logprobs)
+        return None, OutputFormat(), requests
 
     def prompt_of(self, index: int) -> str:
-        return self.prompts[index // self.n]
+        return self.prompts[index // self.per_prompt]
 
 
 async def complete_text(pool: ModelPool[Any], request: CompletionRequest,
                         metrics: Metrics | None = None) -> Completion:
     plan = TextPlan(pool, request)
-    async with pool.lease(request.model, max_tokens=plan.max_tokens) as model:
-        collected = await collect(model, plan.requests())
-    record_usage(pool, metrics, request.model, [r.usage for r in collected], [r.finish_reason for r in collected],
-                 plan.n)
-    choices = []
-    for i, result in enumerate(collected):
-        prefix = plan.prompt_of(i) if plan.echo else ""
-        choices.append(CompletionChoice(
-            index=i, text=prefix + result.text, finish_reason=result.finish_reason,  # type: ignore[arg-type]
-            logprobs=completion_logprobs(result.logprobs, 0) if plan.logprobs is not None else None,
-        ))
+    answer = await run.complete(pool, plan, metrics)
+    choices = [CompletionChoice(
+        index=i, text=(plan.prompt_of(i) if plan.echo else "") + (choice.content or ""),
+        finish_reason=choice.finish_reason,  # type: ignore[arg-type]
+        logprobs=completion_logprobs(choice.logprobs, 0) if plan.logprobs is not None else None,
+    ) for i, choice in enumerate(answer.choices)]
     return Completion(id=new_id("cmpl"), created=now(), model=request.model, choices=choices,
-                      usage=wire_usage(*_usage([r.usage for r in collected], plan.n)))
-
-
-def _usage(usages: list[Usage | None], n: int) -> tuple[int, int, int]:
-    """Each prompt counts once; completions add up."""
-    prompt = cached = completion = 0
-    for start in range(0, len(usages), n):
-        p, c, k = total_usage(usages[start:start + n])
-        prompt, completion, cached = prompt + p, completion + c, cached + k
-    return prompt, completion, cached
+                      usage=wire_usage(answer.prompt_tokens, answer.completion_tokens, answer.cached_tokens))
 
 
 async def stream_text(pool: ModelPool[Any], request: CompletionRequest,
                       metrics: Metrics | None = None) -> AsyncGenerator[bytes, None]:
     plan = TextPlan(pool, request)
     chunk_id, created, model = new_id("cmpl"), now(), request.model
-    total = len(plan.prompts) * plan.n
-    usages: list[Usage | None] = [None] * total
-    offsets = [0] * total
-    finishes: list[str] = []
-    echoed = [not plan.echo] * total
+    usages: list[Usage | None] = [None] * plan.n
+    offsets = [0] * plan.n
+    echoed = [not plan.echo] * plan.n
 
-    def chunk(index: int, piece: Piece) -> bytes:
-        text = piece.text
+    def chunk(index: int, text: str, logprobs: list[TokenLogprob] | None, finish: str | None) -> bytes:
+        wire_logprobs = None
+        if plan.logprobs is not None and logprobs:
+            wire_logprobs = completion_logprobs(logprobs, offsets[index])
+        offsets[index] += len(text)
         if not echoed[index]:
             echoed[index] = True
             text = plan.prompt_of(index) + text
-        logprobs = None
-        if plan.logprobs is not None and piece.logprobs:
-            logprobs = completion_logprobs(piece.logprobs, offsets[index])
-        offsets[index] += len(piece.text)
-        choice = CompletionChoice(index=index, text=text, finish_reason=piece.finish_reason,  # type: ignore[arg-type]
-                                  logprobs=logprobs)
-        if piece.finish_reason:
-            usages[index] = piece.usage
-            finishes.append(piece.finish_reason)
+        choice = CompletionChoice(index=index, text=text, finish_reason=finish,  # type: ignore[arg-type]
+                                  logprobs=wire_logprobs)
         return event(_encode(Completion(id=chunk_id, created=created, model=model, choices=[choice])))
 
-    async with (pool.lease(model, max_tokens=plan.max_tokens) as engine,
-                aclosing(engine.generate(plan.requests())) as batches):
-        async for batch in batches:
-            yield b"".join(chunk(index, piece) for index, piece in batch)
-    record_usage(pool, metrics, model, usages, finishes, plan.n)
+    def chunks(events: list[Event]) -> bytes:
+        out = []
+        for item in events:
+            if isinstance(item, Text):
+                out.append(chunk(item.index, item.text, item.logprobs, None))
+            elif isinstance(item, Finished):
+                usages[item.index] = item.usage
+                out.append(chunk(item.index, "", None, item.reason))
+        return b"".join(out)
+
+    async with aclosing(run.stream(pool, plan, metrics)) as steps:
+        async for events in steps:
+            yield chunks(events)
     if request.stream_options and request.stream_options.include_usage:
         final = Completion(id=chunk_id, created=created, model=model, choices=[],
-                           usage=wire_usage(*_usage(usages, plan.n)))
+                           usage=wire_usage(*run.usage_of(usages, plan.per_prompt)))
         yield event(_encode(final))

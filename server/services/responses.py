@@ -17,8 +17,6 @@ from server.errors import InvalidRequestError, ServerError, UnsupportedParameter
 from server.metrics import Metrics
 from server.pool import ModelPool
 from server.protocol.chat import ChatCompletionRequest
-from server.protocol.chat_response import ChatCompletion
-from server.protocol.common import Usage
 from server.protocol.responses import ResponseRequest
 from server.protocol.responses_output import (
     DeletedResponse,
@@ -36,15 +34,19 @@ from server.protocol.responses_output import (
     ResponseUsage,
 )
 from server.response_store import ResponseStore, StoredResponse
-from server.services.chat import complete_chat
+from server.services.chat import plan_chat
+from server.services.generation import run
+from server.services.generation.events import Choice
+from server.services.generation.run import named
 from server.services.params import given
 from server.services.responses_input import chat_request, function_tools, input_items, new_item_id
 
 # Parameters accepted only at values that ask for nothing beyond what we do anyway.
 NEUTRAL: dict[str, Any] = {"include": [], "truncation": "disabled", "service_tier": ("auto", "default")}
 UNSUPPORTED = ("background", "conversation", "prompt", "max_tool_calls", "top_logprobs")
-# The chat service names chat's parameters in its errors; a Responses client sent these instead.
-PARAM_NAMES = {"messages": "input", "max_completion_tokens": "max_output_tokens", "response_format": "text.format"}
+# The core's (and chat's) field names as this API calls them.
+NAMES = {"prompt": "input", "messages": "input", "max_tokens": "max_output_tokens",
+         "max_completion_tokens": "max_output_tokens", "response_format": "text.format"}
 
 
 class ResponseNotFoundError(ServerError):
@@ -110,26 +112,21 @@ async def prepare(store: ResponseStore, request: ResponseRequest, n_ctx: int | N
     return Prepared(chat=chat, input_items=items, conversation=conversation, response=response)
 
 
-def in_responses_terms(exc: ServerError) -> None:
-    exc.param = PARAM_NAMES.get(exc.param or "", exc.param)
-
-
-def response_usage(usage: Usage) -> ResponseUsage:
-    details = usage.prompt_tokens_details
-    cached = 0 if isinstance(details, msgspec.UnsetType) else details.cached_tokens
+def response_usage(prompt_tokens: int, completion_tokens: int, cached: int) -> ResponseUsage:
     return ResponseUsage(
-        input_tokens=usage.prompt_tokens,
+        input_tokens=prompt_tokens,
         input_tokens_details=InputTokensDetails(cached_tokens=cached),
-        output_tokens=usage.completion_tokens,
+        output_tokens=completion_tokens,
         output_tokens_details=OutputTokensDetails(),
-        total_tokens=usage.total_tokens,
+        total_tokens=prompt_tokens + completion_tokens,
     )
 
 
-def finished(prepared: Prepared, output: list[OutputItem], usage: Usage | None,
+def finished(prepared: Prepared, output: list[OutputItem], usage: tuple[int, int, int] | None,
              finish_reason: str | None) -> ResponseObject:
+    """`usage`: prompt, completion and cached tokens."""
     response = msgspec.structs.replace(prepared.response, output=output, completed_at=int(time.time()),
-                                       usage=response_usage(usage) if usage is not None else None)
+                                       usage=response_usage(*usage) if usage is not None else None)
     if finish_reason == "length":
         return msgspec.structs.replace(response, status="incomplete",
                                        incomplete_details=IncompleteDetails(reason="max_output_tokens"))
@@ -144,32 +141,29 @@ async def save(store: ResponseStore, prepared: Prepared, response: ResponseObjec
                                    input_items=prepared.input_items, context=prepared.conversation + output))
 
 
-def _output(completion: ChatCompletion) -> list[OutputItem]:
-    choice = completion.choices[0]
-    message = choice.message
+def _output(choice: Choice) -> list[OutputItem]:
     status = "incomplete" if choice.finish_reason == "length" else "completed"
-    calls = message.tool_calls if isinstance(message.tool_calls, list) else []
     items: list[OutputItem] = []
-    if isinstance(message.reasoning_content, str) and message.reasoning_content:
+    if choice.reasoning:
         items.append(ReasoningOutput(id=new_item_id("rs"), status=status,  # type: ignore[arg-type]
-                                     content=[ReasoningText(text=message.reasoning_content)]))
-    if message.content or not calls:
+                                     content=[ReasoningText(text=choice.reasoning)]))
+    if choice.content or not choice.calls:
         items.append(OutputMessage(id=new_item_id("msg"), status=status,  # type: ignore[arg-type]
-                                   content=[OutputText(text=message.content or "")]))
-    items += [FunctionCallOutput(id=new_item_id("fc"), call_id=c.id, name=c.function.name,
-                                 arguments=c.function.arguments, status="completed") for c in calls]
+                                   content=[OutputText(text=choice.content or "")]))
+    items += [FunctionCallOutput(id=new_item_id("fc"), call_id=c.id, name=c.name, arguments=c.arguments,
+                                 status="completed") for c in choice.calls]
     return items
 
 
 async def create_response(pool: ModelPool[Any], store: ResponseStore, request: ResponseRequest,
                           metrics: Metrics | None = None) -> ResponseObject:
     prepared = await prepare(store, request, pool.spec(request.model).n_ctx)
-    try:
-        completion = await complete_chat(pool, prepared.chat, metrics)
-    except ServerError as exc:
-        in_responses_terms(exc)
-        raise
-    response = finished(prepared, _output(completion), completion.usage, completion.choices[0].finish_reason)
+    with named(NAMES):
+        plan = plan_chat(pool, prepared.chat)
+    answer = await run.complete(pool, plan, metrics, names=NAMES)
+    choice = answer.choices[0]
+    usage = (answer.prompt_tokens, answer.completion_tokens, answer.cached_tokens)
+    response = finished(prepared, _output(choice), usage, choice.finish_reason)
     await save(store, prepared, response)
     return response
 

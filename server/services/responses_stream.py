@@ -16,19 +16,16 @@ any event is sent, as the chat route does; `response.created` then goes out whil
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
 
 import msgspec
 import structlog
 
-from server.errors import ServerError
 from server.http_errors import error_event
 from server.metrics import Metrics
 from server.pool import ModelPool
-from server.protocol.chat_response import ChatCompletionChunk
-from server.protocol.common import Usage
 from server.protocol.responses import ResponseRequest
 from server.protocol.responses_output import (
     FunctionCallOutput,
@@ -41,8 +38,12 @@ from server.protocol.responses_output import (
     StreamEvent,
 )
 from server.response_store import ResponseStore
-from server.services.chat import chat_chunks
-from server.services.responses import Prepared, finished, in_responses_terms, prepare, save
+from server.services.chat import plan_chat
+from server.services.choices import total_usage
+from server.services.generation import run
+from server.services.generation.events import Call, Calls, Event, Finished, Reasoning, Text
+from server.services.generation.run import named
+from server.services.responses import NAMES, finished, prepare, save
 from server.services.responses_input import new_item_id
 
 log = structlog.get_logger("server.responses")
@@ -61,30 +62,28 @@ class EventMapper:
         self.items: list[OutputItem] = []
         self._message: OutputMessage | None = None  # the open message item, if any
         self._reasoning: ReasoningOutput | None = None  # the open reasoning item, if any
-        self._calls: dict[int, FunctionCallOutput] = {}  # open function calls by the chat's tool-call index
+        self._calls: list[FunctionCallOutput] = []  # open function calls
         self.finish_reason: str | None = None
-        self.usage: Usage | None = None
+        self.usage: tuple[int, int, int] | None = None  # prompt, completion and cached tokens
 
     def event(self, type_: str, **fields: Any) -> StreamEvent:
         event = StreamEvent(type=type_, sequence_number=self._sequence, **fields)
         self._sequence += 1
         return event
 
-    def chunks(self, chunks: list[ChatCompletionChunk]) -> list[StreamEvent]:
+    def events(self, events: list[Event]) -> list[StreamEvent]:
         out: list[StreamEvent] = []
-        for chunk in chunks:
-            if isinstance(chunk.usage, Usage):
-                self.usage = chunk.usage
-            for choice in chunk.choices[:1]:  # Responses has one output: n is always 1
-                delta = choice.delta
-                if isinstance(delta.reasoning_content, str) and delta.reasoning_content:
-                    out += self._thought(delta.reasoning_content)
-                if isinstance(delta.content, str) and delta.content:
-                    out += self._text(delta.content)
-                for call in delta.tool_calls if isinstance(delta.tool_calls, list) else []:
-                    out += self._call(call.index, call.id, call.function.name, call.function.arguments)
-                if choice.finish_reason is not None:
-                    self.finish_reason = choice.finish_reason
+        for item in events:  # Responses has one output: n is always 1
+            if isinstance(item, Reasoning) and item.text:
+                out += self._thought(item.text)
+            elif isinstance(item, Text) and item.text:
+                out += self._text(item.text)
+            elif isinstance(item, Calls):
+                for call in item.calls:
+                    out += self._call(call)
+            elif isinstance(item, Finished):
+                self.finish_reason = item.reason
+                self.usage = total_usage([item.usage])
         return out
 
     def _thought(self, text: str) -> list[StreamEvent]:
@@ -143,20 +142,18 @@ class EventMapper:
             self.event("response.output_item.done", output_index=index, item=message),
         ]
 
-    def _call(self, index: int, call_id: Any, name: Any, arguments: str) -> list[StreamEvent]:
+    def _call(self, call: Call) -> list[StreamEvent]:
         out = self._close_reasoning("completed") + self._close_message("completed")
-        item = self._calls.get(index)
-        if item is None:
-            item = FunctionCallOutput(id=new_item_id("fc"), call_id=call_id if isinstance(call_id, str) else "",
-                                      name=name if isinstance(name, str) else "", arguments="", status="in_progress")
-            self._calls[index] = item
-            self.items.append(item)
-            out.append(self.event("response.output_item.added", output_index=len(self.items) - 1,
-                                  item=msgspec.structs.replace(item)))
-        if arguments:
-            item.arguments += arguments
+        item = FunctionCallOutput(id=new_item_id("fc"), call_id=call.id, name=call.name, arguments="",
+                                  status="in_progress")
+        self._calls.append(item)
+        self.items.append(item)
+        out.append(self.event("response.output_item.added", output_index=len(self.items) - 1,
+                              item=msgspec.structs.replace(item)))
+        if call.arguments:
+            item.arguments = call.arguments
             out.append(self.event("response.function_call_arguments.delta", item_id=item.id,
-                                  output_index=self.items.index(item), delta=arguments))
+                                  output_index=self.items.index(item), delta=call.arguments))
         return out
 
     def close(self) -> list[StreamEvent]:
@@ -167,48 +164,36 @@ class EventMapper:
         answered = any(not isinstance(item, ReasoningOutput) for item in self.items)
         out += self._open_message() if not answered else []
         out += self._close_message(status)
-        for item in self._calls.values():
+        for item in self._calls:
             index = self.items.index(item)
             item.status = "completed"
             out += [self.event("response.function_call_arguments.done", item_id=item.id, output_index=index,
                                arguments=item.arguments),
                     self.event("response.output_item.done", output_index=index, item=item)]
-        self._calls = {}
+        self._calls = []
         return out
 
 
 async def stream_response(pool: ModelPool[Any], store: ResponseStore, request: ResponseRequest,
-                          metrics: Metrics | None = None) -> AsyncIterator[bytes]:
-    """Validate, and wait for the model to take the request, before any byte goes out; then the SSE stream."""
+                          metrics: Metrics | None = None) -> AsyncGenerator[bytes, None]:
+    """The SSE stream. Its first write comes once the model has taken the request (`started` awaits it, so
+    errors before then are an HTTP status): `response.created` and `response.in_progress`. A failure after
+    that is an `error` event and `response.failed`, with the output so far."""
     prepared = await prepare(store, request, pool.spec(request.model).n_ctx)
-    steps = chat_chunks(pool, prepared.chat, metrics)
-    try:
-        first = await steps.__anext__()
-    except BaseException as exc:
-        await steps.aclose()
-        if isinstance(exc, ServerError):
-            in_responses_terms(exc)
-        raise
-    return _events(store, prepared, first, steps)
-
-
-async def _events(store: ResponseStore, prepared: Prepared, first: list[ChatCompletionChunk],
-                  steps: AsyncGenerator[list[ChatCompletionChunk], None]) -> AsyncGenerator[bytes, None]:
-    # Closing this generator (the client left, even right after `response.created`) closes the chat
+    with named(NAMES):
+        plan = plan_chat(pool, prepared.chat)
+    mapper = EventMapper()
+    # Closing this generator (the client left, even right after `response.created`) closes the core's
     # stream at once, and with it the generation.
-    async with aclosing(steps):
-        mapper = EventMapper()
+    async with aclosing(run.stream(pool, plan, metrics, names=NAMES)) as steps:
+        first = await steps.__anext__()
         yield b"".join(frame(mapper.event(kind, response=prepared.response))
                        for kind in ("response.created", "response.in_progress"))
         try:
-            events = mapper.chunks(first)
-            if events:
-                yield b"".join(map(frame, events))
-            async for chunks in steps:
-                events = mapper.chunks(chunks)
-                if events:
-                    yield b"".join(map(frame, events))
-            events = mapper.close()
+            yield b"".join(map(frame, mapper.events(first)))
+            async for events in steps:
+                yield b"".join(map(frame, mapper.events(events)))
+            closing = mapper.close()
             response = finished(prepared, mapper.items, mapper.usage, mapper.finish_reason)
             await save(store, prepared, response)
         except Exception as exc:  # the status line is gone: the failure travels as events
@@ -221,5 +206,5 @@ async def _events(store: ResponseStore, prepared: Prepared, first: list[ChatComp
                                      param=body.get("param"))) \
                 + frame(mapper.event("response.failed", response=failed))
             return
-        kind = "response.incomplete" if response.status == "incomplete" else "response.completed"
-        yield b"".join(map(frame, events)) + frame(mapper.event(kind, response=response))
+    kind = "response.incomplete" if response.status == "incomplete" else "response.completed"
+    yield b"".join(map(frame, closing)) + frame(mapper.event(kind, response=response))

@@ -9,20 +9,15 @@ from collections.abc import AsyncGenerator
 import msgspec
 import pytest
 
+from server.engine import Usage as EngineUsage
 from server.engine.text import StopMatcher
 from server.errors import InvalidRequestError, ModelCrashedError
 from server.protocol.anthropic import CountTokensRequest, MessagesRequest
 from server.protocol.chat import NamedToolChoice
-from server.protocol.chat_response import (
-    ChatChunkChoice,
-    ChatCompletionChunk,
-    ChatDelta,
-    FunctionDelta,
-    ToolCallDelta,
-)
-from server.protocol.common import PromptTokensDetails, Usage
 from server.services.anthropic import chat_request, message_usage, stop_reason
-from server.services.anthropic_stream import EventMapper, anthropic_sse, frame
+from server.services.anthropic_stream import EventMapper, frame
+from server.services.generation.events import Call, Calls, Event, Finished, Reasoning, Started, Text
+from server.streaming import anthropic_sse
 
 
 def request(**fields: object) -> MessagesRequest:
@@ -127,32 +122,20 @@ def test_stop_reason(finish: str, stop: str | None, expected: tuple[str, str | N
 
 
 def test_usage_splits_cached_prompt_tokens_like_anthropic() -> None:
-    usage = Usage(prompt_tokens=30, completion_tokens=5, total_tokens=35,
-                  prompt_tokens_details=PromptTokensDetails(cached_tokens=20))
-    got = message_usage(usage)
+    got = message_usage(30, 5, 20)
     assert (got.input_tokens, got.cache_read_input_tokens, got.output_tokens) == (10, 20, 5)
 
 
-def chunk(delta: ChatDelta, finish: str | None = None, stop: str | None = None) -> ChatCompletionChunk:
-    choice = ChatChunkChoice(index=0, delta=delta, finish_reason=finish)  # type: ignore[arg-type]
-    if stop is not None:
-        choice.stop_reason = stop
-    return ChatCompletionChunk(id="c", created=0, model="m", choices=[choice])
-
-
-def events_of(mapper: EventMapper, steps: list[list[ChatCompletionChunk]]) -> list[dict]:  # type: ignore[type-arg]
+def events_of(mapper: EventMapper, steps: list[list[Event]]) -> list[dict]:  # type: ignore[type-arg]
     return [msgspec.to_builtins(e) for step in steps for e in mapper.events(step)]
 
 
 def test_stream_events_for_text_then_a_tool_call() -> None:
-    call = ToolCallDelta(index=0, id="call_abc", type="function",
-                         function=FunctionDelta(name="weather", arguments='{"city": "Paris"}'))
-    usage = Usage(prompt_tokens=9, completion_tokens=4, total_tokens=13)
-    steps = [
-        [chunk(ChatDelta(role="assistant", content="")), chunk(ChatDelta(content="Let"))],
-        [chunk(ChatDelta(content=" me"))],
-        [chunk(ChatDelta(tool_calls=[call])), chunk(ChatDelta(), "tool_calls")],
-        [ChatCompletionChunk(id="c", created=0, model="m", choices=[], usage=usage)],
+    usage = EngineUsage(prompt_tokens=9, completion_tokens=4, cached_tokens=0)
+    steps: list[list[Event]] = [
+        [Started(9), Text(0, "Let")],
+        [Text(0, " me")],
+        [Calls(0, [Call("call_abc", "weather", '{"city": "Paris"}')]), Finished(0, "tool_calls", None, usage)],
     ]
     events = events_of(EventMapper("m", []), steps)
     assert [e["type"] for e in events] == [
@@ -162,6 +145,7 @@ def test_stream_events_for_text_then_a_tool_call() -> None:
         "message_delta", "message_stop",
     ]
     assert events[0]["message"]["content"] == [] and events[0]["message"]["stop_reason"] is None
+    assert events[0]["message"]["usage"]["input_tokens"] == 9  # the prompt's size, from the start
     assert [e["index"] for e in events[2:9]] == [0, 0, 0, 0, 1, 1, 1]
     assert events[3]["delta"] == {"type": "text_delta", "text": "Let"}
     assert events[6]["content_block"] == {"type": "tool_use", "id": "toolu_abc", "name": "weather", "input": {}}
@@ -172,13 +156,13 @@ def test_stream_events_for_text_then_a_tool_call() -> None:
 
 def test_stream_names_the_stop_sequence_and_frames_events() -> None:
     mapper = EventMapper("m", ["END"])
-    usage = Usage(prompt_tokens=9, completion_tokens=2, total_tokens=11)
-    steps = [[chunk(ChatDelta(role="assistant", content="")), chunk(ChatDelta(content="ok"))],
-             [chunk(ChatDelta(), "stop", stop="END")],
-             [ChatCompletionChunk(id="c", created=0, model="m", choices=[], usage=usage)]]
+    usage = EngineUsage(prompt_tokens=9, completion_tokens=2, cached_tokens=3)
+    steps: list[list[Event]] = [[Started(9), Text(0, "ok")], [Finished(0, "stop", "END", usage)]]
     events = [e for step in steps for e in mapper.events(step)]
     assert frame(events[-2]).startswith(b'event: message_delta\ndata: {"type":"message_delta"')
-    assert msgspec.to_builtins(events[-2])["delta"] == {"stop_reason": "stop_sequence", "stop_sequence": "END"}
+    delta = msgspec.to_builtins(events[-2])
+    assert delta["delta"] == {"stop_reason": "stop_sequence", "stop_sequence": "END"}
+    assert (delta["usage"]["input_tokens"], delta["usage"]["cache_read_input_tokens"]) == (6, 3)
 
 
 def test_a_failure_mid_stream_is_an_error_event_in_anthropics_shape() -> None:
@@ -209,12 +193,11 @@ def test_a_max_tokens_past_the_whole_context_means_as_much_as_fits() -> None:
 
 
 def test_reasoning_streams_as_a_thinking_block_before_the_text() -> None:
-    usage = Usage(prompt_tokens=9, completion_tokens=4, total_tokens=13)
-    steps = [
-        [chunk(ChatDelta(role="assistant", content="")), chunk(ChatDelta(reasoning_content="France..."))],
-        [chunk(ChatDelta(reasoning_content=" Paris."))],
-        [chunk(ChatDelta(content="Paris")), chunk(ChatDelta(), "stop")],
-        [ChatCompletionChunk(id="c", created=0, model="m", choices=[], usage=usage)],
+    usage = EngineUsage(prompt_tokens=9, completion_tokens=4, cached_tokens=0)
+    steps: list[list[Event]] = [
+        [Started(9), Reasoning(0, "France...")],
+        [Reasoning(0, " Paris.")],
+        [Text(0, "Paris"), Finished(0, "stop", None, usage)],
     ]
     events = events_of(EventMapper("m", []), steps)
     blocks = [e for e in events if e["type"].startswith("content_block")]

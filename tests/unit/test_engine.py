@@ -275,7 +275,7 @@ def test_the_same_prompt_again_keeps_no_copy_of_the_answer_it_replaces() -> None
     memory (the copy would delay the first token); another prompt's arrival still copies it."""
     harness = Harness(ModelSpec(path=str(MODEL), n_ctx=512))  # one slot
     try:
-        kept = harness.engine._slots._kept  # type: ignore[union-attr]
+        kept = harness.engine._slots._cache.kept  # type: ignore[union-attr]
         prompt = harness.tokenize("Repeated: the ferry leaves at dawn and the gulls follow it out. " * 3)
         request = Request(prompt=prompt, max_tokens=20, stop=[], sampling=SamplingParams(temperature=0.0))
         list(harness.generate(request))
@@ -302,7 +302,7 @@ def test_a_sequence_starting_on_an_idle_engine_moves_the_free_slots_caches_to_ho
         first = "".join(p.text for p in harness.generate(request))
         other = harness.tokenize("A different conversation about mountains and snow and the long way up. " * 3)
         list(harness.generate(Request(prompt=other, max_tokens=2, stop=[], sampling=SamplingParams())))
-        in_cache = [llama_cpp.llama_memory_seq_pos_max(slots._mem, s.seq_id) >= 0 for s in slots._slots]
+        in_cache = [llama_cpp.llama_memory_seq_pos_max(slots._cache._mem, s.seq_id) >= 0 for s in slots._cache.slots]
         assert in_cache.count(True) == 1, in_cache  # only the sequence that ran last
         again = list(harness.generate(request))
         assert again[-1].usage is not None and again[-1].usage.cached_tokens >= len(history) - 1, again[-1].usage
@@ -324,10 +324,10 @@ def test_slots_that_ran_together_leave_the_cache_once_the_engine_is_idle() -> No
         in_cache = [True]
         deadline = time.monotonic() + 5
         while any(in_cache) and time.monotonic() < deadline:  # the decode thread parks after its last output
-            in_cache = [llama_cpp.llama_memory_seq_pos_max(slots._mem, s.seq_id) >= 0 for s in slots._slots]
+            in_cache = [llama_cpp.llama_memory_seq_pos_max(slots._cache._mem, s.seq_id) >= 0 for s in slots._cache.slots]
             time.sleep(0.01)
         assert not any(in_cache), in_cache
-        assert all(slots._kept.best(p)[1] >= len(p) for p in prompts)  # both kept in host memory
+        assert all(slots._cache.kept.best(p)[1] >= len(p) for p in prompts)  # both kept in host memory
     finally:
         harness.close()
 
@@ -370,17 +370,17 @@ def test_a_failure_while_placing_a_sequence_fails_its_request_and_the_loop_goes_
 ) -> None:
     """Between the waiting queue and the batch a sequence is in no list the loop's net covers: a
     failure there used to leave its request waiting for ever."""
-    import server.engine.worker.slots as slots
+    from server.engine.worker.placement import SlotCache
 
-    real_place = slots.SlotEngine._place
+    real_place = SlotCache.place
     failures = iter([True])
 
-    def flaky_place(self: object, seq: object, free: object) -> None:
+    def flaky_place(self: SlotCache, seq: object) -> None:
         if next(failures, False):
             raise RuntimeError("no room")
-        real_place(self, seq, free)  # type: ignore[arg-type]
+        real_place(self, seq)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(slots.SlotEngine, "_place", flaky_place)
+    monkeypatch.setattr(SlotCache, "place", flaky_place)
     request = Request(prompt=engine.tokenize("Once upon a time"), max_tokens=3, stop=[],
                       sampling=SamplingParams(temperature=0.0))
     with pytest.raises(RuntimeError, match="no room"):

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from server.engine import Usage as EngineUsage
 from server.errors import InvalidRequestError, UnsupportedParameterError
-from server.protocol.chat_response import ChatChunkChoice, ChatCompletionChunk, ChatDelta, FunctionDelta, ToolCallDelta
 from server.protocol.responses import ResponseRequest
 from server.protocol.responses_output import OutputMessage, ReasoningOutput
 from server.response_store import ResponseStore, StoredResponse, StoreUnavailableError
+from server.services.generation.events import Call, Calls, Finished, Reasoning, Started, Text
 from server.services.responses import page
 from server.services.responses_input import chat_messages, input_items
 from server.services.responses_stream import EventMapper
@@ -116,36 +117,31 @@ def test_input_item_pages() -> None:
         page(items, limit=2, order="asc", after="nope", before=None)
 
 
-def chunk(delta: ChatDelta, finish: str | None = None) -> ChatCompletionChunk:
-    return ChatCompletionChunk(id="c", created=0, model="m",
-                               choices=[ChatChunkChoice(index=0, delta=delta, finish_reason=finish)])  # type: ignore[arg-type]
+USAGE = EngineUsage(prompt_tokens=5, completion_tokens=2, cached_tokens=0)
 
 
 def test_event_mapper_closes_text_before_a_call_and_numbers_events() -> None:
     mapper = EventMapper()
-    call = ToolCallDelta(index=0, id="call_1", type="function", function=FunctionDelta(name="f", arguments='{"a"'))
-    more = ToolCallDelta(index=0, function=FunctionDelta(arguments=": 1}"))
-    events = mapper.chunks([chunk(ChatDelta(role="assistant", content="")), chunk(ChatDelta(content="Hi"))])
-    events += mapper.chunks([chunk(ChatDelta(tool_calls=[call])), chunk(ChatDelta(tool_calls=[more]), "tool_calls")])
+    events = mapper.events([Started(5), Text(0, "Hi")])
+    events += mapper.events([Calls(0, [Call("call_1", "f", '{"a": 1}')]), Finished(0, "tool_calls", None, USAGE)])
     events += mapper.close()
     assert [e.type for e in events] == [
         "response.output_item.added", "response.content_part.added", "response.output_text.delta",
         "response.output_text.done", "response.content_part.done", "response.output_item.done",
         "response.output_item.added", "response.function_call_arguments.delta",
-        "response.function_call_arguments.delta", "response.function_call_arguments.done",
-        "response.output_item.done",
+        "response.function_call_arguments.done", "response.output_item.done",
     ]
     assert [e.sequence_number for e in events] == list(range(len(events)))
     assert [e.output_index for e in events][-1] == 1
     message, function_call = mapper.items
     assert message.content[0].text == "Hi"  # type: ignore[union-attr]
     assert function_call.arguments == '{"a": 1}' and function_call.call_id == "call_1"  # type: ignore[union-attr]
-    assert mapper.finish_reason == "tool_calls"
+    assert mapper.finish_reason == "tool_calls" and mapper.usage == (5, 2, 0)
 
 
 def test_event_mapper_gives_an_empty_answer_its_message() -> None:
     mapper = EventMapper()
-    mapper.chunks([chunk(ChatDelta(role="assistant", content="")), chunk(ChatDelta(), "stop")])
+    mapper.events([Started(5), Finished(0, "stop", None, USAGE)])
     assert [e.type for e in mapper.close()][:2] == ["response.output_item.added", "response.content_part.added"]
     [message] = mapper.items
     assert isinstance(message, OutputMessage) and message.content[0].text == "" and message.status == "completed"
@@ -153,9 +149,9 @@ def test_event_mapper_gives_an_empty_answer_its_message() -> None:
 
 def test_event_mapper_streams_reasoning_as_its_own_item_before_the_message() -> None:
     mapper = EventMapper()
-    events = mapper.chunks([chunk(ChatDelta(role="assistant", content="")), chunk(ChatDelta(reasoning_content="Hm"))])
-    events += mapper.chunks([chunk(ChatDelta(reasoning_content=", Paris.")), chunk(ChatDelta(content="Paris"))])
-    events += mapper.chunks([chunk(ChatDelta(), "stop")]) + mapper.close()
+    events = mapper.events([Started(5), Reasoning(0, "Hm")])
+    events += mapper.events([Reasoning(0, ", Paris."), Text(0, "Paris")])
+    events += mapper.events([Finished(0, "stop", None, USAGE)]) + mapper.close()
     assert [e.type for e in events] == [
         "response.output_item.added", "response.reasoning_text.delta", "response.reasoning_text.delta",
         "response.reasoning_text.done", "response.output_item.done",

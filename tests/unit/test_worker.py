@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from server.engine import Request, SamplingParams
-from server.engine.client import WorkerModel, worker_env
-from server.errors import EngineError, ModelCrashedError, ModelLoadError, ModelUnloadedError
+from server.engine.client import WorkerModel
+from server.engine.process import worker_env
+from server.errors import ModelCrashedError, ModelLoadError, ModelUnloadedError
 from server.registry import ModelSpec
 
 MODEL = Path(__file__).resolve().parents[2] / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"

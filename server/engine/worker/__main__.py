@@ -88,7 +88,7 @@ class Connection:
 
 def fault_of(exc: BaseException) -> m.Fault:
     if isinstance(exc, ServerError):
-        return m.Fault(kind=type(exc).__name__, message=exc.message, param=exc.param, code=exc.code)
+        return m.fault(exc)
     # The exception's own text can hold a request's content (a KeyError of token ids): kept out of the
     # answer, written whole to the worker's stderr, which the server's log carries.
     traceback.print_exception(exc, file=sys.stderr)

@@ -92,8 +92,8 @@ def render_chat(llm: llama_cpp.Llama, tokenize: Tokenize, handler: Any, messages
         return ChatPrompt(captured.prompt, [s for s in captured.stop if s])
     except (jinja2.TemplateError, ValueError, TypeError, KeyError) as exc:
         raise InvalidRequestError(f"The model's chat template rejected these messages: {exc}",
-                                  param="messages") from exc
-    raise InvalidRequestError("This alias's chat format does not produce a plain prompt.", param="messages")
+                                  param="prompt") from exc
+    raise InvalidRequestError("This alias's chat format does not produce a plain prompt.", param="prompt")
 
 
 def template_formatter(llm: llama_cpp.Llama, template: str) -> Any:
@@ -116,7 +116,7 @@ def render_template(tokenize: Tokenize, formatter: Any, messages: list[dict[str,
         result = formatter(messages=messages, tools=tools, **variables)
     except (jinja2.TemplateError, ValueError, TypeError, KeyError) as exc:
         raise InvalidRequestError(f"The model's chat template rejected these messages: {exc}",
-                                  param="messages") from exc
+                                  param="prompt") from exc
     # The template writes its own BOS (`added_special`), as a Hugging Face template does.
     tokens = tokenize(result.prompt.encode("utf-8"), not result.added_special, True)
     stops = [result.stop] if isinstance(result.stop, str) else list(result.stop or [])

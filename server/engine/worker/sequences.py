@@ -1,0 +1,53 @@
+"""What the decode loop moves around: a request's sequences (a job), each sequence's state, and the slots
+(one KV sequence each) they run in."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from server.engine.text import StopMatcher, Utf8Stream
+from server.engine.types import Request
+from server.engine.worker.sampling import TokenSampler
+
+
+@dataclass(eq=False)
+class Job:
+    """One request's sequences. `stopped`: cancelled or failed, its sequences leave at the next step."""
+
+    id: int
+    remaining: int
+    waiting: deque[Sequence] = field(default_factory=deque)
+    stopped: bool = False
+    failed: bool = False
+
+
+@dataclass(eq=False)
+class Sequence:
+    job: Job
+    index: int
+    request: Request
+    prompt: list[int]
+    budget: int
+    seed: int
+    slot: Slot | None = None
+    sampler: TokenSampler | None = None
+    pending: list[int] = field(default_factory=list)  # prompt tokens not yet evaluated
+    next_token: int | None = None  # sampled, to be evaluated in the next step
+    generated: int = 0
+    cached: int = 0
+    utf8: Utf8Stream = field(default_factory=Utf8Stream)
+    stops: StopMatcher | None = None
+    submitted: float = field(default_factory=time.perf_counter)
+    first_at: float = 0.0
+    last_at: float = 0.0
+    gaps: list[float] = field(default_factory=list)  # between consecutive tokens, for the latency histogram
+
+
+@dataclass(eq=False)
+class Slot:
+    seq_id: int
+    tokens: list[int] = field(default_factory=list)  # what this slot's KV cache holds, in order
+    last_used: float = 0.0
+    busy: bool = False
