@@ -12,8 +12,8 @@ import sys
 
 import msgspec
 
-from server.auth import KeyFileError, load_api_keys
 from server.footprint import header_problem
+from server.http.auth import KeyFileError, load_api_keys
 from server.registry import SERVING_KEYS, RegistryError, format_size, load_registry
 from server.settings import Settings
 

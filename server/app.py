@@ -13,23 +13,30 @@ from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
 
-from server.auth import load_api_keys, require_api_key
 from server.controllers import ROUTES
-from server.controllers.deps import provide_metrics, provide_pool, provide_response_store, provide_serving
+from server.controllers.deps import (
+    provide_metrics,
+    provide_pool,
+    provide_response_store,
+    provide_serving,
+    provide_state,
+)
 from server.engine.launcher import WorkerLauncher
-from server.http_errors import handle_exception
-from server.json_request import JsonRequest
-from server.logging import AccessLog, configure_logging
-from server.metrics import Metrics
-from server.observe import REQUEST_ID_HEADER, wrap_app
-from server.openapi import docs_assets, drop_framework_errors, openapi_config, openapi_json
+from server.http.auth import load_api_keys, require_api_key
+from server.http.errors import handle_exception
+from server.http.json_request import JsonRequest
+from server.http.observe import REQUEST_ID_HEADER, wrap_app
+from server.http.openapi import docs_assets, drop_framework_errors, openapi_config, openapi_json
 from server.pool import ModelPool
 from server.registry import ModelSpec, Registry, load_registry
 from server.reload import handle_sighup
-from server.request_records import RequestRecords
 from server.response_store import ResponseStore
 from server.services.models import ModelsAnswer
 from server.settings import Settings
+from server.state import KEY, ServerState
+from server.telemetry.logging import AccessLog, configure_logging
+from server.telemetry.metrics import Metrics
+from server.telemetry.request_records import RequestRecords
 
 
 def create_app(
@@ -48,13 +55,13 @@ def create_app(
     api_keys = load_api_keys(settings)
     access_log = AccessLog(settings.log_level)
     started_at = int(time.time())
-    state = State({
-        "settings": settings, "started_at": started_at, "metrics": metrics,
-        "api_keys": api_keys, "ready": False, "shutting_down": False,
-        "request_records": RequestRecords(access_log, metrics), "models_answer": ModelsAnswer(started_at),
+    typed = ServerState(
+        settings=settings, started_at=started_at, metrics=metrics, api_keys=api_keys,
+        request_records=RequestRecords(access_log, metrics), models_answer=ModelsAnswer(started_at),
         # Opened on first use: a server that never stores a response needs no writable state directory.
-        "response_store": ResponseStore(settings.responses_db, settings.responses_retention_days * 86400),
-    })
+        response_store=ResponseStore(settings.responses_db, settings.responses_retention_days * 86400),
+    )
+    state = State({KEY: typed})
 
     @asynccontextmanager
     async def pool_lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -62,22 +69,22 @@ def create_app(
         if launcher is not None:
             launcher.prepare()
         pool = ModelPool(registry, loader or launcher, events=metrics)  # type: ignore[arg-type]
-        app.state.pool = pool
+        typed.pool = pool
         metrics.watch_pool(pool.snapshot)
         stop_handling = handle_sighup(pool, settings.config) if handle_signals else None
         try:
             await pool.start()
-            app.state.ready = True
+            typed.ready = True
             yield
         finally:
             # granian has stopped accepting and let running requests finish by now.
-            app.state.shutting_down = True
+            typed.shutting_down = True
             if stop_handling is not None:
                 stop_handling()
             await pool.close()
             if launcher is not None:
                 await launcher.close()
-            app.state.request_records.flush()  # the lines of the last requests, not left to a timer
+            typed.request_records.flush()  # the lines of the last requests, not left to a timer
 
     return wrap_app(Litestar(
         route_handlers=[*ROUTES, docs_assets(), openapi_json],
@@ -86,6 +93,7 @@ def create_app(
             "metrics": Provide(provide_metrics, sync_to_thread=False),
             "response_store": Provide(provide_response_store, sync_to_thread=False),
             "serving": Provide(provide_serving, sync_to_thread=False),
+            "server": Provide(provide_state, sync_to_thread=False),
         },
         guards=[require_api_key] if api_keys else [],  # keys are fixed for the app's life
         request_class=JsonRequest,

@@ -1,5 +1,5 @@
 """Our exception hierarchy, free of any framework: the engine, its worker processes and the pool raise
-these, and server/http_errors.py is the one place that turns them into OpenAI's error envelope.
+these, and server/http/errors.py is the one place that turns them into OpenAI's error envelope.
 Errors are raised, never returned.
 """
 

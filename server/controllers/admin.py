@@ -3,11 +3,11 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, get, post
-from litestar.datastructures import State
 
-from server.openapi import errors
+from server.http.openapi import errors
 from server.pool import ModelPool
 from server.reload import reload_registry
+from server.state import ServerState
 
 
 class AdminController(Controller):
@@ -33,5 +33,5 @@ class AdminController(Controller):
 
     @post("/reload", status_code=200, summary="Re-read models.yaml (refused, old registry kept, if invalid)",
           responses=errors(400, 401, 408))
-    async def reload(self, pool: ModelPool, state: State) -> dict[str, Any]:
-        return await reload_registry(pool, state.settings.config)
+    async def reload(self, server: ServerState) -> dict[str, Any]:
+        return await reload_registry(server.pool, server.settings.config)

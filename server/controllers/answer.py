@@ -15,7 +15,7 @@ from litestar import Request, Response
 from litestar.response import Stream
 
 from server.errors import ClientLeft
-from server.streaming import SSE_HEADERS, Framing, openai_sse, started
+from server.http.streaming import SSE_HEADERS, Framing, openai_sse, started
 
 T = TypeVar("T")
 

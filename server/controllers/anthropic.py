@@ -6,13 +6,13 @@ from litestar import Controller, Request, Response, post
 
 from server.controllers.answer import answer
 from server.controllers.deps import Serving
-from server.openapi import errors
+from server.http.openapi import errors
+from server.http.streaming import anthropic_sse
 from server.pool import ModelPool
 from server.protocol.anthropic import CountTokensRequest, MessagesRequest
 from server.protocol.anthropic_response import AnthropicError, CountTokensResponse, MessageResponse
-from server.services.anthropic import count_tokens, create_message
-from server.services.anthropic_stream import stream_message
-from server.streaming import anthropic_sse
+from server.services.anthropic.service import count_tokens, create_message
+from server.services.anthropic.stream import stream_message
 
 ANTHROPIC_ERRORS = errors(400, 401, 404, 408, 413, 429, 500, 503, shape=AnthropicError)
 

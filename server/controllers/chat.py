@@ -6,10 +6,10 @@ from litestar import Controller, Request, Response, post
 
 from server.controllers.answer import answer
 from server.controllers.deps import Serving
-from server.openapi import GENERATION_ERRORS
+from server.http.openapi import GENERATION_ERRORS
 from server.protocol.chat import ChatCompletionRequest
 from server.protocol.chat_response import ChatCompletion
-from server.services.chat import complete_chat, stream_chat
+from server.services.chat.service import complete_chat, stream_chat
 
 
 class ChatController(Controller):

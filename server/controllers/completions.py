@@ -6,7 +6,7 @@ from litestar import Controller, Request, Response, post
 
 from server.controllers.answer import answer
 from server.controllers.deps import Serving
-from server.openapi import GENERATION_ERRORS
+from server.http.openapi import GENERATION_ERRORS
 from server.protocol.completions import Completion, CompletionRequest
 from server.services.completions import complete_text, stream_text
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 from litestar import Controller, post
 
 from server.controllers.deps import Serving
-from server.openapi import GENERATION_ERRORS
+from server.http.openapi import GENERATION_ERRORS
 from server.protocol.embeddings import EmbeddingList, EmbeddingRequest
 from server.services.embeddings import embed
 

@@ -1,15 +1,16 @@
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
-from litestar import Controller, Litestar, Request, get
+from litestar import Controller, Request, get
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.response.base import ASGIResponse
 
-from server.openapi import errors
+from server.http.openapi import errors
 from server.pool import ModelPool
 from server.protocol.models import ModelCard, ModelList
-from server.services.models import ModelsAnswer, model_card
+from server.services.models import model_card
+from server.state import server_state
 
 
 class ModelsController(Controller):
@@ -25,10 +26,10 @@ class ModelsController(Controller):
     @get("", summary="List every alias in the registry, loaded or not",
          responses={200: ResponseSpec(ModelList, description="Request fulfilled, document follows"), **errors(401)})
     async def list(self) -> ASGIResponse:
-        state = cast(Litestar, self.owner).state
-        return cast(ModelsAnswer, state.models_answer).get(state.pool)
+        state = server_state(self.owner)
+        return state.models_answer.get(state.pool)
 
     @get("/{model_id:path}", summary="One alias: its context size and whether it is loaded",
          responses=errors(401, 404))
     async def retrieve(self, model_id: str, pool: ModelPool, request: Request[Any, Any, Any]) -> ModelCard:
-        return model_card(pool, model_id.lstrip("/"), request.app.state.started_at)
+        return model_card(pool, model_id.lstrip("/"), server_state(request.app).started_at)

@@ -9,13 +9,13 @@ from litestar.params import Parameter
 
 from server.controllers.answer import answer
 from server.controllers.deps import Serving
-from server.openapi import GENERATION_ERRORS, errors
+from server.http.openapi import GENERATION_ERRORS, errors
+from server.http.streaming import named_sse
 from server.protocol.responses import ResponseRequest
-from server.protocol.responses_output import DeletedResponse, InputItemList, ResponseObject
+from server.protocol.responses_response import DeletedResponse, InputItemList, ResponseObject
 from server.response_store import ResponseStore
-from server.services.responses import create_response, delete_response, page, stored
-from server.services.responses_stream import stream_response
-from server.streaming import named_sse
+from server.services.responses.service import create_response, delete_response, page, stored
+from server.services.responses.stream import stream_response
 
 
 class ResponsesController(Controller):

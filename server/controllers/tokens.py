@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from litestar import Controller, post
 
-from server.openapi import GENERATION_ERRORS
+from server.http.openapi import GENERATION_ERRORS
 from server.pool import ModelPool
 from server.protocol.tokenize import DetokenizeRequest, DetokenizeResponse, TokenizeRequest, TokenizeResponse
 from server.services.tokens import detokenize, tokenize

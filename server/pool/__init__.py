@@ -5,7 +5,6 @@ engine interface's `close()` and `exited()`."""
 from server.pool.entry import Lease, PoolEvents, State
 from server.pool.model_pool import ModelPool
 from server.pool.pace import RETRY_AFTER_MAX, Pace
-from server.pool.residency import CRASH_COOL_DOWN_SECONDS, CRASH_LIMIT, CRASH_WINDOW_SECONDS
+from server.pool.residency import CRASH_LIMIT
 
-__all__ = ["CRASH_COOL_DOWN_SECONDS", "CRASH_LIMIT", "CRASH_WINDOW_SECONDS", "RETRY_AFTER_MAX",
-           "Lease", "ModelPool", "Pace", "PoolEvents", "State"]
+__all__ = ["CRASH_LIMIT", "RETRY_AFTER_MAX", "Lease", "ModelPool", "Pace", "PoolEvents", "State"]

@@ -20,7 +20,7 @@ class Closable(Protocol):
 
 
 class PoolEvents(Protocol):
-    """What the pool reports about model lifecycle (implemented by `server.metrics.Metrics`)."""
+    """What the pool reports about model lifecycle (implemented by `server.telemetry.metrics.Metrics`)."""
 
     def models_known(self, aliases: list[str]) -> None: ...
     def model_loaded(self, alias: str, seconds: float) -> None: ...
@@ -67,10 +67,6 @@ class Entry(Generic[E]):
     def resident(self) -> bool:
         """Holding memory, or about to: counts against max_resident and the memory budget."""
         return self.state is not State.UNLOADED
-
-    @property
-    def serving(self) -> bool:
-        return self.state is State.LOADED
 
 
 class Lease(Generic[E]):

@@ -13,7 +13,7 @@ class EmbeddingRequest(msgspec.Struct, kw_only=True):
     # A string, or a list of strings, or token ids ([1, 2, 3]), or lists of token ids ([[1, 2], [3]]): the
     # model's own ids, as llama-server and vLLM take them (LangChain's OpenAIEmbeddings sends these).
     # msgspec allows one list type in a union, so the list's items are checked to be all of one kind
-    # by the service (server/limits.py).
+    # by the service (server/services/limits.py).
     input: str | Annotated[list[str | TokenId | list[TokenId]], Meta(min_length=1)]
     # The official openai client asks for base64 unless told otherwise, and decodes it itself.
     encoding_format: Literal["float", "base64"] = "float"

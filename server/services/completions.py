@@ -10,19 +10,19 @@ import msgspec
 
 from server.engine import Model, Request, TokenLogprob, Usage
 from server.errors import InvalidRequestError
-from server.limits import check_generation_request
-from server.metrics import Metrics
+from server.http.streaming import event
 from server.pool import ModelPool
 from server.protocol.completions import Completion, CompletionChoice, CompletionRequest
-from server.services.chat import usage as wire_usage
-from server.services.chat_output import OutputFormat
-from server.services.choices import choice_requests
-from server.services.common import new_id, now, require_kind
+from server.services.chat.service import usage as wire_usage
 from server.services.generation import run
+from server.services.generation.choices import choice_requests
+from server.services.generation.common import new_id, now, require_kind
 from server.services.generation.events import Event, Finished, Text
-from server.services.logprobs import completion_logprobs
-from server.services.params import max_tokens, refuse_unsupported, sampling_params, stop_list
-from server.streaming import event
+from server.services.generation.logprobs import completion_logprobs
+from server.services.generation.output import OutputFormat
+from server.services.generation.params import max_tokens, refuse_unsupported, sampling_params, stop_list
+from server.services.limits import check_generation_request
+from server.telemetry.metrics import Metrics
 
 UNSUPPORTED = ("best_of", "suffix")
 NEUTRAL: dict[str, Any] = {"best_of": 1, "suffix": ""}

@@ -9,11 +9,11 @@ from typing import Any
 from msgspec import UNSET
 
 from server.errors import UnsupportedParameterError
-from server.limits import check_embedding_inputs
-from server.metrics import Metrics
 from server.pool import ModelPool
 from server.protocol.embeddings import Embedding, EmbeddingList, EmbeddingRequest, EmbeddingUsage
-from server.services.common import require_kind
+from server.services.generation.common import require_kind
+from server.services.limits import check_embedding_inputs
+from server.telemetry.metrics import Metrics
 
 
 def _base64(vector: list[float]) -> str:

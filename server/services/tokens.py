@@ -10,7 +10,7 @@ from server.errors import InvalidRequestError
 from server.pool import ModelPool
 from server.protocol.chat import ChatCompletionRequest
 from server.protocol.tokenize import DetokenizeRequest, DetokenizeResponse, TokenizeRequest, TokenizeResponse
-from server.services.chat import chat_prompt_tokens
+from server.services.chat.service import chat_prompt_tokens
 
 
 async def tokenize(pool: ModelPool[Any], request: TokenizeRequest) -> TokenizeResponse:

@@ -11,6 +11,7 @@ from litestar.testing import TestClient
 
 from server.app import create_app
 from server.settings import Settings
+from server.state import server_state
 from tests.unit.test_pool import STUB, FakeEngine
 
 YAML = """
@@ -54,7 +55,7 @@ def error_of(response) -> dict:  # type: ignore[no-untyped-def]
 def test_health_and_ready(client: TestClient) -> None:
     assert client.get("/health").json() == {"status": "ok"}
     assert client.get("/ready").json() == {"status": "ready", "models": 2}
-    client.app.state.shutting_down = True
+    server_state(client.app).shutting_down = True
     response = client.get("/ready")
     assert response.status_code == 503 and error_of(response)["code"] == "not_ready"
     assert client.get("/health").status_code == 200
@@ -137,7 +138,7 @@ def test_metrics_count_requests_by_route_model_and_status(client: TestClient) ->
 
 
 def test_token_metrics_methods(client: TestClient) -> None:
-    metrics = client.app.state.metrics
+    metrics = server_state(client.app).metrics
     metrics.first_token("chat", 0.05)
     metrics.inter_token("chat", [0.01, 0.02, 0.5])
     metrics.tokens("chat", prompt=12, generated=30)

@@ -13,7 +13,7 @@ import pytest
 
 import server.__main__ as cli
 from server.app import create_app
-from server.metrics import Metrics
+from server.telemetry.metrics import Metrics
 from server.registry import Registry, load_registry
 from server.settings import ENV_PREFIX, Settings
 from tests.e2e.test_operations import exported_names

@@ -61,3 +61,36 @@ def test_a_cap_past_the_context_means_as_much_as_fits_on_responses_as_on_message
     message = messages.messages.create(model="smollm2", max_tokens=N_CTX * 4, system=SYSTEM,
                                        messages=[{"role": "user", "content": QUESTION}])
     assert message.stop_reason == "end_turn"
+
+
+def test_message_start_carries_the_prompts_token_count(server: RunningServer) -> None:
+    """Anthropic and llama-server send the prompt's size in message_start; clients track context from it."""
+    messages = anthropic.Anthropic(base_url=server.base_url, api_key="unused", max_retries=0)
+    counted = messages.messages.count_tokens(model="smollm2", system=SYSTEM,
+                                             messages=[{"role": "user", "content": QUESTION}]).input_tokens
+    with messages.messages.stream(model="smollm2", max_tokens=8, system=SYSTEM,
+                                  messages=[{"role": "user", "content": QUESTION}]) as stream:
+        start = next(event for event in stream if event.type == "message_start")
+        assert start.message.usage.input_tokens == counted > 0
+        final = stream.get_final_message()
+    assert final.usage.input_tokens + (final.usage.cache_read_input_tokens or 0) == counted
+
+
+@pytest.mark.parametrize(("route", "param"), [("completions", "prompt"), ("chat", "messages"),
+                                              ("responses", "input"), ("messages", "messages")])
+def test_a_prompt_past_the_context_names_each_apis_own_field(server: RunningServer, route: str, param: str) -> None:
+    long = "word " * (N_CTX + 100)
+    url, body = {
+        "completions": ("/v1/completions", {"model": "smollm2", "prompt": long, "max_tokens": 4}),
+        "chat": ("/v1/chat/completions", {"model": "smollm2", "messages": [{"role": "user", "content": long}]}),
+        "responses": ("/v1/responses", {"model": "smollm2", "input": long}),
+        "messages": ("/v1/messages", {"model": "smollm2", "max_tokens": 4,
+                                      "messages": [{"role": "user", "content": long}]}),
+    }[route]
+    answer = httpx.post(server.base_url + url, json=body, timeout=60)
+    assert answer.status_code == 400
+    error = answer.json()["error"]
+    if route == "messages":  # Anthropic's error shape has no param: the message names the field
+        assert error["type"] == "invalid_request_error"
+    else:
+        assert error["param"] == param and error["code"] == "context_length_exceeded"

@@ -14,10 +14,10 @@ from server.engine.text import StopMatcher
 from server.errors import InvalidRequestError, ModelCrashedError
 from server.protocol.anthropic import CountTokensRequest, MessagesRequest
 from server.protocol.chat import NamedToolChoice
-from server.services.anthropic import chat_request, message_usage, stop_reason
-from server.services.anthropic_stream import EventMapper, frame
+from server.services.anthropic.service import chat_request, message_usage, stop_reason
+from server.services.anthropic.stream import EventMapper, frame
 from server.services.generation.events import Call, Calls, Event, Finished, Reasoning, Started, Text
-from server.streaming import anthropic_sse
+from server.http.streaming import anthropic_sse
 
 
 def request(**fields: object) -> MessagesRequest:

@@ -21,7 +21,7 @@ from server.engine.worker.llama import LlamaEngine
 from server.errors import ContextLengthError, EngineError
 from server.protocol.chat import ChatCompletionRequest, ChatMessage, FunctionDef, Tool
 from server.registry import ModelSpec
-from server.services.tools import OPEN, parse_calls, plan_tools
+from server.services.generation.tools import OPEN, parse_calls, plan_tools
 
 MODEL = Path(__file__).resolve().parents[2] / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 

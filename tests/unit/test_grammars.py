@@ -18,7 +18,7 @@ from server.engine.worker.constraint import Constraint
 from server.engine.worker.grammars import ConstraintVocab, GrammarCache
 from server.engine.worker.tokens import TokenPieces
 from server.errors import InvalidRequestError
-from server.services.schema_limits import MAX_REPEAT, MAX_TOTAL_REPEAT, check_schema
+from server.services.generation.schema_limits import MAX_REPEAT, MAX_TOTAL_REPEAT, check_schema
 
 MODEL = Path(__file__).resolve().parents[2] / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 PARIS = json.dumps({"type": "object", "properties": {"city": {"enum": ["Paris"]}}, "required": ["city"]})
@@ -145,7 +145,7 @@ def test_an_unknown_format_is_an_annotation_and_an_unsupported_keyword_a_400(cac
 
 
 def test_a_schema_at_the_limits_compiles(cache: GrammarCache) -> None:
-    """The HTTP side's limits (server/services/schema_limits.py) let this through: the worker compiles it."""
+    """The HTTP side's limits (server/services/generation/schema_limits.py) let this through: the worker compiles it."""
     schema = {"type": "object", "properties": {f"p{i}": {"type": "string", "minLength": 10, "maxLength": MAX_REPEAT}
                                                for i in range(MAX_TOTAL_REPEAT // MAX_REPEAT)}}
     check_schema(schema, param="response_format")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-HTTP_SIDE = ("server.__main__, server.app, server.controllers, server.services.chat, server.engine.client, "
+HTTP_SIDE = ("server.__main__, server.app, server.controllers, server.services.chat.service, server.engine.client, "
              "server.engine.launcher, server.pool")
 
 

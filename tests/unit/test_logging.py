@@ -7,7 +7,7 @@ import json
 import pytest
 import structlog
 
-from server.logging import RUNNING, AccessLog, JsonLine, RunningRequest, configure_logging
+from server.telemetry.logging import RUNNING, AccessLog, JsonLine, RunningRequest, configure_logging
 
 
 class Opaque:

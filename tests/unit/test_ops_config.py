@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from server.auth import KeyFileError, load_api_keys
+from server.http.auth import KeyFileError, load_api_keys
 from server.errors import InvalidRequestError
-from server.limits import limit_max_tokens
+from server.services.limits import limit_max_tokens
 from server.registry import SERVING_KEYS, ModelSpec, RegistryError, parse_registry, parse_size
 from server.settings import Settings
 

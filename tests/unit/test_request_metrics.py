@@ -6,8 +6,8 @@ import re
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from server.metrics import LATENCY_BUCKETS
-from server.request_metrics import RequestSeries
+from server.telemetry.metrics import LATENCY_BUCKETS
+from server.telemetry.request_metrics import RequestSeries
 
 OBSERVED = [("/v1/models", "-", 200, 0.003), ("/v1/models", "-", 200, 0.01), ("/v1/models", "-", 200, 0.0100001),
             ("/v1/chat/completions", "m", 200, 2.5), ("/v1/chat/completions", "m", 400, 0.2),

@@ -13,12 +13,12 @@ import pytest
 from server.engine import Usage as EngineUsage
 from server.errors import InvalidRequestError, UnsupportedParameterError
 from server.protocol.responses import ResponseRequest
-from server.protocol.responses_output import OutputMessage, ReasoningOutput
+from server.protocol.responses_response import OutputMessage, ReasoningOutput
 from server.response_store import ResponseStore, StoredResponse, StoreUnavailableError
 from server.services.generation.events import Call, Calls, Finished, Reasoning, Started, Text
-from server.services.responses import page
-from server.services.responses_input import chat_messages, input_items
-from server.services.responses_stream import EventMapper
+from server.services.responses.service import page
+from server.services.responses.input import chat_messages, input_items
+from server.services.responses.stream import EventMapper
 
 
 def record(response_id: str) -> StoredResponse:

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from server.errors import InvalidRequestError
-from server.services.schema_limits import MAX_REPEAT, MAX_TOTAL_REPEAT, check_schema, pattern_expansion
+from server.services.generation.schema_limits import MAX_REPEAT, MAX_TOTAL_REPEAT, check_schema, pattern_expansion
 
 
 @pytest.mark.parametrize(("pattern", "expansion"), [

@@ -12,8 +12,8 @@ from server.engine import ChatPrompt, Embeddings, Exit, Indexed, Model, Piece, R
 from server.errors import ModelCrashedError
 from server.pool import ModelPool
 from server.protocol.chat import ChatCompletionRequest, ChatMessage, FunctionDef, Tool
-from server.services.chat import complete_chat, stream_chat
-from server.streaming import started
+from server.services.chat.service import complete_chat, stream_chat
+from server.http.streaming import started
 from tests.unit.test_pool_policy import registry, spec
 
 

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from server.engine.text import StopMatcher, Utf8Stream
-from server.services.tools import ContentFilter, parse_calls
+from server.services.generation.tools import ContentFilter, parse_calls
 
 
 def run(stops: list[str], pieces: list[str]) -> tuple[str, bool]:

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from server.services import tool_formats
-from server.services.chat_output import ChoiceOutput, OutputFormat, whole
-from server.services.reasoning import ReasoningSplitter, split, thinks
-from server.services.tool_formats import HERMES, LLAMA3, MISTRAL
+from server.services.generation import tool_formats
+from server.services.generation.output import ChoiceOutput, OutputFormat, whole
+from server.services.generation.reasoning import ReasoningSplitter, split, thinks
+from server.services.generation.tool_formats import HERMES, LLAMA3, MISTRAL
 
 
 @pytest.mark.parametrize(("template", "expected"), [

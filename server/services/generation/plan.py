@@ -11,10 +11,11 @@ import msgspec
 from server.engine import ChatPrompt, Grammar, Model, Request
 from server.protocol.chat import ChatCompletionRequest
 from server.registry import ModelSpec
-from server.services import chat_render, tools
-from server.services.chat_output import OutputFormat
-from server.services.chat_render import Rendering
-from server.services.choices import choice_requests
+from server.services.generation import render as chat_render
+from server.services.generation import tools
+from server.services.generation.choices import choice_requests
+from server.services.generation.output import OutputFormat
+from server.services.generation.render import Rendering
 
 
 class Plan(Protocol):

@@ -14,14 +14,14 @@ from typing import Any
 
 from server.engine import Indexed, Usage
 from server.errors import ServerError
-from server.metrics import Metrics
 from server.pool import ModelPool
 from server.protocol.chat import ToolCall
-from server.services.chat_output import ChoiceOutput, OutputFormat, whole
-from server.services.choices import collect, total_usage
-from server.services.common import record_usage
+from server.services.generation.choices import collect, total_usage
+from server.services.generation.common import record_usage
 from server.services.generation.events import Answer, Call, Calls, Choice, Event, Finished, Reasoning, Started, Text
+from server.services.generation.output import ChoiceOutput, OutputFormat, whole
 from server.services.generation.plan import Plan
+from server.telemetry.metrics import Metrics
 
 
 @contextmanager

@@ -16,7 +16,6 @@ from typing import Any
 
 import msgspec
 
-from server.metrics import Metrics
 from server.pool import ModelPool
 from server.protocol.anthropic import MessagesRequest
 from server.protocol.anthropic_response import (
@@ -38,12 +37,20 @@ from server.protocol.anthropic_response import (
     ThinkingDelta,
     ToolUseContent,
 )
-from server.services.anthropic import NAMES, chat_request, message_usage, new_message_id, stop_reason, tool_use_id
-from server.services.chat import plan_chat
-from server.services.choices import total_usage
+from server.services.anthropic.service import (
+    NAMES,
+    chat_request,
+    message_usage,
+    new_message_id,
+    stop_reason,
+    tool_use_id,
+)
+from server.services.chat.service import plan_chat
 from server.services.generation import run
+from server.services.generation.choices import total_usage
 from server.services.generation.events import Calls, Event, Finished, Reasoning, Started, Text
 from server.services.generation.run import named
+from server.telemetry.metrics import Metrics
 
 _encode = msgspec.json.Encoder().encode
 

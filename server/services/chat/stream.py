@@ -12,9 +12,9 @@ from server.protocol.chat_response import (
     ToolCallDelta,
 )
 from server.protocol.common import Usage as WireUsage
-from server.services.choices import total_usage
+from server.services.generation.choices import total_usage
 from server.services.generation.events import Calls, Event, Finished, Reasoning, Started, Text
-from server.services.logprobs import chat_logprobs
+from server.services.generation.logprobs import chat_logprobs
 
 
 class ChunkBuilder:

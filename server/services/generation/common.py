@@ -8,9 +8,9 @@ from typing import Any
 
 from server.engine import Usage
 from server.errors import WrongModelKindError
-from server.metrics import Metrics
 from server.pool import ModelPool
 from server.registry import ModelSpec
+from server.telemetry.metrics import Metrics
 
 
 def record_usage(pool: ModelPool[Any], metrics: Metrics | None, model: str, usages: list[Usage | None],

@@ -14,11 +14,10 @@ from typing import Any
 import msgspec
 
 from server.errors import InvalidRequestError, ServerError, UnsupportedParameterError
-from server.metrics import Metrics
 from server.pool import ModelPool
 from server.protocol.chat import ChatCompletionRequest
 from server.protocol.responses import ResponseRequest
-from server.protocol.responses_output import (
+from server.protocol.responses_response import (
     DeletedResponse,
     FunctionCallOutput,
     IncompleteDetails,
@@ -34,12 +33,13 @@ from server.protocol.responses_output import (
     ResponseUsage,
 )
 from server.response_store import ResponseStore, StoredResponse
-from server.services.chat import plan_chat
+from server.services.chat.service import plan_chat
 from server.services.generation import run
 from server.services.generation.events import Choice
+from server.services.generation.params import given
 from server.services.generation.run import named
-from server.services.params import given
-from server.services.responses_input import chat_request, function_tools, input_items, new_item_id
+from server.services.responses.input import chat_request, function_tools, input_items, new_item_id
+from server.telemetry.metrics import Metrics
 
 # Parameters accepted only at values that ask for nothing beyond what we do anyway.
 NEUTRAL: dict[str, Any] = {"include": [], "truncation": "disabled", "service_tier": ("auto", "default")}

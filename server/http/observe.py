@@ -26,12 +26,13 @@ from litestar import Litestar
 from litestar.types import ASGIApp, HTTPScope, Message, Receive, ReceiveMessage, Scope, Send
 
 from server.errors import ClientLeft, RequestTimeoutError
-from server.http_errors import status_of
-from server.json_request import UNDECODABLE
-from server.logging import RUNNING, RunningRequest
+from server.http.errors import status_of
+from server.http.json_request import UNDECODABLE
+from server.state import ServerState, server_state
+from server.telemetry.logging import RUNNING, RunningRequest
 
 if TYPE_CHECKING:
-    from server.request_records import RequestRecords
+    from server.telemetry.request_records import RequestRecords
 
 REQUEST_ID_HEADER = "X-Request-ID"
 CLIENT_CLOSED = 499
@@ -51,7 +52,7 @@ class RequestObserver:
     any other. As a Litestar middleware it cost a second exception-handling layer on every route, about
     a twentieth of a `GET /v1/models`."""
 
-    def __init__(self, app: ASGIApp, state: Any) -> None:
+    def __init__(self, app: ASGIApp, state: ServerState) -> None:
         self.app = app
         self._state = state
         self._records: RequestRecords = state.request_records
@@ -105,7 +106,7 @@ class RequestObserver:
 def wrap_app(app: Litestar) -> Litestar:
     """Put RequestObserver around everything the app does for a request (CORS and error answers included);
     lifespan events pass straight through (Litestar handles them before its handler)."""
-    app.asgi_handler = RequestObserver(app.asgi_handler, app.state)
+    app.asgi_handler = RequestObserver(app.asgi_handler, server_state(app))
     return app
 
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 
-from server.logging import AccessLog, Finished
-from server.metrics import Metrics
+from server.telemetry.logging import AccessLog, Finished
+from server.telemetry.metrics import Metrics
 
 FLUSH_SECONDS = 0.05
 UNMATCHED = "unmatched"  # the route label of requests no route matched

@@ -18,7 +18,6 @@ from typing import Any
 from msgspec import UNSET
 
 from server.errors import InvalidRequestError
-from server.metrics import Metrics
 from server.pool import ModelPool
 from server.protocol import anthropic as wire
 from server.protocol.anthropic_response import (
@@ -44,10 +43,11 @@ from server.protocol.chat import (
     Tool,
     ToolCall,
 )
-from server.services.chat import chat_prompt_tokens, plan_chat
-from server.services.common import new_id
+from server.services.chat.service import chat_prompt_tokens, plan_chat
 from server.services.generation import run
+from server.services.generation.common import new_id
 from server.services.generation.run import named
+from server.telemetry.metrics import Metrics
 
 BLOCK_SEPARATOR = "\n\n"  # between text blocks of one message: each block is a paragraph of its own
 

@@ -8,9 +8,9 @@ from msgspec import UNSET
 
 from server.engine import SamplingParams
 from server.errors import InvalidRequestError, UnsupportedParameterError
-from server.limits import limit_max_tokens
 from server.protocol.common import INT32_MAX
 from server.registry import ModelSpec
+from server.services.limits import limit_max_tokens
 
 
 def given(value: Any) -> bool:

@@ -2,8 +2,8 @@
 the formats its output will come back in (tool calls, reasoning).
 
 A template that mentions `tools` renders them itself (native); one that does not gets them described in
-the system message (server/services/tools.py). A template that writes `<think>` has its reasoning split
-off (server/services/reasoning.py, per the alias's `reasoning_format`).
+the system message (server/services/generation/tools.py). A template that writes `<think>` has its reasoning split
+off (server/services/generation/reasoning.py, per the alias's `reasoning_format`).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from msgspec import UNSET
 from server.errors import InvalidRequestError, UnsupportedParameterError
 from server.protocol.chat import ChatCompletionRequest
 from server.registry import ModelSpec
-from server.services import reasoning, tool_formats, tools
-from server.services.tool_formats import HERMES, ToolFormat
+from server.services.generation import reasoning, tool_formats, tools
+from server.services.generation.tool_formats import HERMES, ToolFormat
 
 # Names the renderer itself passes to a template: a template variable may not replace them.
 RESERVED = frozenset({"messages", "tools", "tool_choice", "functions", "function_call", "eos_token", "bos_token",

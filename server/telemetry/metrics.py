@@ -15,8 +15,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from server.logging import note_tokens
-from server.request_metrics import RequestSeries
+from server.telemetry.logging import note_tokens
+from server.telemetry.request_metrics import RequestSeries
 
 PREFIX = "llm_"
 CRASH_REASONS = ("crashed", "memory_limit", "hung")

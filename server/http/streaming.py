@@ -9,9 +9,9 @@ from contextlib import aclosing
 
 import structlog
 
-from server.http_errors import anthropic_error_event, error_event
+from server.http.errors import anthropic_error_event, error_event
 
-log = structlog.get_logger("server.streaming")
+log = structlog.get_logger("server.http.streaming")
 Framing = Callable[[AsyncGenerator[bytes, None]], AsyncIterator[bytes]]
 
 DONE = b"data: [DONE]\n\n"

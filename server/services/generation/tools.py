@@ -3,7 +3,7 @@ history for the two ways a template can see it.
 
 - Native: the template renders `tools` itself (a Qwen, Llama 3.x or Mistral template...). Tools and tool
   history go to it as data (`template_tools`, `native_history`), and calls are parsed in the template's
-  family format (server/services/tool_formats.py).
+  family format (server/services/generation/tool_formats.py).
 - Described: the template knows nothing of tools. The server describes them in the system message and asks
   for `<tool_call>{"name": ..., "arguments": {...}}</tool_call>`; history is rewritten as text: an
   assistant's calls become that text, and a tool's result becomes a user message in plain words (a result
@@ -25,10 +25,10 @@ from msgspec import UNSET
 from server.engine import Grammar
 from server.errors import InvalidRequestError
 from server.protocol.chat import ChatCompletionRequest, ChatMessage, NamedToolChoice, Tool, ToolCall
-from server.services import tool_formats
-from server.services.reasoning import partial_tail
-from server.services.schema_limits import check_schema
-from server.services.tool_formats import HERMES, ToolFormat
+from server.services.generation import tool_formats
+from server.services.generation.reasoning import partial_tail
+from server.services.generation.schema_limits import check_schema
+from server.services.generation.tool_formats import HERMES, ToolFormat
 
 OPEN, CLOSE = HERMES.open, HERMES.close
 EMPTY_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}

@@ -10,8 +10,7 @@ import msgspec
 
 from server.engine import Grammar
 from server.errors import InvalidRequestError
-from server.limits import check_generation_request
-from server.metrics import Metrics
+from server.http.streaming import event
 from server.pool import ModelPool
 from server.protocol.chat import (
     ChatCompletionRequest,
@@ -23,15 +22,17 @@ from server.protocol.chat import (
 )
 from server.protocol.chat_response import AssistantMessage, ChatChoice, ChatCompletion
 from server.protocol.common import PromptTokensDetails, Usage
-from server.services import chat_render, chat_stream, tools
-from server.services.common import new_id, now, require_kind
-from server.services.generation import run
+from server.services.chat import stream as chat_stream
+from server.services.generation import render as chat_render
+from server.services.generation import run, tools
+from server.services.generation.common import new_id, now, require_kind
 from server.services.generation.events import Call
+from server.services.generation.logprobs import chat_logprobs
+from server.services.generation.params import max_tokens, refuse_unsupported, sampling_params, stop_list
 from server.services.generation.plan import ChatPlan
-from server.services.logprobs import chat_logprobs
-from server.services.params import max_tokens, refuse_unsupported, sampling_params, stop_list
-from server.services.schema_limits import check_schema
-from server.streaming import event
+from server.services.generation.schema_limits import check_schema
+from server.services.limits import check_generation_request
+from server.telemetry.metrics import Metrics
 
 UNSUPPORTED = (
     "functions", "function_call", "audio", "modalities", "prediction", "web_search_options", "store", "metadata",

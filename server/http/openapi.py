@@ -21,7 +21,7 @@ from litestar.openapi.spec import Components, Schema, SecurityScheme
 from litestar.router import Router
 from litestar.static_files import create_static_files_router
 
-from server.auth import PUBLIC
+from server.http.auth import PUBLIC
 from server.protocol.errors import ErrorResponse
 
 DOCS = "/docs"
@@ -71,7 +71,7 @@ def openapi_json(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
 
 
 # -- the error responses each route documents ---------------------------------------------------------
-# Every error leaves as OpenAI's envelope (server/http_errors.py; Anthropic's on /v1/messages); each
+# Every error leaves as OpenAI's envelope (server/http/errors.py; Anthropic's on /v1/messages); each
 # handler names the statuses it can answer with `responses=errors(...)`. A client that drops its
 # connection is logged as 499 but is sent nothing, so 499 is not documented.
 

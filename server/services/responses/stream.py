@@ -23,11 +23,10 @@ from typing import Any
 import msgspec
 import structlog
 
-from server.http_errors import error_event
-from server.metrics import Metrics
+from server.http.errors import error_event
 from server.pool import ModelPool
 from server.protocol.responses import ResponseRequest
-from server.protocol.responses_output import (
+from server.protocol.responses_response import (
     FunctionCallOutput,
     OutputItem,
     OutputMessage,
@@ -38,13 +37,14 @@ from server.protocol.responses_output import (
     StreamEvent,
 )
 from server.response_store import ResponseStore
-from server.services.chat import plan_chat
-from server.services.choices import total_usage
+from server.services.chat.service import plan_chat
 from server.services.generation import run
+from server.services.generation.choices import total_usage
 from server.services.generation.events import Call, Calls, Event, Finished, Reasoning, Text
 from server.services.generation.run import named
-from server.services.responses import NAMES, finished, prepare, save
-from server.services.responses_input import new_item_id
+from server.services.responses.input import new_item_id
+from server.services.responses.service import NAMES, finished, prepare, save
+from server.telemetry.metrics import Metrics
 
 log = structlog.get_logger("server.responses")
 _encode = msgspec.json.Encoder().encode

@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from server.protocol.chat import ToolCall
-from server.services import reasoning
-from server.services.tool_formats import ToolFormat
-from server.services.tools import ContentFilter, parse_calls
+from server.services.generation import reasoning
+from server.services.generation.tool_formats import ToolFormat
+from server.services.generation.tools import ContentFilter, parse_calls
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from litestar.handlers.base import BaseRouteHandler
 
 from server.errors import AuthenticationError
 from server.settings import Settings
+from server.state import server_state
 
 PUBLIC = {"public": True}    # route opt: never behind the key (/health, /ready)
 METRICS = {"metrics": True}  # route opt: behind the key only with --metrics-need-key
@@ -37,8 +38,8 @@ def load_api_keys(settings: Settings) -> frozenset[str]:
 
 
 async def require_api_key(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
-    state = connection.app.state
-    keys: frozenset[str] = state.api_keys
+    state = server_state(connection.app)
+    keys = state.api_keys
     if not keys or handler.opt.get("public"):
         return
     if handler.opt.get("metrics") and not state.settings.metrics_need_key:

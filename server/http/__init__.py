@@ -1,0 +1,1 @@
+"""The HTTP edge: keys, the error envelope, request observing, OpenAPI, JSON bodies and SSE framing."""
