@@ -412,3 +412,31 @@ def test_a_tiny_prompt_cache_never_loses_the_entry_it_chose() -> None:
             assert answers.setdefault(key, text) == text, (index, request.max_tokens)
     finally:
         harness.close()
+
+
+def test_a_request_cancelled_mid_prompt_frees_the_model_within_the_chunk() -> None:
+    """A 512-token prompt chunk takes about a second on 2 cores: a client that leaves during it must not hold
+    the model until it ends. The decode is aborted (llama.cpp's abort callback), its cells forgotten, and
+    the next request gets the same answer as on a fresh engine."""
+    harness = Harness(ModelSpec(path=str(MODEL), n_ctx=2048, n_parallel=1))
+    try:
+        long = harness.tokenize("The history of the long river and its many towns, told slowly. " * 120)[:1500]
+        job = harness.start([Request(prompt=long, max_tokens=4, stop=[], sampling=SamplingParams(temperature=0.0))])
+        time.sleep(0.3)  # inside the first chunk's decode
+        harness.engine.cancel(job)
+        cancelled = time.perf_counter()
+        assert not list(harness.pieces(job))  # ends with nothing generated
+        freed = time.perf_counter() - cancelled
+        slots = harness.engine._slots
+        assert slots is not None and slots._abandoned.aborted == 1
+        assert freed < 1.0, freed
+        short = Request(prompt=harness.tokenize("Once upon a time"), max_tokens=6, stop=[],
+                        sampling=SamplingParams(temperature=0.0))
+        after = "".join(p.text for p in harness.generate(short))
+    finally:
+        harness.close()
+    fresh = Harness(ModelSpec(path=str(MODEL), n_ctx=2048, n_parallel=1))
+    try:
+        assert after == "".join(p.text for p in fresh.generate(short))
+    finally:
+        fresh.close()

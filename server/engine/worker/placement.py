@@ -131,3 +131,36 @@ class SlotCache:
         llama_cpp.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
         llama_cpp.llama_memory_seq_cp(self._mem, donor.seq_id, slot.seq_id, 0, n)
         slot.tokens = donor.tokens[:n]
+
+
+ABORTED = 2  # llama_decode's status when the abort callback stopped it
+
+
+class AbandonedBatch:
+    """llama.cpp's abort callback for one context: a decode stops when every sequence in its batch belongs
+    to a request that was cancelled. Measured here: a 512-token prompt chunk of SmolLM2-135M takes about a
+    second on 2 cores; a client that leaves during it no longer holds the model for the rest."""
+
+    def __init__(self, ctx: object) -> None:
+        self._ctx = ctx
+        self._batch: list[Sequence] = []
+        self._callback = llama_cpp.ggml_abort_callback(self._abandoned)  # kept: llama.cpp holds a pointer
+        self._on = False
+        self.aborted = 0  # decodes stopped (tests read it)
+
+    def watch(self, batch: list[Sequence] | None) -> None:
+        """Watch this batch's sequences during the next decode; None: no callback (a decode step, where a
+        Python call between graph nodes would cost more than it could save)."""
+        self._batch = batch or []
+        if (batch is not None) != self._on:
+            self._on = batch is not None
+            llama_cpp.llama_set_abort_callback(self._ctx, self._callback if self._on else
+                                               llama_cpp.ggml_abort_callback(), None)
+
+    def _abandoned(self, _: object) -> bool:
+        batch = self._batch
+        if batch and all(seq.job.stopped for seq in batch):
+            self._batch = []  # asked again until the graph stops: counted once
+            self.aborted += 1
+            return True
+        return False

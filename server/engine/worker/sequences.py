@@ -51,3 +51,27 @@ class Slot:
     tokens: list[int] = field(default_factory=list)  # what this slot's KV cache holds, in order
     last_used: float = 0.0
     busy: bool = False
+
+
+def next_in_turn(waiting: deque[Job]) -> Sequence | None:
+    """Requests take turns: one sequence from the front request, which then goes to the back. A request of
+    many sequences (prompts x n) cannot hold a small one back for its whole length. The caller holds the
+    lock on `waiting`."""
+    while waiting:
+        job = waiting.popleft()
+        if not job.waiting:
+            continue
+        seq = job.waiting.popleft()
+        if job.waiting:
+            waiting.append(job)
+        return seq
+    return None
+
+
+def take_all(waiting: deque[Job]) -> list[Sequence]:
+    """Every waiting sequence, the queue emptied (the caller holds its lock)."""
+    sequences = [seq for job in waiting for seq in job.waiting]
+    for job in waiting:
+        job.waiting.clear()
+    waiting.clear()
+    return sequences

@@ -22,9 +22,9 @@ from server.engine.worker.compat import FLASH_ATTN, LlamaContext, Threadpools, m
 from server.engine.worker.compute_lock import ComputeLock
 from server.engine.worker.constraint import ConstraintFailed
 from server.engine.worker.grammars import GrammarCache
-from server.engine.worker.placement import SlotCache
+from server.engine.worker.placement import ABORTED, AbandonedBatch, SlotCache
 from server.engine.worker.sampling import RANDOM_SEED, CandidateBuffers, build_sampler
-from server.engine.worker.sequences import Job, Sequence
+from server.engine.worker.sequences import Job, Sequence, next_in_turn, take_all
 from server.engine.worker.tokens import TokenPieces, logprobs_at
 from server.errors import EngineError, ModelUnloadedError
 
@@ -59,6 +59,7 @@ class SlotEngine:
         self._ctx = LlamaContext(model=model_of(llm), params=params, verbose=False)
         self._threads = Threadpools(self._ctx.ctx, params.n_threads, params.n_threads_batch, poll)
         self._cache = SlotCache(self._ctx.ctx, n_parallel, prompt_cache_bytes)
+        self._abandoned = AbandonedBatch(self._ctx.ctx)
         self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
         self._vocab = llama_cpp.llama_model_get_vocab(llm.model)
         self._n_vocab = llm.n_vocab()
@@ -111,7 +112,6 @@ class SlotEngine:
         self._ctx.close()
 
     # -- the decode loop (its own thread) ---------------------------------------------------------
-
     def _run(self) -> None:
         while True:
             with self._wake:
@@ -159,25 +159,11 @@ class SlotEngine:
 
     def _take_waiting(self) -> list[Sequence]:
         with self._wake:
-            waiting = [seq for job in self._waiting for seq in job.waiting]
-            for job in self._waiting:
-                job.waiting.clear()
-            self._waiting.clear()
-        return waiting
+            return take_all(self._waiting)
 
     def _next_waiting(self) -> Sequence | None:
-        """Requests take turns: one sequence from the front request, which then goes to the back. A
-        request of many sequences (prompts x n) cannot hold a small one back for its whole length."""
         with self._wake:
-            while self._waiting:
-                job = self._waiting.popleft()
-                if not job.waiting:
-                    continue
-                seq = job.waiting.popleft()
-                if job.waiting:
-                    self._waiting.append(job)
-                return seq
-        return None
+            return next_in_turn(self._waiting)
 
     def _admit(self) -> None:
         """Move waiting sequences into free slots. Samplers are built outside the lock: `submit` never
@@ -246,6 +232,8 @@ class SlotEngine:
         """One decode for every active sequence: a token each, or a chunk of a pending prompt."""
         batch, room = self._batch, self._n_batch
         outputs: list[tuple[Sequence, int]] = []
+        in_batch: list[Sequence] = []
+        prefill = False
         n = 0
         for position, seq in enumerate(self._active):
             if room == 0:
@@ -254,9 +242,11 @@ class SlotEngine:
                 break
             slot = seq.slot
             assert slot is not None
+            in_batch.append(seq)
             if seq.next_token is not None:
                 chunk, last = [seq.next_token], True
             else:
+                prefill = True
                 chunk = seq.pending[:room]
                 seq.pending = seq.pending[len(chunk):]
                 last = not seq.pending
@@ -274,8 +264,18 @@ class SlotEngine:
                 batch.logits[n - 1] = 1
                 outputs.append((seq, n - 1))
         batch.n_tokens = n
+        # A prompt chunk takes up to seconds: a client that leaves meanwhile should not hold the model for
+        # it. llama.cpp asks the callback between graph nodes (a Python call each, so only for prefill).
+        self._abandoned.watch(in_batch if prefill else None)
         with self._compute:
             status = llama_cpp.llama_decode(self._ctx.ctx, batch)
+        if status == ABORTED:  # every sequence of the batch was cancelled: their half-written cells go
+            for seq in in_batch:
+                assert seq.slot is not None
+                self._cache.forget(seq.slot)
+                self._release(seq)
+                self._end(seq)
+            return
         if status != 0:  # only the sequences of this batch; queued ones are untouched
             self._fail(list(self._active), EngineError(f"llama_decode failed with status {status}"))
             return
