@@ -1,14 +1,12 @@
 """Bounds on what a JSON schema (`response_format` json_schema, a tool's `parameters`) can make the
 grammar builder do, checked before any grammar is built.
 
-llama.cpp's schema converter writes `maxLength: n` as n nested optional groups, which its grammar
-parser then walks recursively (30,000 overflowed the C stack and killed the server), and writes
-`minLength: n` as n copies of a rule (1e9 grew the worker past 12 GB). A regex `pattern` with
-`{m,n}` quantifiers is expanded the same way, nested quantifiers multiplying. Everything else it does
-grows with the schema's size. So: every repetition count at most MAX_REPEAT, their sum over the
-schema at most MAX_TOTAL_REPEAT, the schema itself small and shallow. Each refusal is a 400 naming
-the limit. (The grammar is built in the model's worker process, which also refuses a grammar text past
-its own size limit; a converter that still crashes there takes down that worker only.)
+Set for llama.cpp's schema converter, which wrote `maxLength: n` as n nested optional groups that its
+grammar parser walked recursively (30,000 overflowed the C stack and killed the server), and
+`minLength: n` as n copies of a rule (1e9 grew the worker past 12 GB). Schemas now compile with
+llguidance in the model's worker (server/engine/worker/grammars.py), which bounds its own work; these
+limits stay as a cheap first bound in the HTTP process: every repetition count at most MAX_REPEAT, their
+sum at most MAX_TOTAL_REPEAT, the schema itself small and shallow. Each refusal is a 400 naming the limit.
 """
 
 from __future__ import annotations
