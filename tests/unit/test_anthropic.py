@@ -12,12 +12,11 @@ import pytest
 from server.engine import Usage as EngineUsage
 from server.engine.text import StopMatcher
 from server.errors import InvalidRequestError, ModelCrashedError
+from server.http.streaming import anthropic_sse
 from server.protocol.anthropic import CountTokensRequest, MessagesRequest
-from server.protocol.chat import NamedToolChoice
-from server.services.anthropic.service import chat_request, message_usage, stop_reason
+from server.services.anthropic.service import conversation, message_usage, stop_reason
 from server.services.anthropic.stream import EventMapper, frame
 from server.services.generation.events import Call, Calls, Event, Finished, Reasoning, Started, Text
-from server.http.streaming import anthropic_sse
 
 
 def request(**fields: object) -> MessagesRequest:
@@ -25,8 +24,8 @@ def request(**fields: object) -> MessagesRequest:
     return msgspec.convert(body, MessagesRequest)
 
 
-def test_system_blocks_and_a_tool_round_trip_become_chat_messages() -> None:
-    chat = chat_request(request(
+def test_system_blocks_and_a_tool_round_trip_become_the_cores_messages() -> None:
+    chat = conversation(request(
         system=[{"type": "text", "text": "Be brief."}, {"type": "text", "text": "Be kind.", "cache_control": {}}],
         messages=[
             {"role": "user", "content": [{"type": "text", "text": "Weather in Paris?"}]},
@@ -54,30 +53,24 @@ def test_system_blocks_and_a_tool_round_trip_become_chat_messages() -> None:
         ("tool", "Error: down"),
         ("user", "Thanks."),
     ]
-    call = chat.messages[2].tool_calls[0]  # type: ignore[index]
-    assert (call.id, call.function.name) == ("toolu_1", "weather")
-    assert json.loads(call.function.arguments) == {"city": "Paris"}
-    assert [m.tool_call_id for m in chat.messages[3:5]] == ["toolu_1", "toolu_2"]
-    assert chat.tools is not None and chat.tools[0].function.parameters == {"type": "object"}
-    assert isinstance(chat.tool_choice, NamedToolChoice) and chat.tool_choice.function.name == "weather"
+    call = chat.messages[2].calls[0]
+    assert (call.id, call.name) == ("toolu_1", "weather")
+    assert json.loads(call.arguments) == {"city": "Paris"}
+    assert [m.call_id for m in chat.messages[3:5]] == ["toolu_1", "toolu_2"]
+    assert chat.tools[0].parameters == {"type": "object"} and chat.tools[0].description == "Weather now"
+    assert (chat.tool_choice, chat.forced) == ("required", "weather")
     assert (chat.stop, chat.top_k, chat.temperature, chat.max_tokens) == (["END"], 5, 0.5, 32)
 
 
 @pytest.mark.parametrize(("sent", "chat"), [("auto", "auto"), ("any", "required"), ("none", "none")])
 def test_tool_choice_types(sent: str, chat: str) -> None:
     tools = [{"name": "t", "input_schema": {"type": "object"}}]
-    assert chat_request(request(tools=tools, tool_choice={"type": sent})).tool_choice == chat
-
-
-def test_streams_ask_the_chat_service_for_the_usage_chunk() -> None:
-    chat = chat_request(request(stream=True))
-    assert chat.stream and chat.stream_options is not None and chat.stream_options.include_usage
-    assert chat_request(request()).stream_options is None
+    assert conversation(request(tools=tools, tool_choice={"type": sent})).tool_choice == chat
 
 
 def test_count_tokens_needs_no_max_tokens() -> None:
     body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "system": "s"}
-    chat = chat_request(msgspec.convert(body, CountTokensRequest))
+    chat = conversation(msgspec.convert(body, CountTokensRequest))
     assert [m.role for m in chat.messages] == ["system", "user"]
 
 
@@ -94,20 +87,20 @@ def test_count_tokens_needs_no_max_tokens() -> None:
 ])
 def test_blocks_a_text_model_cannot_take_are_refused_by_name(messages: list[object], param: str) -> None:
     with pytest.raises(InvalidRequestError) as caught:
-        chat_request(request(messages=messages))
+        conversation(request(messages=messages))
     assert caught.value.param == param
 
 
 def test_server_tools_are_refused() -> None:
     with pytest.raises(InvalidRequestError, match="web_search_20250305") as caught:
-        chat_request(request(tools=[{"type": "web_search_20250305", "name": "web_search", "input_schema": {}}]))
+        conversation(request(tools=[{"type": "web_search_20250305", "name": "web_search", "input_schema": {}}]))
     assert caught.value.param == "tools[0]"
 
 
 def test_output_config_format_becomes_a_json_schema_response_format() -> None:
     schema = {"type": "object", "properties": {"city": {"type": "string"}}}
-    chat = chat_request(request(output_config={"format": {"type": "json_schema", "schema": schema}}))
-    assert chat.response_format.json_schema.schema == schema  # type: ignore[union-attr]
+    chat = conversation(request(output_config={"format": {"type": "json_schema", "schema": schema}}))
+    assert (chat.response_format, chat.schema) == ("json_schema", schema)
 
 
 @pytest.mark.parametrize(("finish", "stop", "expected"), [
@@ -188,8 +181,8 @@ def test_stop_matcher_tells_which_stop_string_hit() -> None:
 
 
 def test_a_max_tokens_past_the_whole_context_means_as_much_as_fits() -> None:
-    assert chat_request(request(max_tokens=32000), n_ctx=2048).max_tokens is None  # Claude Code's size
-    assert chat_request(request(max_tokens=200), n_ctx=2048).max_tokens == 200
+    assert conversation(request(max_tokens=32000), n_ctx=2048).max_tokens is None  # Claude Code's size
+    assert conversation(request(max_tokens=200), n_ctx=2048).max_tokens == 200
 
 
 def test_reasoning_streams_as_a_thinking_block_before_the_text() -> None:

@@ -19,8 +19,8 @@ from server.engine import Piece, Request, SamplingParams
 from server.engine.worker.compute_lock import usable_cores
 from server.engine.worker.llama import LlamaEngine
 from server.errors import ContextLengthError, EngineError
-from server.protocol.chat import ChatCompletionRequest, ChatMessage, FunctionDef, Tool
 from server.registry import ModelSpec
+from server.services.generation.input import Conversation, Message, ToolSpec
 from server.services.generation.tools import OPEN, parse_calls, plan_tools
 
 MODEL = Path(__file__).resolve().parents[2] / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -84,11 +84,10 @@ def text_of(engine: Harness, request: Request) -> tuple[str, str | None]:
 
 def test_lazy_grammar_constrains_only_after_the_trigger(engine: Harness) -> None:
     """The examples show calls without `days`; once the model writes the tag, the grammar demands it."""
-    tool = Tool(function=FunctionDef(name="get_weather", parameters={
+    tool = ToolSpec(name="get_weather", parameters={
         "type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
-        "required": ["city", "days"]}))
-    plan = plan_tools(ChatCompletionRequest(model="t", messages=[ChatMessage(role="user", content="x")],
-                                            tools=[tool]))
+        "required": ["city", "days"]})
+    plan = plan_tools(Conversation(model="t", messages=[Message(role="user", content="x")], tools=[tool]))
     assert plan is not None and plan.grammar().lazy
     example = f'{OPEN}{{"name": "get_weather", "arguments": {{"city": "Rome"}}}}</tool_call>'
     prompt = engine.tokenize(f"Weather lookups.\nQ: Rome?\nA: {example}\nQ: Oslo?\nA: {example.replace('Rome', 'Oslo')}"
@@ -97,7 +96,7 @@ def test_lazy_grammar_constrains_only_after_the_trigger(engine: Harness) -> None
     text, _ = text_of(engine, Request(prompt=prompt, max_tokens=60, stop=["\nQ:"], sampling=sampling))
     assert OPEN in text, text
     _, calls = parse_calls(text)
-    arguments = json.loads(calls[0].function.arguments)
+    arguments = json.loads(calls[0].arguments)
     assert set(arguments) == {"city", "days"} and isinstance(arguments["days"], int)
 
 
@@ -324,7 +323,8 @@ def test_slots_that_ran_together_leave_the_cache_once_the_engine_is_idle() -> No
         in_cache = [True]
         deadline = time.monotonic() + 5
         while any(in_cache) and time.monotonic() < deadline:  # the decode thread parks after its last output
-            in_cache = [llama_cpp.llama_memory_seq_pos_max(slots._cache._mem, s.seq_id) >= 0 for s in slots._cache.slots]
+            cache = slots._cache
+            in_cache = [llama_cpp.llama_memory_seq_pos_max(cache._mem, s.seq_id) >= 0 for s in cache.slots]
             time.sleep(0.01)
         assert not any(in_cache), in_cache
         assert all(slots._cache.kept.best(p)[1] >= len(p) for p in prompts)  # both kept in host memory

@@ -16,8 +16,8 @@ from server.protocol.responses import ResponseRequest
 from server.protocol.responses_response import OutputMessage, ReasoningOutput
 from server.response_store import ResponseStore, StoredResponse, StoreUnavailableError
 from server.services.generation.events import Call, Calls, Finished, Reasoning, Started, Text
+from server.services.responses.input import input_items, messages
 from server.services.responses.service import page
-from server.services.responses.input import chat_messages, input_items
 from server.services.responses.stream import EventMapper
 
 
@@ -78,7 +78,7 @@ def test_unwritable_store_is_a_503_naming_the_setting(tmp_path: Path) -> None:
     assert failed.value.status_code == 503 and "--responses-db" in failed.value.message
 
 
-def test_input_items_map_to_chat_messages() -> None:
+def test_input_items_map_to_the_cores_messages() -> None:
     request = ResponseRequest(model="m", input=[
         {"role": "user", "content": [{"type": "input_text", "text": "Weather"}, {"type": "input_text", "text": "?"}]},
         {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Let me check."}]},
@@ -88,12 +88,12 @@ def test_input_items_map_to_chat_messages() -> None:
     ])
     items = input_items(request)
     assert [i["id"][:3] for i in items] == ["msg", "msg", "fc_", "fc_", "fco"]
-    messages = chat_messages("Be brief.", items)
-    assert [m.role for m in messages] == ["system", "user", "assistant", "tool"]
-    assert messages[1].content == "Weather?"
-    assistant = messages[2]
-    assert assistant.content == "Let me check." and [c.id for c in assistant.tool_calls or []] == ["c1", "c2"]
-    assert messages[3].tool_call_id == "c1" and messages[3].content == "sunny"
+    mapped = messages("Be brief.", items)
+    assert [m.role for m in mapped] == ["system", "user", "assistant", "tool"]
+    assert mapped[1].content == "Weather?"
+    assistant = mapped[2]
+    assert assistant.content == "Let me check." and [c.id for c in assistant.calls] == ["c1", "c2"]
+    assert mapped[3].call_id == "c1" and mapped[3].content == "sunny"
 
 
 def test_unsupported_input_is_refused_by_name() -> None:
@@ -171,4 +171,4 @@ def test_reasoning_sent_back_as_input_is_accepted_and_not_prompted() -> None:
         {"type": "message", "role": "assistant", "content": "hello"},
     ]))
     assert [i["type"] for i in items] == ["message", "reasoning", "message"]
-    assert [m.role for m in chat_messages(None, items)] == ["user", "assistant"]
+    assert [m.role for m in messages(None, items)] == ["user", "assistant"]

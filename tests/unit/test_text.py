@@ -44,7 +44,7 @@ def test_utf8_split_across_tokens_comes_out_whole() -> None:
 def test_parse_calls_splits_content_and_call() -> None:
     content, calls = parse_calls('Let me check. <tool_call>\n{"name": "f", "arguments": {"x": 1}}\n</tool_call>')
     assert content == "Let me check."
-    assert calls[0].function.name == "f" and json.loads(calls[0].function.arguments) == {"x": 1}
+    assert calls[0].name == "f" and json.loads(calls[0].arguments) == {"x": 1}
     assert parse_calls('<tool_call>{"name": "f", "argu')[1] == []  # cut short: not a call
 
 

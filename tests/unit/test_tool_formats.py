@@ -32,17 +32,17 @@ def test_each_family_parses_into_content_and_a_call(fmt: tool_formats.ToolFormat
     content, calls = tool_formats.parse(fmt, text)
     assert content == "Checking."
     (call,) = calls
-    assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {"city": "Paris"}
+    assert call.name == "get_weather" and json.loads(call.arguments) == {"city": "Paris"}
 
 
 def test_several_calls_and_ids_per_family() -> None:
     text = '[TOOL_CALLS][{"name": "a", "arguments": {}}, {"name": "b", "arguments": {"x": 1}}]'
     _, calls = tool_formats.parse(MISTRAL, text)
-    assert [c.function.name for c in calls] == ["a", "b"]
+    assert [c.name for c in calls] == ["a", "b"]
     assert all(len(c.id) == 9 and c.id.isalnum() for c in calls)  # Mistral templates check the length
     _, calls = tool_formats.parse(HERMES, '<tool_call>{"name": "a", "arguments": {}}</tool_call>'
                                           '<tool_call>{"name": "b", "arguments": {}}</tool_call>')
-    assert [c.function.name for c in calls] == ["a", "b"] and calls[0].id.startswith("call_")
+    assert [c.name for c in calls] == ["a", "b"] and calls[0].id.startswith("call_")
     mapped = MISTRAL.history_id("call_0123456789abcdef")
     assert len(mapped) == 9 and mapped.isalnum() and mapped == MISTRAL.history_id("call_0123456789abcdef")
     assert MISTRAL.history_id("abcdefghi") == "abcdefghi" and HERMES.history_id("call_1") == "call_1"
@@ -81,7 +81,7 @@ def test_streamed_tool_call_after_reasoning() -> None:
     thought, rest, calls = output.finish()
     assert "".join(r for r, _ in deltas) + thought == "look up"
     assert "".join(c for _, c in deltas) + rest == ""
-    assert calls[0].function.name == "f"
+    assert calls[0].name == "f"
     assert whole(OutputFormat(tools=LLAMA3, thinks=True), '<think>x</think>{"name": "f", "parameters": {}}')[0] == "x"
 
 

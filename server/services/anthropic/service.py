@@ -1,11 +1,11 @@
-"""POST /v1/messages and /v1/messages/count_tokens: Anthropic's Messages API on top of the chat service.
+"""POST /v1/messages and /v1/messages/count_tokens: Anthropic's Messages API on the generation core.
 
-A message request becomes a `ChatCompletionRequest` (system prompt first, content blocks flattened to
+A message request becomes the core's `Conversation` (system prompt first, content blocks flattened to
 text, `tool_use` blocks to assistant tool calls, `tool_result` blocks to tool messages), so prompts,
-tools, grammars and limits work exactly as on the chat route; the chat answer is mapped back to
-content blocks. Streams: see services/anthropic_stream.py.
+tools, grammars and limits work exactly as on the chat route; the core's answer is mapped to content
+blocks. Streams: see services/anthropic_stream.py.
 
-A thinking model's reasoning (chat's `reasoning_content`) comes back as a `thinking` block before the
+A thinking model's reasoning (the core's `Reasoning`) comes back as a `thinking` block before the
 text, with an empty signature. The request's `thinking` setting is accepted; whether a model thinks is
 its template's and the alias's `chat_template_kwargs` business.
 """
@@ -30,61 +30,54 @@ from server.protocol.anthropic_response import (
     ThinkingContent,
     ToolUseContent,
 )
-from server.protocol.chat import (
-    ChatCompletionRequest,
-    ChatMessage,
-    FunctionCall,
-    FunctionDef,
-    JsonSchemaFormat,
-    JsonSchemaResponseFormat,
-    NamedFunction,
-    NamedToolChoice,
-    StreamOptions,
-    Tool,
-    ToolCall,
-)
-from server.services.chat.service import chat_prompt_tokens, plan_chat
 from server.services.generation import run
 from server.services.generation.common import new_id
+from server.services.generation.events import Call
+from server.services.generation.input import Conversation, Message, ToolSpec
+from server.services.generation.plan import plan_conversation
 from server.services.generation.run import named
 from server.telemetry.metrics import Metrics
 
 BLOCK_SEPARATOR = "\n\n"  # between text blocks of one message: each block is a paragraph of its own
 
 
-def chat_request(request: wire.CountTokensRequest, n_ctx: int | None = None) -> ChatCompletionRequest:
-    """The chat request that renders the same prompt and samples the same way. Anthropic clients (Claude
-    Code among them) send max_tokens sized for Claude, often past a local model's whole context: such a
-    value means "as much as fits", as llama-server treats it, instead of a 400 on every request."""
-    chat = ChatCompletionRequest(
+def conversation(request: wire.CountTokensRequest, n_ctx: int | None = None) -> Conversation:
+    """The request in the core's terms: it renders the same prompt and samples the same way as a chat
+    request would. Anthropic clients (Claude Code among them) send max_tokens sized for Claude, often past a
+    local model's whole context: such a value means "as much as fits", as llama-server treats it, instead of
+    a 400 on every request."""
+    choice = request.tool_choice
+    out = Conversation(
         model=request.model,
         messages=_messages(request),
-        tools=_tools(request.tools) if request.tools is not UNSET else None,
-        tool_choice=_tool_choice(request.tool_choice),
+        tools=_tools(request.tools) if request.tools is not UNSET else [],
+        tool_choice=_tool_choice(choice),
+        forced=choice.name if isinstance(choice, wire.ToolChoiceTool) else None,
     )
     if isinstance(request, wire.MessagesRequest):
-        chat.max_tokens = request.max_tokens if n_ctx is None or request.max_tokens < n_ctx else None
-        chat.temperature = request.temperature
-        chat.top_p = request.top_p
-        chat.top_k = request.top_k
-        chat.stop = request.stop_sequences or None
-        chat.stream = request.stream
-        chat.stream_options = StreamOptions(include_usage=True) if request.stream else None
+        out.max_tokens = request.max_tokens if n_ctx is None or request.max_tokens < n_ctx else None
+        out.temperature = _sent(request.temperature)
+        out.top_p = _sent(request.top_p)
+        out.top_k = _sent(request.top_k)
+        out.stop = [s for s in request.stop_sequences or [] if s] if request.stop_sequences is not UNSET else []
         output_format = request.output_config.format if request.output_config else None
         if output_format is not None:
-            chat.response_format = JsonSchemaResponseFormat(json_schema=JsonSchemaFormat(schema=output_format.schema))
-    return chat
+            out.response_format, out.schema = "json_schema", output_format.schema
+    return out
+
+
+def _sent(value: Any) -> Any:
+    return None if value is UNSET else value
 
 
 # The core's field names as this API calls them.
-NAMES = {"prompt": "messages", "max_tokens": "max_tokens", "response_format": "output_config.format",
-         "max_completion_tokens": "max_tokens"}
+NAMES = {"prompt": "messages", "response_format": "output_config.format"}
 
 
 async def create_message(pool: ModelPool[Any], request: wire.MessagesRequest,
                          metrics: Metrics | None = None) -> MessageResponse:
     with named(NAMES):
-        plan = plan_chat(pool, chat_request(request, pool.spec(request.model).n_ctx))
+        plan = plan_conversation(pool, conversation(request, pool.spec(request.model).n_ctx))
     answer = await run.complete(pool, plan, metrics, names=NAMES)
     choice = answer.choices[0]
     content: list[Content] = []
@@ -101,8 +94,9 @@ async def create_message(pool: ModelPool[Any], request: wire.MessagesRequest,
 
 
 async def count_tokens(pool: ModelPool[Any], request: wire.CountTokensRequest) -> CountTokensResponse:
-    tokens, _ = await chat_prompt_tokens(pool, chat_request(request))
-    return CountTokensResponse(input_tokens=len(tokens))
+    with named(NAMES):
+        plan = plan_conversation(pool, conversation(request))
+    return CountTokensResponse(input_tokens=await run.prompt_tokens(pool, plan, names=NAMES))
 
 
 def new_message_id() -> str:
@@ -110,7 +104,7 @@ def new_message_id() -> str:
 
 
 def tool_use_id(call_id: str) -> str:
-    """Anthropic's prefix on the chat service's call id; a `tool_result` sends it back as it is."""
+    """Anthropic's prefix on the core's call id; a `tool_result` sends it back as it is."""
     return "toolu_" + call_id.removeprefix("call_")
 
 
@@ -133,27 +127,27 @@ def message_usage(prompt_tokens: int, completion_tokens: int, cached: int) -> Me
                         cache_read_input_tokens=cached)
 
 
-def _messages(request: wire.CountTokensRequest) -> list[ChatMessage]:
-    out: list[ChatMessage] = []
+def _messages(request: wire.CountTokensRequest) -> list[Message]:
+    out: list[Message] = []
     system = request.system
     if isinstance(system, list):
         system = BLOCK_SEPARATOR.join(block.text for block in system)
     if system:
-        out.append(ChatMessage(role="system", content=system))
+        out.append(Message(role="system", content=system))
     for i, message in enumerate(request.messages):
         if isinstance(message.content, str):
-            out.append(ChatMessage(role=message.role, content=message.content))
+            out.append(Message(role=message.role, content=message.content))
         else:
             out += _blocks(message.role, message.content, f"messages[{i}].content")
     return out
 
 
-def _blocks(role: str, blocks: list[wire.ContentBlock], where: str) -> list[ChatMessage]:
-    """One Anthropic message as chat messages: its tool results first (each a tool message), then the text
-    and tool calls."""
+def _blocks(role: str, blocks: list[wire.ContentBlock], where: str) -> list[Message]:
+    """One Anthropic message as the core's messages: its tool results first (each a tool message), then the
+    text and tool calls."""
     texts: list[str] = []
-    calls: list[ToolCall] = []
-    results: list[ChatMessage] = []
+    calls: list[Call] = []
+    results: list[Message] = []
     for j, block in enumerate(blocks):
         at = f"{where}[{j}]"
         if isinstance(block, wire.TextBlock):
@@ -163,18 +157,17 @@ def _blocks(role: str, blocks: list[wire.ContentBlock], where: str) -> list[Chat
         elif isinstance(block, wire.ToolUseBlock):
             if role != "assistant":
                 raise InvalidRequestError(f"`{at}`: tool_use blocks belong in assistant messages.", param=at)
-            calls.append(ToolCall(id=block.id, function=FunctionCall(name=block.name,
-                                                                     arguments=json.dumps(block.input))))
+            calls.append(Call(id=block.id, name=block.name, arguments=json.dumps(block.input)))
         elif isinstance(block, wire.ToolResultBlock):
             if role != "user":
                 raise InvalidRequestError(f"`{at}`: tool_result blocks belong in user messages.", param=at)
-            results.append(ChatMessage(role="tool", tool_call_id=block.tool_use_id, content=_result_text(block, at)))
+            results.append(Message(role="tool", call_id=block.tool_use_id, content=_result_text(block, at)))
         else:
             _refuse_media(block, at)
     text = BLOCK_SEPARATOR.join(texts)
     if role == "assistant":
-        return [ChatMessage(role="assistant", content=text or None, tool_calls=calls or UNSET)]
-    return results + ([ChatMessage(role="user", content=text)] if texts or not results else [])
+        return [Message(role="assistant", content=text or None, calls=calls)]
+    return results + ([Message(role="user", content=text)] if texts or not results else [])
 
 
 def _result_text(block: wire.ToolResultBlock, where: str) -> str:
@@ -194,21 +187,19 @@ def _refuse_media(block: Any, where: str) -> None:
                               "content as text blocks.", param=where)
 
 
-def _tools(tools: list[wire.Tool]) -> list[Tool]:
+def _tools(tools: list[wire.Tool]) -> list[ToolSpec]:
     out = []
     for i, tool in enumerate(tools):
         if tool.type is not UNSET and tool.type != "custom":
             raise InvalidRequestError(f"`tools[{i}]` is the server tool `{tool.type}`, which this server does not "
                                       "run; give client tools (name, description, input_schema).", param=f"tools[{i}]")
-        out.append(Tool(function=FunctionDef(name=tool.name, description=tool.description,
-                                             parameters=tool.input_schema)))
+        out.append(ToolSpec(name=tool.name, description=tool.description if isinstance(tool.description, str)
+                            else "", parameters=tool.input_schema if isinstance(tool.input_schema, dict) else None))
     return out
 
 
-def _tool_choice(choice: wire.ToolChoice | Any) -> Any:
-    if isinstance(choice, wire.ToolChoiceTool):
-        return NamedToolChoice(function=NamedFunction(name=choice.name))
-    if isinstance(choice, wire.ToolChoiceAny):
+def _tool_choice(choice: wire.ToolChoice | Any) -> str | None:
+    if isinstance(choice, (wire.ToolChoiceTool, wire.ToolChoiceAny)):
         return "required"
     if isinstance(choice, wire.ToolChoiceNone):
         return "none"

@@ -1,4 +1,4 @@
-"""Streamed messages: the chat service's chunks mapped to Anthropic's server-sent events.
+"""Streamed messages: the generation core's events mapped to Anthropic's server-sent events.
 
 `message_start` and a `ping` go out once the model has taken the request (before its first token);
 reasoning opens a `thinking` block streamed as `thinking_delta`s; text opens a text block and streams as
@@ -39,16 +39,16 @@ from server.protocol.anthropic_response import (
 )
 from server.services.anthropic.service import (
     NAMES,
-    chat_request,
+    conversation,
     message_usage,
     new_message_id,
     stop_reason,
     tool_use_id,
 )
-from server.services.chat.service import plan_chat
 from server.services.generation import run
 from server.services.generation.choices import total_usage
 from server.services.generation.events import Calls, Event, Finished, Reasoning, Started, Text
+from server.services.generation.plan import plan_conversation
 from server.services.generation.run import named
 from server.telemetry.metrics import Metrics
 
@@ -121,7 +121,7 @@ async def stream_message(pool: ModelPool[Any], request: MessagesRequest,
     before that are still an HTTP status."""
     mapper = EventMapper(request.model, request.stop_sequences)
     with named(NAMES):
-        plan = plan_chat(pool, chat_request(request, pool.spec(request.model).n_ctx))
+        plan = plan_conversation(pool, conversation(request, pool.spec(request.model).n_ctx))
     async with aclosing(run.stream(pool, plan, metrics, names=NAMES)) as steps:
         async for events in steps:
             yield b"".join(frame(event) for event in mapper.events(events))

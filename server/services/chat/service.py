@@ -8,7 +8,6 @@ from typing import Any
 
 import msgspec
 
-from server.engine import Grammar
 from server.errors import InvalidRequestError
 from server.http.streaming import event
 from server.pool import ModelPool
@@ -18,20 +17,19 @@ from server.protocol.chat import (
     FunctionCall,
     JsonObjectFormat,
     JsonSchemaResponseFormat,
+    NamedToolChoice,
     ToolCall,
 )
 from server.protocol.chat_response import AssistantMessage, ChatChoice, ChatCompletion
 from server.protocol.common import PromptTokensDetails, Usage
 from server.services.chat import stream as chat_stream
-from server.services.generation import render as chat_render
-from server.services.generation import run, tools
+from server.services.generation import run
 from server.services.generation.common import new_id, now, require_kind
 from server.services.generation.events import Call
+from server.services.generation.input import Conversation, Message, ToolSpec
 from server.services.generation.logprobs import chat_logprobs
-from server.services.generation.params import max_tokens, refuse_unsupported, sampling_params, stop_list
-from server.services.generation.plan import ChatPlan
-from server.services.generation.schema_limits import check_schema
-from server.services.limits import check_generation_request
+from server.services.generation.params import given, refuse_unsupported, stop_list
+from server.services.generation.plan import ChatPlan, plan_conversation
 from server.telemetry.metrics import Metrics
 
 UNSUPPORTED = (
@@ -43,55 +41,64 @@ NEUTRAL: dict[str, Any] = {"store": False, "metadata": {}, "service_tier": "auto
 _encode = msgspec.json.Encoder().encode
 
 
-def _text(message: ChatMessage) -> str:
+def _text(message: ChatMessage) -> str | None:
     content = message.content
     if isinstance(content, list):
         return "".join(part.text for part in content)
-    return content or ""
+    return content
+
+
+def calls_of(calls: list[ToolCall]) -> list[Call]:
+    return [Call(id=c.id, name=c.function.name, arguments=c.function.arguments) for c in calls]
+
+
+def _sent(value: Any) -> Any:
+    return None if value is msgspec.UNSET else value
+
+
+def conversation(request: ChatCompletionRequest) -> Conversation:
+    """The chat request in the core's terms."""
+    fmt = request.response_format
+    choice = request.tool_choice
+    return Conversation(
+        model=request.model,
+        messages=[Message(role="system" if m.role == "developer" else m.role, content=_text(m),
+                          calls=calls_of(m.tool_calls) if isinstance(m.tool_calls, list) else [],
+                          call_id=m.tool_call_id if isinstance(m.tool_call_id, str) else None,
+                          name=m.name if isinstance(m.name, str) else None)
+                  for m in request.messages],
+        tools=[ToolSpec(name=t.function.name,
+                        description=t.function.description if isinstance(t.function.description, str) else "",
+                        parameters=t.function.parameters if isinstance(t.function.parameters, dict) else None)
+               for t in request.tools or []],
+        tool_choice=choice if isinstance(choice, str) else None,
+        forced=choice.function.name if isinstance(choice, NamedToolChoice) else None,
+        response_format="json_object" if isinstance(fmt, JsonObjectFormat)
+        else "json_schema" if isinstance(fmt, JsonSchemaResponseFormat) else None,
+        schema=fmt.json_schema.schema if isinstance(fmt, JsonSchemaResponseFormat) else msgspec.UNSET,
+        n=request.n or 1,
+        max_tokens=_sent(request.max_completion_tokens) if given(request.max_completion_tokens)
+        else _sent(request.max_tokens),
+        stop=stop_list(request.stop),
+        temperature=_sent(request.temperature), top_p=_sent(request.top_p), top_k=_sent(request.top_k),
+        presence_penalty=_sent(request.presence_penalty), frequency_penalty=_sent(request.frequency_penalty),
+        seed=request.seed, logit_bias=request.logit_bias,
+        logprobs=(request.top_logprobs or 0) if request.logprobs else None,
+        template_kwargs=request.chat_template_kwargs,
+        reasoning_effort=request.reasoning_effort if isinstance(request.reasoning_effort, str) else None,
+    )
 
 
 def plan_chat(pool: ModelPool[Any], request: ChatCompletionRequest) -> ChatPlan:
-    spec = pool.spec(request.model)
-    require_kind(request.model, spec, embedding=False)
+    """Chat's own checks, then the core's (errors renamed into chat's fields)."""
+    require_kind(request.model, pool.spec(request.model), embedding=False)
     refuse_unsupported(request, UNSUPPORTED, NEUTRAL)
-    check_generation_request(request.model, spec, request)
     if request.top_logprobs is not None and not request.logprobs:
         raise InvalidRequestError("top_logprobs needs logprobs set to true.", param="top_logprobs")
     if request.stream_options is not None and not request.stream:
         raise InvalidRequestError("stream_options is only allowed when stream is true.", param="stream_options")
-    tool_plan = tools.plan_tools(request)
-    fmt = request.response_format
-    if tool_plan is not None and isinstance(fmt, (JsonObjectFormat, JsonSchemaResponseFormat)):
-        raise InvalidRequestError("response_format cannot be combined with tool calls; set tool_choice to none.",
-                                  param="response_format")
-    chat_render.check_variables(request)
-    messages = [{"role": m.role if m.role != "developer" else "system", "content": _text(m)} for m in request.messages]
-    return ChatPlan(
-        request=request,
-        spec=spec,
-        messages=messages,
-        n=request.n or 1,
-        max_tokens=max_tokens(request.model, spec, {"max_completion_tokens": request.max_completion_tokens,
-                                                    "max_tokens": request.max_tokens}, fallback=None),
-        stop=stop_list(request.stop),
-        sampling=sampling_params(spec, request),
-        logprobs=(request.top_logprobs or 0) if request.logprobs else None,
-        tools=tool_plan,
-        response_grammar=_grammar(fmt),
-    )
-
-
-def _grammar(fmt: Any) -> Grammar | None:
-    if isinstance(fmt, JsonObjectFormat):
-        return Grammar()  # any JSON object
-    if isinstance(fmt, JsonSchemaResponseFormat):
-        schema = fmt.json_schema.schema
-        if schema is msgspec.UNSET:  # OpenAI's Responses schema requires it; a format with none asks nothing
-            raise InvalidRequestError("A json_schema response format needs its `schema`; for any JSON object "
-                                      "use the json_object format.", param="response_format")
-        check_schema(schema, param="response_format")
-        return Grammar(schema=msgspec.json.encode(schema).decode())
-    return None
+    with run.named(names(request)):
+        return plan_conversation(pool, conversation(request))
 
 
 async def complete_chat(pool: ModelPool[Any], request: ChatCompletionRequest,
@@ -115,7 +122,7 @@ async def complete_chat(pool: ModelPool[Any], request: ChatCompletionRequest,
 
 def names(request: ChatCompletionRequest) -> dict[str, str]:
     """The core's field names in this request's terms: the token cap is whichever field the client sent."""
-    cap = "max_completion_tokens" if request.max_completion_tokens is not None else "max_tokens"
+    cap = "max_completion_tokens" if given(request.max_completion_tokens) else "max_tokens"
     return {"prompt": "messages", "max_tokens": cap}
 
 

@@ -1,2 +1,2 @@
-"""The generation core every API maps onto: a plan in (generation/plan.py), typed events or a whole answer
-out (generation/events.py), run by generation/run.py."""
+"""The generation core every API maps onto: a `Conversation` in (generation/input.py), planned without the
+model (generation/plan.py), run into typed events or a whole answer (generation/run.py, generation/events.py)."""

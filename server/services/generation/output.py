@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from server.protocol.chat import ToolCall
 from server.services.generation import reasoning
+from server.services.generation.events import Call
 from server.services.generation.tool_formats import ToolFormat
 from server.services.generation.tools import ContentFilter, parse_calls
 
@@ -45,7 +45,7 @@ class TagStripper:
         return held
 
 
-def whole(fmt: OutputFormat, text: str) -> tuple[str | None, str | None, list[ToolCall]]:
+def whole(fmt: OutputFormat, text: str) -> tuple[str | None, str | None, list[Call]]:
     """A whole answer as (reasoning, content, calls). Reasoning is None where there was none."""
     thought: str | None = None
     content = text
@@ -77,7 +77,7 @@ class ChoiceOutput:
             content = self._stripper.feed(content)
         return thought, self._filter.feed(content) if self._filter else content
 
-    def finish(self) -> tuple[str, str, list[ToolCall]]:
+    def finish(self) -> tuple[str, str, list[Call]]:
         thought, content = self._splitter.finish() if self._splitter else ("", "")
         if self._stripper is not None:
             content = self._stripper.feed(content) + self._stripper.finish()

@@ -9,13 +9,19 @@ from typing import Any, Protocol
 import msgspec
 
 from server.engine import ChatPrompt, Grammar, Model, Request
-from server.protocol.chat import ChatCompletionRequest
+from server.errors import InvalidRequestError
+from server.pool import ModelPool
 from server.registry import ModelSpec
 from server.services.generation import render as chat_render
 from server.services.generation import tools
 from server.services.generation.choices import choice_requests
+from server.services.generation.common import require_kind
+from server.services.generation.input import Conversation
 from server.services.generation.output import OutputFormat
+from server.services.generation.params import max_tokens, sampling_params
 from server.services.generation.render import Rendering
+from server.services.generation.schema_limits import check_schema
+from server.services.limits import check_generation_request
 
 
 class Plan(Protocol):
@@ -40,7 +46,7 @@ class Plan(Protocol):
 
 @dataclass(frozen=True)
 class ChatPlan:
-    request: ChatCompletionRequest
+    conversation: Conversation
     spec: ModelSpec
     messages: list[dict[str, Any]]
     n: int
@@ -53,14 +59,14 @@ class ChatPlan:
 
     @property
     def alias(self) -> str:
-        return self.request.model
+        return self.conversation.model
 
     @property
     def per_prompt(self) -> int:
         return self.n
 
     def render(self, model: Model) -> Rendering:
-        return chat_render.render(self.request, self.spec, model.chat_template, self.messages, self.tools)
+        return chat_render.render(self.conversation, self.spec, model.chat_template, self.messages, self.tools)
 
     async def prompt(self, model: Model) -> tuple[int | None, OutputFormat, list[Request]]:
         prompt, output, requests = await self.rendered(model)
@@ -82,7 +88,45 @@ class ChatPlan:
         sampling = msgspec.structs.replace(self.sampling, grammar=grammar)
         output = OutputFormat(tools=rendering.tool_format if self.tools is not None else None,
                               thinks=rendering.thinks, reasoning_open=reasoning_open,
-                              strip_echo=any(m.role == "tool" for m in self.request.messages))
+                              strip_echo=any(m.role == "tool" for m in self.conversation.messages))
         requests = choice_requests(prompt.tokens, self.n, self.max_tokens, self.stop + prompt.stop, sampling,
                                    self.logprobs)
         return prompt, output, requests
+
+
+def plan_conversation(pool: ModelPool[Any], conversation: Conversation) -> ChatPlan:
+    """Every check that needs no model, then the plan. Errors name the core's fields (input.py)."""
+    alias = conversation.model
+    spec = pool.spec(alias)
+    require_kind(alias, spec, embedding=False)
+    check_generation_request(alias, spec, conversation)
+    tool_plan = tools.plan_tools(conversation)
+    if tool_plan is not None and conversation.response_format is not None:
+        raise InvalidRequestError("response_format cannot be combined with tool calls; set tool_choice to none.",
+                                  param="response_format")
+    chat_render.check_variables(conversation)
+    return ChatPlan(
+        conversation=conversation,
+        spec=spec,
+        messages=[{"role": m.role, "content": m.content or ""} for m in conversation.messages],
+        n=conversation.n,
+        max_tokens=max_tokens(alias, spec, {"max_tokens": conversation.max_tokens}, fallback=None),
+        stop=list(conversation.stop),
+        sampling=sampling_params(spec, conversation),
+        logprobs=conversation.logprobs,
+        tools=tool_plan,
+        response_grammar=_grammar(conversation),
+    )
+
+
+def _grammar(conversation: Conversation) -> Grammar | None:
+    if conversation.response_format == "json_object":
+        return Grammar()  # any JSON object
+    if conversation.response_format == "json_schema":
+        schema = conversation.schema
+        if schema is msgspec.UNSET:  # OpenAI's Responses schema requires it; a format with none asks nothing
+            raise InvalidRequestError("A json_schema response format needs its `schema`; for any JSON object "
+                                      "use the json_object format.", param="response_format")
+        check_schema(schema, param="response_format")
+        return Grammar(schema=msgspec.json.encode(schema).decode())
+    return None

@@ -13,12 +13,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from msgspec import UNSET
-
 from server.errors import InvalidRequestError, UnsupportedParameterError
-from server.protocol.chat import ChatCompletionRequest
 from server.registry import ModelSpec
 from server.services.generation import reasoning, tool_formats, tools
+from server.services.generation.input import Conversation
 from server.services.generation.tool_formats import HERMES, ToolFormat
 
 # Names the renderer itself passes to a template: a template variable may not replace them.
@@ -40,31 +38,31 @@ def handles_tools(template: str | None) -> bool:
     return template is not None and re.search(r"\btools\b", template) is not None
 
 
-def check_variables(request: ChatCompletionRequest) -> None:
+def check_variables(conversation: Conversation) -> None:
     """Refusals that need no model: reserved variable names."""
-    clash = sorted(RESERVED & set(request.chat_template_kwargs or {}))
+    clash = sorted(RESERVED & set(conversation.template_kwargs or {}))
     if clash:
         raise InvalidRequestError(f"chat_template_kwargs may not set {', '.join(clash)}: the server passes "
                                   "these to the template itself.", param="chat_template_kwargs")
 
 
-def render(request: ChatCompletionRequest, spec: ModelSpec, template: str | None, messages: list[dict[str, Any]],
+def render(conversation: Conversation, spec: ModelSpec, template: str | None, messages: list[dict[str, Any]],
            plan: tools.ToolPlan | None) -> Rendering:
     """`template`: the model's Jinja template (None: a named llama-cpp-python chat format)."""
-    if template is None and request.chat_template_kwargs:
+    if template is None and conversation.template_kwargs:
         raise InvalidRequestError("chat_template_kwargs needs a Jinja chat template; this alias uses the chat "
                                   f"format `{spec.chat_format}`.", param="chat_template_kwargs")
     if handles_tools(template):
         assert template is not None
         fmt = tool_formats.family(template)
-        rendered = tools.native_history(messages, request.messages, fmt)
+        rendered = tools.native_history(messages, conversation.messages, fmt)
         tool_list = tools.template_tools(plan) if plan is not None else None
     else:
         fmt, tool_list = HERMES, None
-        rendered = tools.described_history(messages, request.messages, plan)
-    variables = {**spec.chat_template_kwargs, **(request.chat_template_kwargs or {})}
-    effort = request.reasoning_effort
-    if effort is not UNSET and effort is not None:
+        rendered = tools.described_history(messages, conversation.messages, plan)
+    variables = {**spec.chat_template_kwargs, **(conversation.template_kwargs or {})}
+    effort = conversation.reasoning_effort
+    if effort is not None:
         if template is not None and "reasoning_effort" in template:
             variables.setdefault("reasoning_effort", effort)
         elif template is not None and "enable_thinking" in template:

@@ -15,12 +15,11 @@ from typing import Any
 from server.engine import Indexed, Usage
 from server.errors import ServerError
 from server.pool import ModelPool
-from server.protocol.chat import ToolCall
 from server.services.generation.choices import collect, total_usage
 from server.services.generation.common import record_usage
-from server.services.generation.events import Answer, Call, Calls, Choice, Event, Finished, Reasoning, Started, Text
+from server.services.generation.events import Answer, Calls, Choice, Event, Finished, Reasoning, Started, Text
 from server.services.generation.output import ChoiceOutput, OutputFormat, whole
-from server.services.generation.plan import Plan
+from server.services.generation.plan import ChatPlan, Plan
 from server.telemetry.metrics import Metrics
 
 
@@ -32,10 +31,6 @@ def named(names: Mapping[str, str]) -> Iterator[None]:
     except ServerError as exc:
         exc.param = names.get(exc.param or "", exc.param)
         raise
-
-
-def calls_of(calls: list[ToolCall]) -> list[Call]:
-    return [Call(id=c.id, name=c.function.name, arguments=c.function.arguments) for c in calls]
 
 
 class EventDecoder:
@@ -69,7 +64,7 @@ class EventDecoder:
             reason = piece.finish_reason
             if calls:
                 reason = "tool_calls"
-                out.append(Calls(index, calls_of(calls)))
+                out.append(Calls(index, calls))
             self.finishes.append(reason)
             out.append(Finished(index, reason, piece.stop if reason == "stop" else None, piece.usage))
         return out
@@ -96,6 +91,14 @@ async def stream(pool: ModelPool[Any], plan: Plan, metrics: Metrics | None = Non
     record_usage(pool, metrics, alias, decoder.usages, decoder.finishes, plan.per_prompt)
 
 
+async def prompt_tokens(pool: ModelPool[Any], plan: ChatPlan, names: Mapping[str, str] | None = None) -> int:
+    """The prompt's size as the model renders it (template and tools included), without generating."""
+    with named(names or {}):
+        async with pool.lease(plan.alias, max_tokens=0) as model:
+            prompt, _, _ = await plan.rendered(model)
+            return len(prompt.tokens)
+
+
 async def complete(pool: ModelPool[Any], plan: Plan, metrics: Metrics | None = None,
                    names: Mapping[str, str] | None = None) -> Answer:
     """The plan's whole answer: every choice generated to its end, then parsed."""
@@ -108,7 +111,7 @@ async def complete(pool: ModelPool[Any], plan: Plan, metrics: Metrics | None = N
     for result in collected:
         thought, content, calls = whole(output, result.text)
         choices.append(Choice(
-            content=content, reasoning=thought if output.thinks else None, calls=calls_of(calls),
+            content=content, reasoning=thought if output.thinks else None, calls=calls,
             finish_reason="tool_calls" if calls else result.finish_reason,
             stop=result.stop if not calls else None, logprobs=result.logprobs, usage=result.usage))
     usages = [r.usage for r in collected]

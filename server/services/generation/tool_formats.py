@@ -17,7 +17,7 @@ import string
 from dataclasses import dataclass
 from typing import Any
 
-from server.protocol.chat import FunctionCall, ToolCall
+from server.services.generation.events import Call
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ def first_start(fmt: ToolFormat, text: str, begin: int = 0) -> int:
     return min(found, default=-1)
 
 
-def parse(fmt: ToolFormat, text: str) -> tuple[str | None, list[ToolCall]]:
+def parse(fmt: ToolFormat, text: str) -> tuple[str | None, list[Call]]:
     """Split output into content and tool calls. A call that did not complete (max_tokens cut it) or does
     not parse is not a call: the text stays content."""
     start = first_start(fmt, text)
@@ -89,7 +89,7 @@ def parse(fmt: ToolFormat, text: str) -> tuple[str | None, list[ToolCall]]:
     return (content or None), calls
 
 
-def _calls(fmt: ToolFormat, tail: str) -> list[ToolCall]:
+def _calls(fmt: ToolFormat, tail: str) -> list[Call]:
     decoder = json.JSONDecoder(strict=False)
     found: list[Any] = []
     position = 0
@@ -116,5 +116,5 @@ def _calls(fmt: ToolFormat, tail: str) -> list[ToolCall]:
             return []
         if not isinstance(name, str) or arguments is None:
             return []
-        calls.append(ToolCall(id=fmt.new_id(), function=FunctionCall(name=name, arguments=json.dumps(arguments))))
+        calls.append(Call(id=fmt.new_id(), name=name, arguments=json.dumps(arguments)))
     return calls

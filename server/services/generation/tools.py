@@ -20,12 +20,11 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from msgspec import UNSET
-
 from server.engine import Grammar
 from server.errors import InvalidRequestError
-from server.protocol.chat import ChatCompletionRequest, ChatMessage, NamedToolChoice, Tool, ToolCall
 from server.services.generation import tool_formats
+from server.services.generation.events import Call
+from server.services.generation.input import Conversation, Message, ToolSpec
 from server.services.generation.reasoning import partial_tail
 from server.services.generation.schema_limits import check_schema
 from server.services.generation.tool_formats import HERMES, ToolFormat
@@ -36,59 +35,55 @@ EMPTY_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}
 
 @dataclass(frozen=True)
 class ToolPlan:
-    tools: list[Tool]  # every tool the model is told about
-    callable: list[Tool]  # the ones a call may name (one, for a named tool_choice)
-    choice: Any  # "auto", "required" or a NamedToolChoice
+    tools: list[ToolSpec]  # every tool the model is told about
+    callable: list[ToolSpec]  # the ones a call may name (one, for a forced function)
+    choice: str  # "auto" or "required" (a forced function is required too)
+    forced: str | None = None  # the function a call must name
 
     def grammar(self, fmt: ToolFormat = HERMES, *, after: str = "") -> Grammar:
         """The constraint on a call in `fmt`: lazy for auto, else from the first token, or from `after`
         (`</think>`: a thinking model reasons freely first)."""
-        schema = {"anyOf": [tool_formats.call_schema(fmt, t.function.name, _parameters(t)) for t in self.callable]}
+        schema = {"anyOf": [tool_formats.call_schema(fmt, t.name, _parameters(t)) for t in self.callable]}
         check_schema(schema, param="tools")  # the tools together, as the grammar will hold them
         return Grammar(schema=json.dumps(schema), open=fmt.open, close=fmt.close, lazy=self.choice == "auto",
                        trigger=fmt.starts[0], after="" if self.choice == "auto" else after, param="tools")
 
 
-def plan_tools(request: ChatCompletionRequest) -> ToolPlan | None:
-    tools = request.tools or []
-    choice = request.tool_choice if request.tool_choice is not None else ("auto" if tools else "none")
+def plan_tools(conversation: Conversation) -> ToolPlan | None:
+    tools = conversation.tools
+    choice = conversation.tool_choice or ("auto" if tools else "none")
+    if conversation.forced is not None:
+        choice = "required"
     if choice != "none" and not tools:
         raise InvalidRequestError("tool_choice needs a non-empty `tools` list.", param="tool_choice")
     if choice == "none":
         return None
-    if len({t.function.name for t in tools}) != len(tools):
+    if len({t.name for t in tools}) != len(tools):
         raise InvalidRequestError("Tool function names must be unique.", param="tools")
     for i, tool in enumerate(tools):  # each on its own first, so a refusal names the tool
         check_schema(_parameters(tool), param="tools", where=f"tools[{i}].function.parameters")
     callable_tools = tools
-    if isinstance(choice, NamedToolChoice):
-        callable_tools = [t for t in tools if t.function.name == choice.function.name]
+    if conversation.forced is not None:
+        callable_tools = [t for t in tools if t.name == conversation.forced]
         if not callable_tools:
-            raise InvalidRequestError(f"tool_choice names `{choice.function.name}`, which is not in `tools`.",
+            raise InvalidRequestError(f"tool_choice names `{conversation.forced}`, which is not in `tools`.",
                                       param="tool_choice")
-    plan = ToolPlan(tools=tools, callable=callable_tools, choice=choice)
+    plan = ToolPlan(tools=tools, callable=callable_tools, choice=choice, forced=conversation.forced)
     plan.grammar()  # a schema too large together is refused before any model is loaded
     return plan
 
 
-def _parameters(tool: Tool) -> dict[str, Any]:
-    params = tool.function.parameters
-    return params if params is not UNSET and params else EMPTY_PARAMETERS
+def _parameters(tool: ToolSpec) -> dict[str, Any]:
+    return tool.parameters or EMPTY_PARAMETERS
 
 
 def template_tools(plan: ToolPlan) -> list[dict[str, Any]]:
     """The tools as a Hugging Face template reads them: OpenAI's own shape."""
-    return [
-        {"type": "function", "function": {
-            "name": t.function.name,
-            "description": t.function.description if t.function.description is not UNSET else "",
-            "parameters": _parameters(t),
-        }}
-        for t in plan.tools
-    ]
+    return [{"type": "function", "function": {"name": t.name, "description": t.description,
+                                              "parameters": _parameters(t)}} for t in plan.tools]
 
 
-def native_history(messages: list[dict[str, Any]], source: list[ChatMessage],
+def native_history(messages: list[dict[str, Any]], source: list[Message],
                    fmt: ToolFormat = HERMES) -> list[dict[str, Any]]:
     """Tool calls and results as data, the way Hugging Face templates read them: `tool_calls` with
     arguments as an object, and `tool` messages with their call's id and function name."""
@@ -96,34 +91,28 @@ def native_history(messages: list[dict[str, Any]], source: list[ChatMessage],
     out: list[dict[str, Any]] = []
     for rendered, message in zip(messages, source):
         rendered = dict(rendered)
-        if message.role == "assistant" and message.tool_calls:
+        if message.role == "assistant" and message.calls:
             rendered["tool_calls"] = [
                 {"id": fmt.history_id(c.id), "type": "function",
-                 "function": {"name": c.function.name, "arguments": _loads(c.function.arguments)}}
-                for c in message.tool_calls
+                 "function": {"name": c.name, "arguments": _loads(c.arguments)}}
+                for c in message.calls
             ]
         elif message.role == "tool":
-            call_id = message.tool_call_id if message.tool_call_id is not UNSET else ""
+            call_id = message.call_id or ""
             rendered["tool_call_id"] = fmt.history_id(call_id)
             rendered["name"] = names.get(call_id, "")
-        if message.name is not UNSET and message.role != "tool":
+        if message.name is not None and message.role != "tool":
             rendered["name"] = message.name
         out.append(rendered)
     return out
 
 
-def _instructions(tools: list[Tool], choice: Any) -> str:
-    described = "\n".join(
-        json.dumps({
-            "name": t.function.name,
-            "description": t.function.description if t.function.description is not UNSET else "",
-            "parameters": _parameters(t),
-        })
-        for t in tools
-    )
-    if isinstance(choice, NamedToolChoice):
-        rule = f"You must call the tool `{choice.function.name}` now."
-    elif choice == "required":
+def _instructions(plan: ToolPlan) -> str:
+    described = "\n".join(json.dumps({"name": t.name, "description": t.description, "parameters": _parameters(t)})
+                          for t in plan.tools)
+    if plan.forced is not None:
+        rule = f"You must call the tool `{plan.forced}` now."
+    elif plan.choice == "required":
         rule = "You must call one of these tools now."
     else:
         rule = "Call a tool only when it helps answer; otherwise answer normally."
@@ -134,25 +123,23 @@ def _instructions(tools: list[Tool], choice: Any) -> str:
     )
 
 
-def described_history(messages: list[dict[str, Any]], source: list[ChatMessage],
+def described_history(messages: list[dict[str, Any]], source: list[Message],
                       plan: ToolPlan | None) -> list[dict[str, Any]]:
     """Tool history as plain text, and the tool instructions in the system message."""
     names = _call_names(source)
     out: list[dict[str, Any]] = []
     for rendered, message in zip(messages, source):
         if message.role == "tool":
-            name = names.get(message.tool_call_id if message.tool_call_id is not UNSET else "", "")
+            name = names.get(message.call_id or "", "")
             tool = f"The tool {name}" if name else "The tool"
             rendered = {"role": "user", "content": f"{tool} returned: {rendered['content']}"}
-        elif message.role == "assistant" and message.tool_calls:
-            calls = "".join(
-                f"{OPEN}{json.dumps({'name': c.function.name, 'arguments': _loads(c.function.arguments)})}{CLOSE}"
-                for c in message.tool_calls
-            )
+        elif message.role == "assistant" and message.calls:
+            calls = "".join(f"{OPEN}{json.dumps({'name': c.name, 'arguments': _loads(c.arguments)})}{CLOSE}"
+                            for c in message.calls)
             rendered = {"role": "assistant", "content": (rendered["content"] + "\n" + calls).strip()}
         out.append(rendered)
     if plan is not None:
-        instructions = _instructions(plan.tools, plan.choice)
+        instructions = _instructions(plan)
         if out and out[0]["role"] == "system":
             out[0] = {"role": "system", "content": out[0]["content"] + "\n\n" + instructions}
         else:
@@ -160,8 +147,8 @@ def described_history(messages: list[dict[str, Any]], source: list[ChatMessage],
     return out
 
 
-def _call_names(source: list[ChatMessage]) -> dict[str, str]:
-    return {c.id: c.function.name for m in source if m.role == "assistant" and m.tool_calls for c in m.tool_calls}
+def _call_names(source: list[Message]) -> dict[str, str]:
+    return {c.id: c.name for m in source if m.role == "assistant" for c in m.calls}
 
 
 def _loads(arguments: str) -> Any:
@@ -171,7 +158,7 @@ def _loads(arguments: str) -> Any:
         return arguments
 
 
-def parse_calls(text: str, fmt: ToolFormat = HERMES) -> tuple[str | None, list[ToolCall]]:
+def parse_calls(text: str, fmt: ToolFormat = HERMES) -> tuple[str | None, list[Call]]:
     """Split generated text into content and tool calls (see tool_formats.parse)."""
     return tool_formats.parse(fmt, text)
 

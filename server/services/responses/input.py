@@ -1,8 +1,8 @@
-"""A Responses request -> the conversation's items and the equivalent chat completion request.
+"""A Responses request -> the conversation's items and the generation core's `Conversation`.
 
 Input items are normalized to the shape OpenAI lists them in (`GET /v1/responses/{id}/input_items`), each
-with an id; the conversation (the stored chain of a `previous_response_id`, then this input) maps to chat
-messages: `function_call` items become an assistant message's `tool_calls`, `function_call_output` items
+with an id; the conversation (the stored chain of a `previous_response_id`, then this input) maps to the
+core's messages: `function_call` items become an assistant message's `tool_calls`, `function_call_output` items
 `tool` messages, and `instructions` a system message in front.
 """
 
@@ -14,21 +14,6 @@ from typing import Any
 import msgspec
 
 from server.errors import InvalidRequestError, UnsupportedParameterError
-from server.protocol.chat import (
-    ChatCompletionRequest,
-    ChatMessage,
-    FunctionCall,
-    FunctionDef,
-    JsonObjectFormat,
-    JsonSchemaFormat,
-    JsonSchemaResponseFormat,
-    NamedFunction,
-    NamedToolChoice,
-    ResponseFormat,
-    Tool,
-    ToolCall,
-)
-from server.protocol.common import StreamOptions
 from server.protocol.responses import (
     ContentPart,
     FunctionCallItem,
@@ -40,6 +25,8 @@ from server.protocol.responses import (
     ReasoningItem,
     ResponseRequest,
 )
+from server.services.generation.events import Call
+from server.services.generation.input import Conversation, Message, ToolSpec
 
 ITEM_TYPES: dict[str, type[InputItem]] = {
     "message": MessageItem, "function_call": FunctionCallItem, "function_call_output": FunctionCallOutputItem,
@@ -99,27 +86,28 @@ def _text(content: str | list[ContentPart], where: str) -> str:
     return "".join(texts)
 
 
-def chat_messages(instructions: str | None, items: list[dict[str, Any]]) -> list[ChatMessage]:
-    messages = [ChatMessage(role="system", content=instructions)] if instructions else []
+def messages(instructions: str | None, items: list[dict[str, Any]]) -> list[Message]:
+    """The conversation's items as the core's messages, `instructions` a system message in front."""
+    out = [Message(role="system", content=instructions)] if instructions else []
     for item in items:
         kind = item["type"]
         if kind == "message":
             text = "".join(part.get("text", "") for part in item["content"])
-            messages.append(ChatMessage(role=item["role"], content=text))
+            out.append(Message(role=item["role"], content=text))
         elif kind == "reasoning":
             continue  # earlier reasoning is not prompted again, as thinking models' templates drop it
         elif kind == "function_call":
-            call = ToolCall(id=item["call_id"], function=FunctionCall(name=item["name"], arguments=item["arguments"]))
-            last = messages[-1] if messages else None
+            call = Call(id=item["call_id"], name=item["name"], arguments=item["arguments"])
+            last = out[-1] if out else None
             if last is not None and last.role == "assistant":  # calls join the assistant turn they belong to
-                last.tool_calls = [*(last.tool_calls or []), call]
+                out[-1] = msgspec.structs.replace(last, calls=[*last.calls, call])
             else:
-                messages.append(ChatMessage(role="assistant", content=None, tool_calls=[call]))
+                out.append(Message(role="assistant", content=None, calls=[call]))
         else:
-            messages.append(ChatMessage(role="tool", tool_call_id=item["call_id"], content=item["output"]))
-    if not any(m.role != "system" for m in messages):
+            out.append(Message(role="tool", call_id=item["call_id"], content=item["output"]))
+    if not any(m.role != "system" for m in out):
         raise InvalidRequestError("`input` must contain at least one item.", param="input")
-    return messages
+    return out
 
 
 def function_tools(request: ResponseRequest) -> list[FunctionTool]:
@@ -137,51 +125,45 @@ def function_tools(request: ResponseRequest) -> list[FunctionTool]:
     return tools
 
 
-def _tool_choice(choice: Any) -> Any:
+def _tool_choice(choice: Any) -> tuple[str | None, str | None]:
+    """(tool_choice, the function a call must name)."""
     if not isinstance(choice, FunctionChoice):
-        return choice
+        return choice, None
     if choice.type != "function" or not isinstance(choice.name, str):
         raise UnsupportedParameterError(
             f"tool_choice of type `{choice.type}` is not supported by this server; use auto, none, required "
             "or {\"type\": \"function\", \"name\": ...}.", param="tool_choice")
-    return NamedToolChoice(function=NamedFunction(name=choice.name))
+    return "required", choice.name
 
 
-def _response_format(request: ResponseRequest) -> ResponseFormat | None:
+def _response_format(request: ResponseRequest) -> tuple[str | None, Any]:
+    """(the format, its schema: UNSET when none was given)."""
     fmt = request.text.format if request.text is not None else None
     if not isinstance(fmt, msgspec.Struct) or fmt.type == "text":
-        return None
-    if fmt.type == "json_object":
-        return JsonObjectFormat()
-    if fmt.type == "json_schema":
-        return JsonSchemaResponseFormat(json_schema=JsonSchemaFormat(
-            name=fmt.name if isinstance(fmt.name, str) else "response", schema=fmt.schema, strict=fmt.strict))
+        return None, msgspec.UNSET
+    if fmt.type in ("json_object", "json_schema"):
+        return fmt.type, fmt.schema if fmt.type == "json_schema" else msgspec.UNSET
     raise InvalidRequestError(f"Unknown text.format type `{fmt.type}`: use text, json_object or json_schema.",
                               param="text.format.type")
 
 
-def chat_request(request: ResponseRequest, tools: list[FunctionTool], conversation: list[dict[str, Any]],
-                 n_ctx: int | None = None) -> ChatCompletionRequest:
-    """The chat request for this response. A `max_output_tokens` at or past the alias's context means "as
-    much as fits", as `max_tokens` does on the Messages API: agent clients size it for hosted models."""
+def conversation(request: ResponseRequest, tools: list[FunctionTool], items: list[dict[str, Any]],
+                 n_ctx: int | None = None) -> Conversation:
+    """The response's generation in the core's terms. A `max_output_tokens` at or past the alias's context
+    means "as much as fits", as `max_tokens` does on the Messages API: agent clients size it for hosted
+    models."""
     cap = request.max_output_tokens
     if n_ctx is not None and isinstance(cap, int) and cap >= n_ctx:
         cap = None
-    chat_tools = [Tool(function=FunctionDef(
-        name=t.name, description=t.description if isinstance(t.description, str) else msgspec.UNSET,
-        parameters=t.parameters if isinstance(t.parameters, dict) else msgspec.UNSET, strict=t.strict))
-        for t in tools]
-    return ChatCompletionRequest(
+    choice, forced = _tool_choice(request.tool_choice)
+    fmt, schema = _response_format(request)
+    return Conversation(
         model=request.model,
-        messages=chat_messages(request.instructions, conversation),
-        max_completion_tokens=cap,
-        temperature=request.temperature,
-        top_p=request.top_p,
-        tools=chat_tools or None,
-        tool_choice=_tool_choice(request.tool_choice),
-        parallel_tool_calls=request.parallel_tool_calls,
-        response_format=_response_format(request),
-        user=request.user,
-        stream=bool(request.stream),
-        stream_options=StreamOptions(include_usage=True) if request.stream else None,
+        messages=messages(request.instructions, items),
+        tools=[ToolSpec(name=t.name, description=t.description if isinstance(t.description, str) else "",
+                        parameters=t.parameters if isinstance(t.parameters, dict) else None) for t in tools],
+        tool_choice=choice, forced=forced, response_format=fmt, schema=schema,
+        max_tokens=cap if isinstance(cap, int) else None,
+        temperature=request.temperature if not isinstance(request.temperature, msgspec.UnsetType) else None,
+        top_p=request.top_p if not isinstance(request.top_p, msgspec.UnsetType) else None,
     )

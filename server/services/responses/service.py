@@ -1,8 +1,8 @@
-"""POST /v1/responses and the stored responses: a Responses request runs as a chat completion.
+"""POST /v1/responses and the stored responses, on the generation core.
 
-`prepare` turns the request (and the stored conversation of its `previous_response_id`) into a
-`ChatCompletionRequest`; the chat service generates; `finish` maps the result to a Response object and
-stores it when `store` is true (OpenAI's default).
+`prepare` turns the request (and the stored conversation of its `previous_response_id`) into the core's
+`Conversation`; the core generates; `finished` maps the answer to a Response object, stored when `store`
+is true (OpenAI's default).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import msgspec
 
 from server.errors import InvalidRequestError, ServerError, UnsupportedParameterError
 from server.pool import ModelPool
-from server.protocol.chat import ChatCompletionRequest
 from server.protocol.responses import ResponseRequest
 from server.protocol.responses_response import (
     DeletedResponse,
@@ -33,20 +32,21 @@ from server.protocol.responses_response import (
     ResponseUsage,
 )
 from server.response_store import ResponseStore, StoredResponse
-from server.services.chat.service import plan_chat
 from server.services.generation import run
 from server.services.generation.events import Choice
+from server.services.generation.input import Conversation
 from server.services.generation.params import given
+from server.services.generation.plan import plan_conversation
 from server.services.generation.run import named
-from server.services.responses.input import chat_request, function_tools, input_items, new_item_id
+from server.services.responses.input import conversation as conversation_of
+from server.services.responses.input import function_tools, input_items, new_item_id
 from server.telemetry.metrics import Metrics
 
 # Parameters accepted only at values that ask for nothing beyond what we do anyway.
 NEUTRAL: dict[str, Any] = {"include": [], "truncation": "disabled", "service_tier": ("auto", "default")}
 UNSUPPORTED = ("background", "conversation", "prompt", "max_tool_calls", "top_logprobs")
-# The core's (and chat's) field names as this API calls them.
-NAMES = {"prompt": "input", "messages": "input", "max_tokens": "max_output_tokens",
-         "max_completion_tokens": "max_output_tokens", "response_format": "text.format"}
+# The core's field names as this API calls them.
+NAMES = {"prompt": "input", "messages": "input", "max_tokens": "max_output_tokens", "response_format": "text.format"}
 
 
 class ResponseNotFoundError(ServerError):
@@ -57,7 +57,7 @@ class ResponseNotFoundError(ServerError):
 
 @dataclass(frozen=True)
 class Prepared:
-    chat: ChatCompletionRequest
+    generation: Conversation  # what the core generates
     input_items: list[dict[str, Any]]
     conversation: list[dict[str, Any]]  # the stored chain, then this input
     response: ResponseObject  # in_progress, empty output: what `response.created` shows
@@ -95,7 +95,7 @@ async def prepare(store: ResponseStore, request: ResponseRequest, n_ctx: int | N
     conversation = history + items
     if request.store is not False:
         await store.ensure()  # a store that cannot be opened fails now, not after the generation
-    chat = chat_request(request, tools, conversation, n_ctx)
+    generation = conversation_of(request, tools, conversation, n_ctx)
     fmt = request.text.format if request.text is not None and given(request.text.format) else None
     response = ResponseObject(
         id=new_item_id("resp"), created_at=int(time.time()), status="in_progress", model=request.model,
@@ -109,7 +109,7 @@ async def prepare(store: ResponseStore, request: ResponseRequest, n_ctx: int | N
         tools=[{"description": None, "parameters": None, "strict": None, **msgspec.to_builtins(t)} for t in tools],
         metadata=request.metadata or {},
     )
-    return Prepared(chat=chat, input_items=items, conversation=conversation, response=response)
+    return Prepared(generation=generation, input_items=items, conversation=conversation, response=response)
 
 
 def response_usage(prompt_tokens: int, completion_tokens: int, cached: int) -> ResponseUsage:
@@ -159,7 +159,7 @@ async def create_response(pool: ModelPool[Any], store: ResponseStore, request: R
                           metrics: Metrics | None = None) -> ResponseObject:
     prepared = await prepare(store, request, pool.spec(request.model).n_ctx)
     with named(NAMES):
-        plan = plan_chat(pool, prepared.chat)
+        plan = plan_conversation(pool, prepared.generation)
     answer = await run.complete(pool, plan, metrics, names=NAMES)
     choice = answer.choices[0]
     usage = (answer.prompt_tokens, answer.completion_tokens, answer.cached_tokens)

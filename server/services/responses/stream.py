@@ -37,10 +37,10 @@ from server.protocol.responses_response import (
     StreamEvent,
 )
 from server.response_store import ResponseStore
-from server.services.chat.service import plan_chat
 from server.services.generation import run
 from server.services.generation.choices import total_usage
 from server.services.generation.events import Call, Calls, Event, Finished, Reasoning, Text
+from server.services.generation.plan import plan_conversation
 from server.services.generation.run import named
 from server.services.responses.input import new_item_id
 from server.services.responses.service import NAMES, finished, prepare, save
@@ -181,7 +181,7 @@ async def stream_response(pool: ModelPool[Any], store: ResponseStore, request: R
     that is an `error` event and `response.failed`, with the output so far."""
     prepared = await prepare(store, request, pool.spec(request.model).n_ctx)
     with named(NAMES):
-        plan = plan_chat(pool, prepared.chat)
+        plan = plan_conversation(pool, prepared.generation)
     mapper = EventMapper()
     # Closing this generator (the client left, even right after `response.created`) closes the core's
     # stream at once, and with it the generation.
