@@ -113,11 +113,12 @@ _MAPS = frozenset({"properties", "patternProperties", "$defs", "definitions", "d
 _OPEN = ("additionalProperties", "patternProperties", "unevaluatedProperties")
 
 
-def closed(schema: Any) -> Any:
+def closed(schema: Any, close: bool = True) -> Any:
     """The schema as we constrain it. An object that lists `properties` and says nothing of others gets no
     others (`additionalProperties: false`), as llama.cpp's converter and OpenAI's strict mode read it: a
     small model otherwise adds keys of its own. `uniqueItems` is dropped: no grammar can compare items,
-    and llama.cpp ignored it too (the items are still constrained)."""
+    and llama.cpp ignored it too (the items are still constrained). The members of an `allOf` are not closed
+    themselves: each would forbid the others' properties, and their intersection would be empty."""
     if isinstance(schema, list):
         return [closed(item) for item in schema]
     if not isinstance(schema, dict):
@@ -130,9 +131,11 @@ def closed(schema: Any) -> Any:
             out[key] = value
         elif key in _MAPS and isinstance(value, dict):
             out[key] = {name: closed(sub) for name, sub in value.items()}
+        elif key == "allOf" and isinstance(value, list):
+            out[key] = [closed(item, close=False) for item in value]
         else:
             out[key] = closed(value)
-    if isinstance(out.get("properties"), dict) and not any(key in out for key in _OPEN):
+    if close and isinstance(out.get("properties"), dict) and not any(key in out for key in _OPEN):
         out["additionalProperties"] = False
     return out
 
