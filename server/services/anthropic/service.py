@@ -34,6 +34,7 @@ from server.services.generation import run
 from server.services.generation.common import new_id
 from server.services.generation.events import Call
 from server.services.generation.input import Conversation, Message, ToolSpec
+from server.services.generation.params import sent
 from server.services.generation.plan import plan_conversation
 from server.services.generation.run import named
 from server.telemetry.metrics import Metrics
@@ -56,18 +57,15 @@ def conversation(request: wire.CountTokensRequest, n_ctx: int | None = None) -> 
     )
     if isinstance(request, wire.MessagesRequest):
         out.max_tokens = request.max_tokens if n_ctx is None or request.max_tokens < n_ctx else None
-        out.temperature = _sent(request.temperature)
-        out.top_p = _sent(request.top_p)
-        out.top_k = _sent(request.top_k)
+        out.temperature = sent(request.temperature)
+        out.top_p = sent(request.top_p)
+        out.top_k = sent(request.top_k)
         out.stop = [s for s in request.stop_sequences or [] if s] if request.stop_sequences is not UNSET else []
         output_format = request.output_config.format if request.output_config else None
         if output_format is not None:
             out.response_format, out.schema = "json_schema", output_format.schema
     return out
 
-
-def _sent(value: Any) -> Any:
-    return None if value is UNSET else value
 
 
 # The core's field names as this API calls them.

@@ -28,7 +28,7 @@ from server.services.generation.common import new_id, now, require_kind
 from server.services.generation.events import Call
 from server.services.generation.input import Conversation, Message, ToolSpec
 from server.services.generation.logprobs import chat_logprobs
-from server.services.generation.params import given, refuse_unsupported, stop_list
+from server.services.generation.params import given, refuse_unsupported, sent, stop_list
 from server.services.generation.plan import ChatPlan, plan_conversation
 from server.telemetry.metrics import Metrics
 
@@ -52,9 +52,6 @@ def calls_of(calls: list[ToolCall]) -> list[Call]:
     return [Call(id=c.id, name=c.function.name, arguments=c.function.arguments) for c in calls]
 
 
-def _sent(value: Any) -> Any:
-    return None if value is msgspec.UNSET else value
-
 
 def conversation(request: ChatCompletionRequest) -> Conversation:
     """The chat request in the core's terms."""
@@ -77,11 +74,11 @@ def conversation(request: ChatCompletionRequest) -> Conversation:
         else "json_schema" if isinstance(fmt, JsonSchemaResponseFormat) else None,
         schema=fmt.json_schema.schema if isinstance(fmt, JsonSchemaResponseFormat) else msgspec.UNSET,
         n=request.n or 1,
-        max_tokens=_sent(request.max_completion_tokens) if given(request.max_completion_tokens)
-        else _sent(request.max_tokens),
+        max_tokens=sent(request.max_completion_tokens) if given(request.max_completion_tokens)
+        else sent(request.max_tokens),
         stop=stop_list(request.stop),
-        temperature=_sent(request.temperature), top_p=_sent(request.top_p), top_k=_sent(request.top_k),
-        presence_penalty=_sent(request.presence_penalty), frequency_penalty=_sent(request.frequency_penalty),
+        temperature=sent(request.temperature), top_p=sent(request.top_p), top_k=sent(request.top_k),
+        presence_penalty=sent(request.presence_penalty), frequency_penalty=sent(request.frequency_penalty),
         seed=request.seed, logit_bias=request.logit_bias,
         logprobs=(request.top_logprobs or 0) if request.logprobs else None,
         template_kwargs=request.chat_template_kwargs,

@@ -17,6 +17,11 @@ def given(value: Any) -> bool:
     return value is not UNSET and value is not None
 
 
+def sent(value: Any) -> Any:
+    """A request field as the core takes it: None where the client left it out."""
+    return None if value is UNSET else value
+
+
 def pick(request_value: Any, default: Any) -> Any:
     """The request's value when it sent one (null counts as not sent), else the alias default."""
     return request_value if given(request_value) else default
