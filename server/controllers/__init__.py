@@ -8,7 +8,8 @@ from server.controllers.embeddings import EmbeddingsController
 from server.controllers.health import HealthController
 from server.controllers.models import ModelsController
 from server.controllers.responses import ResponsesController
+from server.controllers.router import RouterController
 from server.controllers.tokens import TokensController
 
 ROUTES = [ModelsController, ChatController, CompletionsController, EmbeddingsController, TokensController,
-          HealthController, AdminController, MessagesController, ResponsesController]
+          HealthController, AdminController, MessagesController, ResponsesController, RouterController]

@@ -61,6 +61,9 @@ class Entry(Generic[E]):
     crashes: int = 0  # since the server started; each one a restart on next use
     recent_crashes: list[float] = field(default_factory=list)
     cool_down_until: float = 0.0
+    # Its last load failed, or its process died (llama-server's router reports both as `failed`): the
+    # exit code (1 for a load that failed, 128 + the signal for a death by signal); None since a good load.
+    exit_code: int | None = None
     pace: Pace = field(default_factory=Pace)  # measured per request; the 429's Retry-After
 
     @property

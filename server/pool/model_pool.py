@@ -237,6 +237,7 @@ class ModelPool(Generic[E]):
                 "load_seconds": round(entry.load_seconds, 4) if entry and entry.load_seconds else None,
                 "estimated_bytes": self._models.footprint(spec),
                 "restarts": entry.crashes if entry is not None else 0,
+                "exit_code": entry.exit_code if entry is not None else None,
                 "pace": (entry.pace if entry is not None else Pace()).report(),
                 **_process(entry),
             })

@@ -184,6 +184,7 @@ class Residency(Generic[E]):
         entry.load_seconds = time.perf_counter() - started
         entry.engine, entry.state = engine, State.LOADED
         entry.last_used = time.monotonic()
+        entry.exit_code = None
         log.info("model_loaded", alias=entry.alias, file=spec.path, seconds=round(entry.load_seconds, 3))
         if self._events is not None:
             self._events.model_loaded(entry.alias, entry.load_seconds)
@@ -193,6 +194,7 @@ class Residency(Generic[E]):
     def _failed(self, entry: Entry[E], exc: BaseException) -> ModelLoadError:
         """Log and count a failed load; the client's error says why, with the file's name only."""
         path = entry.spec.path
+        entry.exit_code = 1
         log.error("model_load_failed", alias=entry.alias, file=path, error=str(exc))
         if self._events is not None:
             self._events.model_load_failed(entry.alias)
@@ -216,6 +218,8 @@ class Residency(Generic[E]):
             entry.cool_down_until = now + CRASH_COOL_DOWN_SECONDS
             entry.recent_crashes = []
         reason = getattr(exit, "reason", "crashed")
+        code, signal = getattr(exit, "code", None), getattr(exit, "signal", None)
+        entry.exit_code = code if isinstance(code, int) else 128 + signal if isinstance(signal, int) else 1
         log.error("model_crashed", alias=entry.alias, reason=reason, exit_code=getattr(exit, "code", None),
                   signal=getattr(exit, "signal", None), crashes=entry.crashes,
                   cool_down_s=CRASH_COOL_DOWN_SECONDS if entry.cool_down_until > now else 0)
