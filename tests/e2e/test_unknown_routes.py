@@ -17,14 +17,23 @@ def envelope(response: httpx.Response) -> dict:
     return body["error"]
 
 
-@pytest.mark.parametrize(("method", "path"), [("GET", "/models"), ("POST", "/completions"),
-                                              ("POST", "/chat/completions"), ("POST", "/embeddings")])
+@pytest.mark.parametrize(("method", "path"), [("POST", "/completions"), ("POST", "/chat/completions"),
+                                              ("POST", "/embeddings")])
 def test_a_path_missing_v1_is_a_json_404_that_names_the_right_one(server: RunningServer, method: str,
                                                                    path: str) -> None:
     response = httpx.request(method, server.base_url + path, json={"model": "smollm2"})
     assert response.status_code == 404
     error = envelope(response)
     assert error["code"] == "not_found" and f"/v1{path}" in error["message"]
+
+
+def test_get_models_without_v1_is_llama_cpps_router_list_which_the_official_client_reads(
+        server: RunningServer) -> None:
+    """GET /models is llama.cpp's router list (issue 30), an OpenAI model list with a status each: a client
+    whose base URL lacks /v1 lists the models as llama-server would answer it."""
+    client = openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0)
+    models = {m.id: m for m in client.models.list()}
+    assert "smollm2" in models and models["smollm2"].model_extra["status"]["value"] in {"unloaded", "loaded"}
 
 
 def test_the_official_client_without_v1_gets_a_not_found_error(server: RunningServer) -> None:
