@@ -55,6 +55,7 @@ class TextPlan:
         self.stop = stop_list(request.stop)
         self.sampling = sampling_params(spec, request)
         self.logprobs = request.logprobs
+        self.names: dict[str, str] = {}  # completions' fields are the core's own (`prompt`, `max_tokens`)
 
     async def prompt(self, model: Model) -> tuple[int | None, OutputFormat, list[Request]]:
         requests: list[Request] = []

@@ -25,6 +25,7 @@ from typing import Any
 
 import llama_cpp
 import llguidance
+import msgspec
 from llguidance.llamacpp import lltokenizer_from_vocab
 
 from server.engine.types import Grammar
@@ -192,9 +193,7 @@ def _without_format(grammar: Grammar, name: str) -> Grammar:
         return node
 
     assert grammar.schema is not None
-    schema = json.dumps(strip(json.loads(grammar.schema)))
-    return Grammar(schema=schema, open=grammar.open, close=grammar.close, lazy=grammar.lazy,
-                   trigger=grammar.trigger, after=grammar.after, param=grammar.param)
+    return msgspec.structs.replace(grammar, schema=json.dumps(strip(json.loads(grammar.schema))))
 
 
 class GrammarCache:

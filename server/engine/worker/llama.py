@@ -70,7 +70,8 @@ class LlamaEngine:
             self.n_vocab = self._llm.n_vocab()
             self._tokenize = Tokenizer(self._llm)
             self._slots: SlotEngine | None = None
-            self._grammars = GrammarCache(ConstraintVocab(model_of(self._llm).vocab))
+            # Generation only: an embedding alias never reads its vocabulary for llguidance.
+            self._grammars: GrammarCache | None = None
             self._embedder: EmbeddingContext | None = None
             if spec.embedding:
                 self._embedder = EmbeddingContext(self._llm, self.n_ctx, spec.flash_attn, compute)
@@ -84,6 +85,7 @@ class LlamaEngine:
                     None if spec.chat_format else self._llm.metadata.get("tokenizer.chat_template"))
                 if self.chat_template:
                     self._formatter = template_formatter(self._llm, self.chat_template)
+                self._grammars = GrammarCache(ConstraintVocab(model_of(self._llm).vocab))
                 self._slots = SlotEngine(self._llm, TokenPieces(self._llm), emit, n_parallel=spec.n_parallel,
                                          n_ctx=self.n_ctx, n_batch=spec.n_batch, n_ubatch=spec.n_ubatch,
                                          flash_attn=spec.flash_attn, poll=spec.poll, grammars=self._grammars,
@@ -132,6 +134,7 @@ class LlamaEngine:
         """Check every request (prompt and context, logit_bias, grammar) and queue them as one job; a bad
         one refuses the whole job before anything is queued. Pieces leave through the engine's `emit`."""
         slots = self._slot_engine()
+        assert self._grammars is not None  # made with the slots
         prompts = [r.prompt if isinstance(r.prompt, list) else self._within_context(r.prompt.encode("utf-8"))
                    for r in requests]
         budgets = []

@@ -36,7 +36,6 @@ from server.services.generation.events import Call
 from server.services.generation.input import Conversation, Message, ToolSpec
 from server.services.generation.params import sent
 from server.services.generation.plan import plan_conversation
-from server.services.generation.run import named
 from server.telemetry.metrics import Metrics
 
 BLOCK_SEPARATOR = "\n\n"  # between text blocks of one message: each block is a paragraph of its own
@@ -74,9 +73,8 @@ NAMES = {"prompt": "messages", "response_format": "output_config.format"}
 
 async def create_message(pool: ModelPool[Any], request: wire.MessagesRequest,
                          metrics: Metrics | None = None) -> MessageResponse:
-    with named(NAMES):
-        plan = plan_conversation(pool, conversation(request, pool.spec(request.model).n_ctx))
-    answer = await run.complete(pool, plan, metrics, names=NAMES)
+    plan = plan_conversation(pool, conversation(request, pool.spec(request.model).n_ctx), NAMES)
+    answer = await run.complete(pool, plan, metrics)
     choice = answer.choices[0]
     content: list[Content] = []
     if choice.reasoning:
@@ -92,9 +90,8 @@ async def create_message(pool: ModelPool[Any], request: wire.MessagesRequest,
 
 
 async def count_tokens(pool: ModelPool[Any], request: wire.CountTokensRequest) -> CountTokensResponse:
-    with named(NAMES):
-        plan = plan_conversation(pool, conversation(request))
-    return CountTokensResponse(input_tokens=await run.prompt_tokens(pool, plan, names=NAMES))
+    tokens, _ = await run.rendered_prompt(pool, plan_conversation(pool, conversation(request), NAMES))
+    return CountTokensResponse(input_tokens=len(tokens))
 
 
 def new_message_id() -> str:

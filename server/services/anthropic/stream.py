@@ -49,7 +49,6 @@ from server.services.generation import run
 from server.services.generation.choices import total_usage
 from server.services.generation.events import Calls, Event, Finished, Reasoning, Started, Text
 from server.services.generation.plan import plan_conversation
-from server.services.generation.run import named
 from server.telemetry.metrics import Metrics
 
 _encode = msgspec.json.Encoder().encode
@@ -120,8 +119,7 @@ async def stream_message(pool: ModelPool[Any], request: MessagesRequest,
     """Event bytes, one write per decode step, the first once the model has taken the request: errors
     before that are still an HTTP status."""
     mapper = EventMapper(request.model, request.stop_sequences)
-    with named(NAMES):
-        plan = plan_conversation(pool, conversation(request, pool.spec(request.model).n_ctx))
-    async with aclosing(run.stream(pool, plan, metrics, names=NAMES)) as steps:
+    plan = plan_conversation(pool, conversation(request, pool.spec(request.model).n_ctx), NAMES)
+    async with aclosing(run.stream(pool, plan, metrics)) as steps:
         async for events in steps:
             yield b"".join(frame(event) for event in mapper.events(events))

@@ -94,14 +94,13 @@ def plan_chat(pool: ModelPool[Any], request: ChatCompletionRequest) -> ChatPlan:
         raise InvalidRequestError("top_logprobs needs logprobs set to true.", param="top_logprobs")
     if request.stream_options is not None and not request.stream:
         raise InvalidRequestError("stream_options is only allowed when stream is true.", param="stream_options")
-    with run.named(names(request)):
-        return plan_conversation(pool, conversation(request))
+    return plan_conversation(pool, conversation(request), names(request))
 
 
 async def complete_chat(pool: ModelPool[Any], request: ChatCompletionRequest,
                         metrics: Metrics | None = None) -> ChatCompletion:
     plan = plan_chat(pool, request)
-    answer = await run.complete(pool, plan, metrics, names=names(request))
+    answer = await run.complete(pool, plan, metrics)
     choices = [ChatChoice(
         index=index,
         message=AssistantMessage(content=choice.content, tool_calls=tool_calls(choice.calls) or msgspec.UNSET,
@@ -130,11 +129,7 @@ def tool_calls(calls: list[Call]) -> list[ToolCall]:
 async def chat_prompt_tokens(pool: ModelPool[Any], request: ChatCompletionRequest) -> tuple[list[int], int]:
     """The prompt's tokens, rendered exactly as `complete_chat` renders it (tools included), and the
     model's context length."""
-    plan = plan_chat(pool, request)
-    with run.named(names(request)):
-        async with pool.lease(request.model, max_tokens=0) as model:
-            prompt, _, _ = await plan.rendered(model)
-            return prompt.tokens, model.n_ctx
+    return await run.rendered_prompt(pool, plan_chat(pool, request))
 
 
 def usage(prompt_tokens: int, completion_tokens: int, cached: int) -> Usage:
@@ -152,7 +147,7 @@ async def stream_chat(pool: ModelPool[Any], request: ChatCompletionRequest,
     plan = plan_chat(pool, request)
     builder = chat_stream.ChunkBuilder(new_id("chatcmpl"), now(), request.model, plan.n,
                                        with_logprobs=plan.logprobs is not None)
-    async with aclosing(run.stream(pool, plan, metrics, names=names(request))) as steps:
+    async with aclosing(run.stream(pool, plan, metrics)) as steps:
         async for events in steps:
             yield b"".join(event(_encode(chunk)) for chunk in builder.chunks(events))
     if request.stream_options and request.stream_options.include_usage:

@@ -7,10 +7,13 @@ Field names are the core's own: an error about one names it (`messages`, `max_to
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import msgspec
 
+from server.errors import ServerError
 from server.services.generation.events import Call
 
 
@@ -51,3 +54,13 @@ class Conversation(msgspec.Struct, kw_only=True):
     logprobs: int | None = None  # top logprobs per token (0: the chosen token's only); None: none
     template_kwargs: dict[str, Any] | None = None
     reasoning_effort: str | None = None
+
+
+@contextmanager
+def named(names: Mapping[str, str]) -> Iterator[None]:
+    """Errors raised inside name the caller's field where `names` maps the core's."""
+    try:
+        yield
+    except ServerError as exc:
+        exc.param = names.get(exc.param or "", exc.param)
+        raise

@@ -3,7 +3,8 @@ model is leased (what depends on its template: how tools and history are rendere
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import msgspec
@@ -16,7 +17,7 @@ from server.services.generation import render as chat_render
 from server.services.generation import tools
 from server.services.generation.choices import choice_requests
 from server.services.generation.common import require_kind
-from server.services.generation.input import Conversation
+from server.services.generation.input import Conversation, named
 from server.services.generation.output import OutputFormat
 from server.services.generation.params import max_tokens, sampling_params
 from server.services.generation.render import Rendering
@@ -38,6 +39,10 @@ class Plan(Protocol):
     def max_tokens(self) -> int | None: ...
     @property
     def logprobs(self) -> int | None: ...
+    @property
+    def names(self) -> Mapping[str, str]:
+        """The core's field names in the calling API's terms (errors raised while it runs are renamed)."""
+        ...
 
     async def prompt(self, model: Model) -> tuple[int | None, OutputFormat, list[Request]]:
         """The prompt's size (None: the worker tokenizes it), how output is read, and the engine requests."""
@@ -56,6 +61,7 @@ class ChatPlan:
     logprobs: int | None
     tools: tools.ToolPlan | None
     response_grammar: Grammar | None
+    names: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def alias(self) -> str:
@@ -94,8 +100,15 @@ class ChatPlan:
         return prompt, output, requests
 
 
-def plan_conversation(pool: ModelPool[Any], conversation: Conversation) -> ChatPlan:
-    """Every check that needs no model, then the plan. Errors name the core's fields (input.py)."""
+def plan_conversation(pool: ModelPool[Any], conversation: Conversation,
+                      names: Mapping[str, str] | None = None) -> ChatPlan:
+    """Every check that needs no model, then the plan. `names`: the core's field names in the calling API's
+    terms, for errors raised now and while the plan runs."""
+    with named(names or {}):
+        return _plan(pool, conversation, dict(names or {}))
+
+
+def _plan(pool: ModelPool[Any], conversation: Conversation, names: dict[str, str]) -> ChatPlan:
     alias = conversation.model
     spec = pool.spec(alias)
     require_kind(alias, spec, embedding=False)
@@ -116,6 +129,7 @@ def plan_conversation(pool: ModelPool[Any], conversation: Conversation) -> ChatP
         logprobs=conversation.logprobs,
         tools=tool_plan,
         response_grammar=_grammar(conversation),
+        names=names,
     )
 
 

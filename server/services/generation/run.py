@@ -2,35 +2,25 @@
 
 Every API maps onto these two calls: chat and the Messages and Responses APIs through a `ChatPlan`,
 completions through its own text plan (server/services/completions.py). An error raised inside names the
-core's fields (`prompt`, `max_tokens`, `response_format`, `tools`); `names` renames them into the calling
-API's own (`input` and `max_output_tokens` on Responses).
+core's fields (`prompt`, `max_tokens`, `response_format`, `tools`); the plan's `names` rename them into the
+calling API's own (`input` and `max_output_tokens` on Responses).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Iterator, Mapping
-from contextlib import aclosing, contextmanager
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from typing import Any
 
 from server.engine import Indexed, Usage
-from server.errors import ServerError
 from server.pool import ModelPool
 from server.services.generation.choices import collect, total_usage
 from server.services.generation.common import record_usage
 from server.services.generation.events import Answer, Calls, Choice, Event, Finished, Reasoning, Started, Text
+from server.services.generation.input import named
 from server.services.generation.output import ChoiceOutput, OutputFormat, whole
 from server.services.generation.plan import ChatPlan, Plan
 from server.telemetry.metrics import Metrics
-
-
-@contextmanager
-def named(names: Mapping[str, str]) -> Iterator[None]:
-    """Errors raised inside name the caller's field where `names` maps the core's."""
-    try:
-        yield
-    except ServerError as exc:
-        exc.param = names.get(exc.param or "", exc.param)
-        raise
 
 
 class EventDecoder:
@@ -70,13 +60,12 @@ class EventDecoder:
         return out
 
 
-async def stream(pool: ModelPool[Any], plan: Plan, metrics: Metrics | None = None,
-                 names: Mapping[str, str] | None = None) -> AsyncGenerator[list[Event], None]:
+async def stream(pool: ModelPool[Any], plan: Plan, metrics: Metrics | None = None) -> AsyncGenerator[list[Event], None]:
     """The plan's events, one list per decode step. The first list comes once the model has queued the
     request (it holds `Started`): a caller that awaits it first still turns earlier errors into an HTTP
     status. Closing this generator (the client left) drops the sequences at the next step."""
     alias = plan.alias
-    with named(names or {}):
+    with named(plan.names):
         async with pool.lease(alias, max_tokens=plan.max_tokens) as model:
             prompt_tokens, output, requests = await plan.prompt(model)
             decoder = EventDecoder(plan.n, output, plan.logprobs is not None)
@@ -91,19 +80,19 @@ async def stream(pool: ModelPool[Any], plan: Plan, metrics: Metrics | None = Non
     record_usage(pool, metrics, alias, decoder.usages, decoder.finishes, plan.per_prompt)
 
 
-async def prompt_tokens(pool: ModelPool[Any], plan: ChatPlan, names: Mapping[str, str] | None = None) -> int:
-    """The prompt's size as the model renders it (template and tools included), without generating."""
-    with named(names or {}):
+async def rendered_prompt(pool: ModelPool[Any], plan: ChatPlan) -> tuple[list[int], int]:
+    """The prompt's tokens as the model renders it (template and tools included), without generating, and
+    the model's context length."""
+    with named(plan.names):
         async with pool.lease(plan.alias, max_tokens=0) as model:
             prompt, _, _ = await plan.rendered(model)
-            return len(prompt.tokens)
+            return prompt.tokens, model.n_ctx
 
 
-async def complete(pool: ModelPool[Any], plan: Plan, metrics: Metrics | None = None,
-                   names: Mapping[str, str] | None = None) -> Answer:
+async def complete(pool: ModelPool[Any], plan: Plan, metrics: Metrics | None = None) -> Answer:
     """The plan's whole answer: every choice generated to its end, then parsed."""
     alias = plan.alias
-    with named(names or {}):
+    with named(plan.names):
         async with pool.lease(alias, max_tokens=plan.max_tokens) as model:
             _, output, requests = await plan.prompt(model)
             collected = await collect(model, requests)

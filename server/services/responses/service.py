@@ -37,7 +37,6 @@ from server.services.generation.events import Choice
 from server.services.generation.input import Conversation
 from server.services.generation.params import given
 from server.services.generation.plan import plan_conversation
-from server.services.generation.run import named
 from server.services.responses.input import conversation as conversation_of
 from server.services.responses.input import function_tools, input_items, new_item_id
 from server.telemetry.metrics import Metrics
@@ -158,9 +157,7 @@ def _output(choice: Choice) -> list[OutputItem]:
 async def create_response(pool: ModelPool[Any], store: ResponseStore, request: ResponseRequest,
                           metrics: Metrics | None = None) -> ResponseObject:
     prepared = await prepare(store, request, pool.spec(request.model).n_ctx)
-    with named(NAMES):
-        plan = plan_conversation(pool, prepared.generation)
-    answer = await run.complete(pool, plan, metrics, names=NAMES)
+    answer = await run.complete(pool, plan_conversation(pool, prepared.generation, NAMES), metrics)
     choice = answer.choices[0]
     usage = (answer.prompt_tokens, answer.completion_tokens, answer.cached_tokens)
     response = finished(prepared, _output(choice), usage, choice.finish_reason)

@@ -41,7 +41,6 @@ from server.services.generation import run
 from server.services.generation.choices import total_usage
 from server.services.generation.events import Call, Calls, Event, Finished, Reasoning, Text
 from server.services.generation.plan import plan_conversation
-from server.services.generation.run import named
 from server.services.responses.input import new_item_id
 from server.services.responses.service import NAMES, finished, prepare, save
 from server.telemetry.metrics import Metrics
@@ -180,12 +179,11 @@ async def stream_response(pool: ModelPool[Any], store: ResponseStore, request: R
     errors before then are an HTTP status): `response.created` and `response.in_progress`. A failure after
     that is an `error` event and `response.failed`, with the output so far."""
     prepared = await prepare(store, request, pool.spec(request.model).n_ctx)
-    with named(NAMES):
-        plan = plan_conversation(pool, prepared.generation)
+    plan = plan_conversation(pool, prepared.generation, NAMES)
     mapper = EventMapper()
     # Closing this generator (the client left, even right after `response.created`) closes the core's
     # stream at once, and with it the generation.
-    async with aclosing(run.stream(pool, plan, metrics, names=NAMES)) as steps:
+    async with aclosing(run.stream(pool, plan, metrics)) as steps:
         first = await steps.__anext__()
         yield b"".join(frame(mapper.event(kind, response=prepared.response))
                        for kind in ("response.created", "response.in_progress"))
