@@ -14,30 +14,20 @@ from __future__ import annotations
 
 import math
 import os
-import struct
 from functools import lru_cache
 from typing import BinaryIO
+
+from server.gguf import HeaderError, read_metadata
 
 F16_BYTES = 2
 # When the header cannot be read: a generous guess per context token (a 7B model with f16 KV needs 512 KiB).
 FALLBACK_KV_PER_TOKEN = 256 * 1024
 FALLBACK_CONTEXT = 4096
 
-_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
-_STRING, _ARRAY = 8, 9
-MAX_KEY_BYTES = 65535     # the GGUF spec's limit on a key
-MAX_KV_PAIRS = 1 << 16    # real files have tens
-MAX_ARRAY_DEPTH = 4       # arrays of arrays exist; deeper nesting is garbage
-
 # A plausible range per header number; outside it the number is garbage and the fallback applies.
 _RANGES = {"context_length": 1 << 24, "block_count": 1 << 12, "embedding_length": 1 << 20,
            "attention.head_count": 1 << 12, "attention.head_count_kv": 1 << 12,
            "attention.key_length": 1 << 16, "attention.value_length": 1 << 16}
-_WANTED = tuple(_RANGES)
-
-
-class HeaderError(ValueError):
-    """The file's GGUF header cannot be read: says what is wrong and where."""
 
 
 def estimate_bytes(path: str, n_ctx: int) -> int:
@@ -91,34 +81,15 @@ def _header(path: str, mtime: float) -> dict[str, int]:
 def read_header(f: BinaryIO, file_size: int) -> dict[str, int | str]:
     """`architecture` plus the wanted numbers found before the tokenizer's keys. HeaderError if the
     bytes are not a GGUF header."""
-    reader = _Reader(f, file_size)
-    if reader.take(4) != b"GGUF":
-        raise HeaderError("no GGUF magic at the start")
-    version = reader.number("<I")
-    if version not in (1, 2, 3):
-        raise HeaderError(f"unknown GGUF version {version}")
-    count_fmt = "<Q" if version >= 2 else "<I"
-    reader.number(count_fmt)  # tensor count
-    n_kv = reader.number(count_fmt)
-    if n_kv > MAX_KV_PAIRS:
-        raise HeaderError(f"{n_kv} metadata entries (garbage count)")
-    arch = ""
-    found: dict[str, int | str] = {}
-    for _ in range(n_kv):
-        key = reader.string(count_fmt, limit=MAX_KEY_BYTES)
-        if key.startswith("tokenizer."):  # the architecture's keys come first; the rest is large
-            break
-        value = reader.value(reader.number("<I"), count_fmt)
-        if key == "general.architecture":
-            arch = str(value)
-            found["architecture"] = arch
-        elif arch and key.startswith(arch + ".") and key[len(arch) + 1:] in _RANGES:
-            name = key[len(arch) + 1:]
-            number = _plausible(value, _RANGES[name])
-            if number is not None:
-                found[name] = number
-            if len(found) == len(_WANTED) + 1:
-                break
+    meta = read_metadata(f, file_size)
+    arch = meta.get("general.architecture")
+    if not isinstance(arch, str) or not arch:
+        return {}
+    found: dict[str, int | str] = {"architecture": arch}
+    for name, ceiling in _RANGES.items():
+        number = _plausible(meta.get(f"{arch}.{name}"), ceiling)
+        if number is not None:
+            found[name] = number
     return found
 
 
@@ -129,55 +100,3 @@ def _plausible(value: object, ceiling: int) -> int | None:
         return None
     number = int(value)
     return number if 0 < number <= ceiling else None
-
-
-class _Reader:
-    """Reads GGUF values, refusing any length that runs past the end of the file."""
-
-    def __init__(self, f: BinaryIO, file_size: int) -> None:
-        self.f = f
-        self.size = file_size
-
-    def left(self) -> int:
-        return self.size - self.f.tell()
-
-    def take(self, n: int) -> bytes:
-        if n > self.left():
-            raise HeaderError(f"a length of {n} bytes at offset {self.f.tell()} runs past the end of the file")
-        return self.f.read(n)
-
-    def number(self, fmt: str) -> int:
-        return struct.unpack(fmt, self.take(struct.calcsize(fmt)))[0]
-
-    def string(self, count_fmt: str, limit: int | None = None) -> str:
-        n = self.number(count_fmt)
-        if limit is not None and n > limit:
-            raise HeaderError(f"a key of {n} bytes at offset {self.f.tell()} (garbage length)")
-        try:
-            return self.take(n).decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise HeaderError(f"a string that is not UTF-8 before offset {self.f.tell()}") from exc
-
-    def value(self, kind: int, count_fmt: str, depth: int = 0) -> object:
-        if kind in _SCALARS:
-            return struct.unpack(_SCALARS[kind], self.take(struct.calcsize(_SCALARS[kind])))[0]
-        if kind == _STRING:
-            return self.string(count_fmt)
-        if kind == _ARRAY:
-            if depth >= MAX_ARRAY_DEPTH:
-                raise HeaderError(f"arrays nested more than {MAX_ARRAY_DEPTH} deep at offset {self.f.tell()}")
-            item_kind, n = self.number("<I"), self.number(count_fmt)
-            if item_kind in _SCALARS:  # skip without decoding: tokenizer arrays can be large
-                self.take_skip(n * struct.calcsize(_SCALARS[item_kind]))
-            else:
-                if n > self.left() // 4:  # every item needs at least a few bytes
-                    raise HeaderError(f"an array of {n} items at offset {self.f.tell()} is larger than the file")
-                for _ in range(n):
-                    self.value(item_kind, count_fmt, depth + 1)
-            return None
-        raise HeaderError(f"unknown GGUF value type {kind} before offset {self.f.tell()}")
-
-    def take_skip(self, n: int) -> None:
-        if n > self.left():
-            raise HeaderError(f"an array of {n} bytes at offset {self.f.tell()} runs past the end of the file")
-        self.f.seek(n, os.SEEK_CUR)

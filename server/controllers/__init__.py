@@ -7,9 +7,11 @@ from server.controllers.completions import CompletionsController
 from server.controllers.embeddings import EmbeddingsController
 from server.controllers.health import HealthController
 from server.controllers.models import ModelsController
+from server.controllers.ollama import OllamaController
 from server.controllers.responses import ResponsesController
 from server.controllers.router import RouterController
 from server.controllers.tokens import TokensController
 
 ROUTES = [ModelsController, ChatController, CompletionsController, EmbeddingsController, TokensController,
-          HealthController, AdminController, MessagesController, ResponsesController, RouterController]
+          HealthController, AdminController, MessagesController, ResponsesController, RouterController,
+          OllamaController]

@@ -48,11 +48,12 @@ async def _disconnected(request: Request[Any, Any, Any]) -> None:
 
 
 async def answer(request: Request[Any, Any, Any], streamed: bool, whole: Callable[[], Awaitable[T]],
-                 stream: Callable[[], AsyncGenerator[bytes, None]], framing: Framing = openai_sse) -> Response[T]:
+                 stream: Callable[[], AsyncGenerator[bytes, None]], framing: Framing = openai_sse,
+                 media_type: str = "text/event-stream") -> Response[T]:
     """The stream, once the model has taken the request, or the whole answer. A client that leaves while
     queued, while its model loads or while a whole answer is made gives its turn away (the work is
     cancelled); one that leaves a stream closes it, and with it the generation."""
     if streamed:
         events = await unless_disconnected(request, started(stream(), framing))
-        return Stream(events, media_type="text/event-stream", headers=SSE_HEADERS)  # type: ignore[return-value]
+        return Stream(events, media_type=media_type, headers=SSE_HEADERS)  # type: ignore[return-value]
     return Response(await unless_disconnected(request, whole()))

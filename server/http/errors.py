@@ -2,7 +2,8 @@
 
 Every handler result, Litestar's own validation and routing errors included, leaves the server as
 `{"error": {"message", "type", "param", "code"}}`; on the Anthropic Messages routes (/v1/messages...) as
-Anthropic's `{"type": "error", "error": {"type", "message"}}`, its type chosen by the HTTP status.
+Anthropic's `{"type": "error", "error": {"type", "message"}}`, its type chosen by the HTTP status; on
+Ollama's routes (/api/...) as Ollama's `{"error": "message"}`.
 """
 
 from __future__ import annotations
@@ -42,6 +43,11 @@ def anthropic_error_event(exc: BaseException) -> bytes:
     return msgspec.json.encode(_anthropic(*_describe(exc)))
 
 
+def ollama_error_event(exc: BaseException) -> bytes:
+    """The NDJSON line sent when an Ollama stream fails after its headers went out."""
+    return msgspec.json.encode({"error": _describe(exc)[1].message}) + b"\n"
+
+
 def status_of(exc: BaseException) -> int:
     """The HTTP status an exception leaves as (for logs and metrics of failed requests)."""
     return _describe(exc)[0]
@@ -55,6 +61,9 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
         log.error("request_failed", path=request.url.path, status=status, error=body.message, exc_info=exc)
     headers = getattr(exc, "headers", None) if status == 405 or isinstance(exc, ServerError) else None
     path = request.url.path
+    if path.startswith(OLLAMA_ROUTES):
+        return Response(content={"error": body.message}, status_code=status, media_type=MediaType.JSON,
+                        headers=headers)
     if path == ANTHROPIC_ROUTES or path.startswith(ANTHROPIC_ROUTES + "/"):
         return Response(content=_anthropic(status, body), status_code=status, media_type=MediaType.JSON,
                         headers=headers)
@@ -62,6 +71,7 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
 
 
 ANTHROPIC_ROUTES = "/v1/messages"
+OLLAMA_ROUTES = "/api/"  # Ollama's errors are `{"error": "message"}`
 # Anthropic's error types by HTTP status (its SDK picks the exception class by status, clients read the type).
 _ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                     404: "not_found_error", 408: "timeout_error", 413: "request_too_large",

@@ -9,7 +9,7 @@ from contextlib import aclosing
 
 import structlog
 
-from server.http.errors import anthropic_error_event, error_event
+from server.http.errors import anthropic_error_event, error_event, ollama_error_event
 
 log = structlog.get_logger("server.http.streaming")
 Framing = Callable[[AsyncGenerator[bytes, None]], AsyncIterator[bytes]]
@@ -55,6 +55,14 @@ def anthropic_sse(events: AsyncGenerator[bytes, None]) -> AsyncIterator[bytes]:
     """Anthropic's framing: a failure after the headers went out is an `error` event in Anthropic's shape,
     and there is no `[DONE]` (message_stop ends a good stream)."""
     return guarded(events, lambda exc: b"event: error\ndata: " + anthropic_error_event(exc) + b"\n\n")
+
+
+def ndjson(events: AsyncGenerator[bytes, None]) -> AsyncIterator[bytes]:
+    """Ollama's framing: one JSON object per line; a failure after the headers went out is an `error` line."""
+    return guarded(events, ollama_error_event)
+
+
+NDJSON = "application/x-ndjson"
 
 
 async def started(stream: AsyncGenerator[bytes, None], framing: Framing = openai_sse) -> AsyncIterator[bytes]:

@@ -64,6 +64,9 @@ class Entry(Generic[E]):
     # Its last load failed, or its process died (llama-server's router reports both as `failed`): the
     # exit code (1 for a load that failed, 128 + the signal for a death by signal); None since a good load.
     exit_code: int | None = None
+    # Seconds idle before it is unloaded, as a client asked (Ollama's keep_alive) for this load; None: the
+    # pool's idle_ttl; math.inf: never. Back to None when it unloads.
+    keep_alive: float | None = None
     pace: Pace = field(default_factory=Pace)  # measured per request; the 429's Retry-After
 
     @property

@@ -180,6 +180,23 @@ class ModelPool(Generic[E]):
         self._models.drain(entry, "admin")
         return "draining"
 
+    async def keep_alive(self, alias: str, seconds: float) -> None:
+        """How long the alias stays loaded once idle, until it unloads (Ollama's keep_alive): 0 unloads
+        it now if idle, else once its running requests end; math.inf keeps it. Pinned aliases stay."""
+        entry = self._models.entries.get(alias)
+        if entry is None or entry.engine is None or entry.spec.pinned:
+            return
+        entry.keep_alive = max(seconds, 0.0)
+        if seconds <= 0:
+            await self.unload(alias)
+
+    def _idle_limit(self, entry: Entry[E]) -> float | None:
+        """Seconds idle before this entry is unloaded; None: never."""
+        if entry.spec.pinned:
+            return None
+        limit = entry.keep_alive if entry.keep_alive is not None else self._registry.pool.idle_ttl
+        return None if limit is None or math.isinf(limit) else limit
+
     def update_registry(self, registry: Registry) -> dict[str, list[str]]:
         """Apply a re-read models.yaml. New aliases are served at once. A removed alias answers 404 to
         new and queued requests and is closed when its running request ends. A changed alias is closed
@@ -221,6 +238,8 @@ class ModelPool(Generic[E]):
             entry = entries.get(alias)
             spec = entry.spec if entry is not None else self._registry.models[alias]
             used = entry.last_used if entry is not None and entry.last_used else None
+            limit = self._idle_limit(entry) if entry is not None and entry.engine is not None else None
+            idle_since = now_mono if entry is not None and entry.in_use else used
             rows.append({
                 "id": alias,
                 "state": entry.state.value if entry is not None else State.UNLOADED.value,
@@ -234,6 +253,9 @@ class ModelPool(Generic[E]):
                 "max_queue": spec.max_queue,
                 "removed": entry is not None and entry.retired,
                 "last_used": round(now_wall - (now_mono - used), 3) if used is not None else None,
+                # when it unloads if nobody uses it (None: never, or not loaded)
+                "expires_at": round(now_wall - (now_mono - idle_since) + limit, 3)
+                if limit is not None and idle_since is not None else None,
                 "load_seconds": round(entry.load_seconds, 4) if entry and entry.load_seconds else None,
                 "estimated_bytes": self._models.footprint(spec),
                 "restarts": entry.crashes if entry is not None else 0,
@@ -247,12 +269,11 @@ class ModelPool(Generic[E]):
         while not self._closed:
             ttl = self._registry.pool.idle_ttl
             await asyncio.sleep(min(ttl / 4, 1.0) if ttl else 1.0)
-            if ttl is None:
-                continue
-            cutoff = time.monotonic() - ttl
+            now = time.monotonic()
             for entry in list(self._models.entries.values()):
+                limit = self._idle_limit(entry)
                 idle = entry.in_use == 0 and entry.holders == 0 and entry.waiting == 0
-                if entry.state is State.LOADED and idle and not entry.spec.pinned and entry.last_used <= cutoff:
+                if limit is not None and entry.state is State.LOADED and idle and entry.last_used <= now - limit:
                     await self._models.evict(entry, reason="idle")
 
     async def close(self) -> None:

@@ -242,6 +242,7 @@ class Residency(Generic[E]):
         finally:
             self._closing.remove(entry)
             entry.state = State.UNLOADED
+            entry.keep_alive = None
             if entry.retired and self.entries.get(entry.alias) is entry:
                 del self.entries[entry.alias]
             self.notify()

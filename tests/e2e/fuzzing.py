@@ -23,8 +23,9 @@ from schemathesis import GenerationMode
 ALIASES = ["smollm2", "smollm2-embed"]
 # Which alias each request body names: the one that serves it (a wrong kind is a 400 at once, and the
 # negative mode still sends other names).
-MODEL_OF = {"EmbeddingRequest": "smollm2-embed"}
-SMALL = {"max_tokens": 8, "max_completion_tokens": 8, "max_output_tokens": 8, "n": 3}
+MODEL_OF = {"EmbeddingRequest": "smollm2-embed", "EmbedRequest": "smollm2-embed",
+            "EmbeddingsRequest": "smollm2-embed"}
+SMALL = {"max_tokens": 8, "max_completion_tokens": 8, "max_output_tokens": 8, "n": 3, "num_predict": 8}
 # The server the fuzzer talks to: the shipped aliases, with a ceiling on tokens so omitted
 # max_tokens stays small too.
 FUZZ_YAML = """

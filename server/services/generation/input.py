@@ -47,6 +47,8 @@ class Conversation(msgspec.Struct, kw_only=True):
     temperature: float | None = None
     top_p: float | None = None
     top_k: int | None = None
+    min_p: float | None = None
+    repeat_penalty: float | None = None
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
     seed: int | None = None
@@ -54,6 +56,7 @@ class Conversation(msgspec.Struct, kw_only=True):
     logprobs: int | None = None  # top logprobs per token (0: the chosen token's only); None: none
     template_kwargs: dict[str, Any] | None = None
     reasoning_effort: str | None = None
+    thinking: bool | None = None  # switch a thinking template's thinking on or off; None: its default
 
 
 @contextmanager

@@ -70,5 +70,7 @@ def render(conversation: Conversation, spec: ModelSpec, template: str | None, me
         else:
             raise UnsupportedParameterError("reasoning_effort is not supported with this model: its chat template "
                                             "has no reasoning setting.", param="reasoning_effort")
+    if conversation.thinking is not None and template is not None and "enable_thinking" in template:
+        variables.setdefault("enable_thinking", conversation.thinking)  # a model that cannot choose: as it is
     return Rendering(messages=rendered, tools=tool_list, variables=variables, tool_format=fmt,
                      thinks=reasoning.thinks(template, spec.reasoning_format))

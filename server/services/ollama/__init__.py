@@ -1,0 +1,1 @@
+"""Ollama's API over our pool and the generation core (docs/api.md, "Ollama's API")."""
