@@ -33,6 +33,7 @@ from server.reload import handle_sighup
 from server.response_store import ResponseStore
 from server.services.models import ModelsAnswer
 from server.settings import Settings
+from server.shutdown import watch_granian_signals
 from server.state import KEY, ServerState
 from server.telemetry.logging import AccessLog, configure_logging
 from server.telemetry.metrics import Metrics
@@ -79,6 +80,7 @@ def create_app(
         finally:
             # granian has stopped accepting and let running requests finish by now.
             typed.shutting_down = True
+            typed.stopping.set()
             if stop_handling is not None:
                 stop_handling()
             await pool.close()
@@ -124,6 +126,7 @@ def app_from_env() -> Litestar:
     """granian's factory target: the worker process rebuilds the settings from the environment."""
     # Until the lifespan installs the reload handler, a SIGHUP must not kill this worker.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    watch_granian_signals()  # endless streams end at shutdown (server/shutdown.py)
     settings = Settings.from_env()
     configure_logging(settings.log_level)
     return create_app(settings, handle_signals=True)

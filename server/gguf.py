@@ -8,6 +8,7 @@ reads past its end and never allocates what a garbage length asks for.
 
 from __future__ import annotations
 
+import functools
 import os
 import struct
 from collections.abc import Callable
@@ -27,6 +28,33 @@ class HeaderError(ValueError):
 def before_tokenizer(key: str) -> bool:
     """The architecture's keys come first; the tokenizer's (large arrays) after them."""
     return key.startswith("tokenizer.")
+
+
+def file_metadata(path: str, with_tokenizer: bool = True) -> dict[str, object]:
+    """The header's keys with a number, text or truth value ({} for a file that is missing or not GGUF),
+    read once per file version. With the tokenizer's keys (the chat template among them) the vocabulary is
+    read over: tens of milliseconds."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return {}
+    return _file_metadata(path, stat.st_size, stat.st_mtime, with_tokenizer)
+
+
+@functools.lru_cache(maxsize=64)  # per file version: a changed file (other size or time) is read again
+def _file_metadata(path: str, size: int, mtime: float, with_tokenizer: bool) -> dict[str, object]:
+    del size, mtime  # the cache key
+    try:
+        with open(path, "rb") as f:
+            meta = read_metadata(f, os.fstat(f.fileno()).st_size, stop=None if with_tokenizer else before_tokenizer)
+    except (OSError, HeaderError):
+        return {}
+    return {k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool))}
+
+
+def chat_template(path: str) -> str:
+    """The Jinja chat template the file carries ("" if none)."""
+    return str(file_metadata(path).get("tokenizer.chat_template") or "")
 
 
 def read_metadata(f: BinaryIO, file_size: int,

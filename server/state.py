@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, cast
 
 from server.errors import NotReadyError
+from server.shutdown import ShutdownNotice
 
 if TYPE_CHECKING:
     from server.pool import ModelPool
@@ -33,6 +34,7 @@ class ServerState:
         self.response_store = response_store
         self.ready = False
         self.shutting_down = False
+        self.stopping = ShutdownNotice()  # set with shutting_down: endless streams end (server/shutdown.py)
         self._pool: ModelPool[Any] | None = None
 
     @property

@@ -145,6 +145,10 @@ class WorkerModel:
         value = await self._call(lambda id: m.EmbedCall(id=id, inputs=inputs))
         return msgspec.convert(value, Embeddings)
 
+    async def slots(self) -> list[dict[str, Any]]:
+        """Each slot's state now (server/engine/worker/slots.py, `slot_states`)."""
+        return await self._call(lambda call_id: m.SlotsCall(id=call_id))
+
     async def generate(self, requests: list[Request]) -> AsyncGenerator[list[Indexed], None]:
         job_id, job = next(self._ids), _Job()
         self._check_alive()

@@ -39,6 +39,12 @@ class TokenizeCall(msgspec.Struct, tag=True, frozen=True):
     add_special: bool
 
 
+class SlotsCall(msgspec.Struct, tag=True, frozen=True):
+    """Each slot's state now (GET /slots): a list of {"id", "busy", "task", "tokens", "generated"}."""
+
+    id: int
+
+
 class DetokenizeCall(msgspec.Struct, tag=True, frozen=True):
     id: int
     tokens: list[int]
@@ -62,7 +68,8 @@ class Shutdown(msgspec.Struct, tag=True, frozen=True):
     pass
 
 
-ToWorker = Load | ChatPromptCall | TokenizeCall | DetokenizeCall | EmbedCall | Generate | Cancel | Shutdown
+ToWorker = (Load | ChatPromptCall | TokenizeCall | DetokenizeCall | EmbedCall | SlotsCall | Generate | Cancel
+            | Shutdown)
 
 
 class Loaded(msgspec.Struct, tag=True, frozen=True):

@@ -65,6 +65,14 @@ class Grammar(msgspec.Struct, frozen=True, kw_only=True):
     param: str = "response_format"
 
 
+# Used when neither the request nor the alias sets them: OpenAI's documented defaults for the
+# parameters OpenAI has, llama.cpp's for the others.
+DEFAULT_TEMPERATURE = 1.0
+DEFAULT_TOP_P = 1.0
+DEFAULT_TOP_K = 40
+DEFAULT_MIN_P = 0.05
+
+
 class SamplingParams(msgspec.Struct, frozen=True, kw_only=True):
     """Everything that decides the next token. None: the engine's default."""
 

@@ -60,10 +60,20 @@ class ModelPool(Generic[E]):
         entry = self._models.entries.get(alias)
         return entry is not None and entry.engine is not None
 
+    def engine(self, alias: str) -> E | None:
+        """The alias's loaded model, for a look that is not a request (GET /slots); None: not loaded."""
+        entry = self._models.entries.get(alias)
+        return entry.engine if entry is not None else None
+
     def resident(self) -> list[str]:
         """Loaded aliases, least recently used first."""
         loaded = [e for e in self._models.entries.values() if e.engine is not None]
         return [e.alias for e in sorted(loaded, key=lambda e: e.last_used)]
+
+    async def changed(self) -> None:
+        """Returns at the next change of any alias's state (a load starting or ending, a close, a crash,
+        a request taking or giving back its turn)."""
+        await self._models.wait_for_change()
 
     # -- requests ---------------------------------------------------------------------------------------
 

@@ -109,6 +109,7 @@ class Residency(Generic[E]):
             entry.loading = asyncio.create_task(self._load(entry))
             # Retrieved here so a load nobody waits for anymore logs no "never retrieved".
             entry.loading.add_done_callback(lambda t: t.cancelled() or t.exception())
+            self.notify()  # `loading` is a state others watch (GET /models/sse)
             return True
         if victim is not None:
             await self.evict(victim, reason="lru")
@@ -235,6 +236,7 @@ class Residency(Generic[E]):
         engine, entry.engine, entry.state = entry.engine, None, State.CLOSING
         assert engine is not None
         self._closing.append(entry)
+        self.notify()
         try:
             await engine.close()
         except Exception as exc:  # a failing close must not take the pool down with it

@@ -105,6 +105,8 @@ def answer(engine: Any, message: m.ToWorker) -> Any:
         return engine.detokenize(message.tokens)
     if isinstance(message, m.EmbedCall):
         return engine.embed(message.inputs)
+    if isinstance(message, m.SlotsCall):
+        return engine.slots()
     if isinstance(message, m.Generate):
         return engine.generate(message.id, message.requests)
     raise EngineError(f"unexpected message {type(message).__name__}")

@@ -157,6 +157,9 @@ class LlamaEngine:
         if self._slots is not None:
             self._slots.cancel(job_id)
 
+    def slots(self) -> list[dict[str, int | bool]]:
+        return self._slots.slot_states() if self._slots is not None else []
+
     def _slot_engine(self) -> SlotEngine:
         if self._slots is None:
             raise InvalidRequestError(f"The model `{self.alias}` is an embedding model.", param="model")

@@ -25,6 +25,17 @@ class SlotCache:
         # The one slot holding cells, its cells in position order from cell 0 (see `settle`); None: unknown.
         self.ordered: Slot | None = None
 
+    def states(self, active: list[Sequence]) -> list[dict[str, int | bool]]:
+        """Each slot (may be a step old when read from another thread): busy or not, the request it serves
+        (-1: none), the tokens its cache holds, the tokens its sequence generated."""
+        running = {seq.slot.seq_id: seq for seq in active if seq.slot is not None}
+        out: list[dict[str, int | bool]] = []
+        for slot in self.slots:
+            seq = running.get(slot.seq_id)
+            out.append({"id": slot.seq_id, "busy": slot.busy, "task": seq.job.id if seq is not None else -1,
+                        "tokens": len(slot.tokens), "generated": seq.generated if seq is not None else 0})
+        return out
+
     def has_free(self) -> bool:
         return any(not s.busy for s in self.slots)
 

@@ -17,17 +17,11 @@ from collections.abc import Callable
 import llama_cpp
 import numpy as np
 
-from server.engine.types import SamplingParams
+from server.engine.types import DEFAULT_MIN_P, DEFAULT_TEMPERATURE, DEFAULT_TOP_K, DEFAULT_TOP_P, SamplingParams
 from server.engine.worker.compat import LlamaSampler
 from server.engine.worker.constraint import Constraint
 from server.engine.worker.grammars import GrammarCache
 
-# Used when neither the request nor the alias sets them: OpenAI's documented defaults for the
-# parameters OpenAI has, llama.cpp's for the others.
-DEFAULT_TEMPERATURE = 1.0
-DEFAULT_TOP_P = 1.0
-DEFAULT_TOP_K = 40
-DEFAULT_MIN_P = 0.05
 PENALTY_LAST_N = 64
 RANDOM_SEED = llama_cpp.LLAMA_DEFAULT_SEED
 

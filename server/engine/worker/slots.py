@@ -74,7 +74,7 @@ class SlotEngine:
         self._out_pieces: list[tuple[int, int, Piece]] = []
         self._out_ended: list[int] = []
         self._out_failed: list[tuple[int, BaseException]] = []
-        self._cells_sent = 0  # cells_in_use() as last emitted
+        self._cells_sent = 0  # the cells in use as last emitted
         self._thread = threading.Thread(target=self._run, name="decode", daemon=True)
         self._thread.start()
 
@@ -101,6 +101,9 @@ class SlotEngine:
             if job is not None:
                 job.stopped = True
                 self._wake.notify()
+
+    def slot_states(self) -> list[dict[str, int | bool]]:  # read from another thread: a snapshot
+        return self._cache.states(list(self._active))
 
     def close(self) -> None:
         with self._wake:
@@ -145,11 +148,8 @@ class SlotEngine:
         """KV cells allocated: n_ctx for each slot, in one cache."""
         return self.n_ctx * len(self._cache.slots)
 
-    def cells_in_use(self) -> int:
-        return self._cache.cells_in_use()
-
     def _flush(self) -> None:
-        cells = self.cells_in_use()
+        cells = self._cache.cells_in_use()
         # A step with no output still reports a changed cell count (a prompt chunk evaluated).
         if self._out_pieces or self._out_ended or self._out_failed or cells != self._cells_sent:
             pieces, ended, failed = self._out_pieces, self._out_ended, self._out_failed

@@ -8,17 +8,15 @@ the blob's sha256, which would mean reading every configured model (gigabytes) t
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import math
 import os
 import re
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 from server.errors import InvalidRequestError, ModelNotFoundError
-from server.gguf import HeaderError, before_tokenizer, read_metadata
+from server.gguf import chat_template, file_metadata
 from server.pool import ModelPool
 from server.registry import ModelSpec
 
@@ -69,8 +67,8 @@ def ps(pool: ModelPool[Any]) -> dict[str, Any]:
 def show(pool: ModelPool[Any], name: str) -> dict[str, Any]:
     alias = resolve(pool, name)
     spec = pool.spec(alias)
-    meta = _metadata(spec.path)
-    template = spec.chat_template or str(meta.get("tokenizer.chat_template") or "")
+    meta = file_metadata(spec.path)
+    template = spec.chat_template or chat_template(spec.path)
     info = {k: v for k, v in meta.items() if v is not None and not k.startswith("tokenizer.")}
     return {
         "license": str(meta.get("general.license") or ""),
@@ -149,7 +147,7 @@ def _details(path: str) -> dict[str, Any]:
 
 
 def _info(path: str) -> dict[str, Any]:
-    meta = _metadata(path, with_tokenizer=False)
+    meta = file_metadata(path, with_tokenizer=False)
     arch = str(meta.get("general.architecture") or "")
     out: dict[str, Any] = {"architecture": arch}
     size = meta.get("general.size_label")
@@ -181,24 +179,6 @@ def _size_label(count: int) -> str:
         if count >= scale:
             return f"{count / scale:.2f}".rstrip("0").rstrip(".") + unit
     return str(count)
-
-
-def _metadata(path: str, with_tokenizer: bool = True) -> dict[str, object]:
-    size, mtime = _stat(path)
-    return _read(path, size, mtime, with_tokenizer)
-
-
-@functools.lru_cache(maxsize=64)  # per file version: a changed file (other size or time) is read again
-def _read(path: str, size: int, mtime: float, with_tokenizer: bool) -> dict[str, object]:
-    """The header's keys; {} for a file that is missing or not GGUF (listed all the same, without details).
-    With the tokenizer's keys (the chat template among them) the vocabulary is read over: tens of ms."""
-    del size, mtime  # the cache key
-    try:
-        with Path(path).open("rb") as f:
-            meta = read_metadata(f, os.fstat(f.fileno()).st_size, stop=None if with_tokenizer else before_tokenizer)
-    except (OSError, HeaderError):
-        return {}
-    return {k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool))}
 
 
 def refuse_management(action: str) -> None:
