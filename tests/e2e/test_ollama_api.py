@@ -9,13 +9,14 @@ import math
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import httpx
 import ollama
 import pytest
 
-from tests.e2e.conftest import RunningServer
+from tests.e2e.conftest import MODEL, RunningServer, start_server, stop_server
 
 SYSTEM = {"role": "system", "content": "You are a helpful assistant."}
 QUESTION = {"role": "user", "content": "What is the capital of France?"}
@@ -218,3 +219,27 @@ def _gone_within(client: ollama.Client, alias: str, seconds: float) -> bool:
             return True
         time.sleep(0.05)
     return alias not in [m.model for m in client.ps().models]
+
+
+def test_logprobs(client: ollama.Client) -> None:
+    reply = client.chat(model="smollm2", messages=[SYSTEM, QUESTION], logprobs=True, top_logprobs=2,
+                        options={"num_predict": 4})
+    entries = reply.logprobs or []
+    assert len(entries) == reply.eval_count == 4
+    assert "".join(e.token for e in entries) == reply.message.content
+    assert all(len(e.top_logprobs or []) == 2 and e.logprob <= 0 for e in entries)
+
+
+def test_api_keys_guard_the_ollama_routes(tmp_path: Path) -> None:
+    config = tmp_path / "models.yaml"
+    config.write_text('models:\n  tiny: {path: "%s", n_ctx: 256}\n' % MODEL)
+    server = start_server(config, tmp_path / "server.log", ["--api-key", "team-key"])
+    try:
+        with pytest.raises(ollama.ResponseError) as refused:
+            ollama.Client(host=server.base_url).list()
+        assert refused.value.status_code == 401 and "API key" in refused.value.error  # the client read {"error"}
+        keyed = ollama.Client(host=server.base_url, headers={"Authorization": "Bearer team-key"})
+        assert [m.model for m in keyed.list().models] == ["tiny"]
+        assert keyed.chat(model="tiny", messages=[QUESTION], options={"num_predict": 2}).done
+    finally:
+        stop_server(server)
