@@ -66,8 +66,16 @@ def test_version_list_and_show(server: RunningServer, client: ollama.Client) -> 
     assert client.show("smollm2:latest").capabilities == ["completion", "tools"]  # Ollama's default tag
 
 
-def test_chat_answers_paris_with_counts(client: ollama.Client) -> None:
+def _generated(server: RunningServer) -> float:
+    text = httpx.get(server.base_url + "/metrics", timeout=10).text
+    line = next((x for x in text.splitlines() if x.startswith('llm_generation_tokens_total{model="smollm2"}')), "")
+    return float(line.split()[-1]) if line else 0.0
+
+
+def test_chat_answers_paris_with_counts(server: RunningServer, client: ollama.Client) -> None:
+    before = _generated(server)
     reply = client.chat(model="smollm2", messages=[SYSTEM, QUESTION], stream=False)
+    assert _generated(server) - before == reply.eval_count  # counted in the same metrics as the OpenAI routes
     assert "Paris" in reply.message.content
     assert reply.message.role == "assistant" and reply.done and reply.done_reason == "stop"
     assert reply.prompt_eval_count and reply.prompt_eval_count > 10
