@@ -121,8 +121,11 @@ def test_a_forced_call_streams_as_tool_call_deltas(client: openai.OpenAI, alias:
     chunks = list(client.chat.completions.create(model=alias, messages=WEATHER, tools=[TOOL], tool_choice=FORCED,
                                                  max_tokens=60, stream=True))
     deltas = [tc for c in chunks if c.choices for tc in (c.choices[0].delta.tool_calls or [])]
-    assert [d.function.name for d in deltas] == ["get_weather"]
-    assert isinstance(json.loads(deltas[0].function.arguments)["city"], str)
+    assert len(deltas) > 2  # the call as it is written: its name first, then its arguments in pieces
+    assert [d.function.name for d in deltas if d.function.name] == ["get_weather"] == [deltas[0].function.name]
+    assert deltas[0].id and deltas[0].type == "function" and all(d.id is None for d in deltas[1:])
+    assert {d.index for d in deltas} == {0}
+    assert isinstance(json.loads("".join(d.function.arguments or "" for d in deltas))["city"], str)
     assert not "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)  # no raw call as content
     assert chunks[-1].choices[0].finish_reason == "tool_calls"
 

@@ -16,7 +16,7 @@ from server.http.streaming import anthropic_sse
 from server.protocol.anthropic import CountTokensRequest, MessagesRequest
 from server.services.anthropic.service import conversation, message_usage, stop_reason
 from server.services.anthropic.stream import EventMapper, frame
-from server.services.generation.events import Call, Calls, Event, Finished, Reasoning, Started, Text
+from server.services.generation.events import Call, CallDelta, Calls, Event, Finished, Reasoning, Started, Text
 
 
 def request(**fields: object) -> MessagesRequest:
@@ -128,23 +128,25 @@ def test_stream_events_for_text_then_a_tool_call() -> None:
     steps: list[list[Event]] = [
         [Started(9), Text(0, "Let")],
         [Text(0, " me")],
-        [Calls(0, [Call("call_abc", "weather", '{"city": "Paris"}')]), Finished(0, "tool_calls", None, usage)],
+        [CallDelta(0, 0, "call_abc", "weather", '{"city":')],  # the call as it is written
+        [CallDelta(0, 0, None, None, '"Paris"}'), Calls(0, [Call("call_abc", "weather", '{"city":"Paris"}')]),
+         Finished(0, "tool_calls", None, usage)],
     ]
     events = events_of(EventMapper("m", []), steps)
     assert [e["type"] for e in events] == [
         "message_start", "ping",
         "content_block_start", "content_block_delta", "content_block_delta", "content_block_stop",
-        "content_block_start", "content_block_delta", "content_block_stop",
+        "content_block_start", "content_block_delta", "content_block_delta", "content_block_stop",
         "message_delta", "message_stop",
     ]
     assert events[0]["message"]["content"] == [] and events[0]["message"]["stop_reason"] is None
     assert events[0]["message"]["usage"]["input_tokens"] == 9  # the prompt's size, from the start
-    assert [e["index"] for e in events[2:9]] == [0, 0, 0, 0, 1, 1, 1]
+    assert [e["index"] for e in events[2:10]] == [0, 0, 0, 0, 1, 1, 1, 1]
     assert events[3]["delta"] == {"type": "text_delta", "text": "Let"}
     assert events[6]["content_block"] == {"type": "tool_use", "id": "toolu_abc", "name": "weather", "input": {}}
-    assert events[7]["delta"] == {"type": "input_json_delta", "partial_json": '{"city": "Paris"}'}
-    assert events[9]["delta"] == {"stop_reason": "tool_use", "stop_sequence": None}
-    assert events[9]["usage"]["input_tokens"] == 9 and events[9]["usage"]["output_tokens"] == 4
+    assert [events[i]["delta"]["partial_json"] for i in (7, 8)] == ['{"city":', '"Paris"}']
+    assert events[10]["delta"] == {"stop_reason": "tool_use", "stop_sequence": None}
+    assert events[10]["usage"]["input_tokens"] == 9 and events[10]["usage"]["output_tokens"] == 4
 
 
 def test_stream_names_the_stop_sequence_and_frames_events() -> None:

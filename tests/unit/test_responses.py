@@ -15,7 +15,7 @@ from server.errors import InvalidRequestError, UnsupportedParameterError
 from server.protocol.responses import ResponseRequest
 from server.protocol.responses_response import OutputMessage, ReasoningOutput
 from server.response_store import ResponseStore, StoredResponse, StoreUnavailableError
-from server.services.generation.events import Call, Calls, Finished, Reasoning, Started, Text
+from server.services.generation.events import Call, CallDelta, Calls, Finished, Reasoning, Started, Text
 from server.services.responses.input import input_items, messages
 from server.services.responses.service import page
 from server.services.responses.stream import EventMapper
@@ -123,19 +123,22 @@ USAGE = EngineUsage(prompt_tokens=5, completion_tokens=2, cached_tokens=0)
 def test_event_mapper_closes_text_before_a_call_and_numbers_events() -> None:
     mapper = EventMapper()
     events = mapper.events([Started(5), Text(0, "Hi")])
-    events += mapper.events([Calls(0, [Call("call_1", "f", '{"a": 1}')]), Finished(0, "tool_calls", None, USAGE)])
+    events += mapper.events([CallDelta(0, 0, "call_1", "f", '{"a":')])  # the call as it is written
+    events += mapper.events([CallDelta(0, 0, None, None, "1}"), Calls(0, [Call("call_1", "f", '{"a":1}')]),
+                             Finished(0, "tool_calls", None, USAGE)])
     events += mapper.close()
     assert [e.type for e in events] == [
         "response.output_item.added", "response.content_part.added", "response.output_text.delta",
         "response.output_text.done", "response.content_part.done", "response.output_item.done",
         "response.output_item.added", "response.function_call_arguments.delta",
-        "response.function_call_arguments.done", "response.output_item.done",
+        "response.function_call_arguments.delta", "response.function_call_arguments.done",
+        "response.output_item.done",
     ]
     assert [e.sequence_number for e in events] == list(range(len(events)))
     assert [e.output_index for e in events][-1] == 1
     message, function_call = mapper.items
     assert message.content[0].text == "Hi"  # type: ignore[union-attr]
-    assert function_call.arguments == '{"a": 1}' and function_call.call_id == "call_1"  # type: ignore[union-attr]
+    assert function_call.arguments == '{"a":1}' and function_call.call_id == "call_1"  # type: ignore[union-attr]
     assert mapper.finish_reason == "tool_calls" and mapper.usage == (5, 2, 0)
 
 

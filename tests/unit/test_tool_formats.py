@@ -78,10 +78,13 @@ def test_streamed_tool_call_after_reasoning() -> None:
     output = ChoiceOutput(OutputFormat(tools=HERMES, thinks=True, reasoning_open=True))
     deltas = [output.feed(p) for p in ["look", " up</think>", "<tool_", 'call>{"name": "f", "arguments": {}}',
                                        "</tool_call>"]]
-    thought, rest, calls = output.finish()
-    assert "".join(r for r, _ in deltas) + thought == "look up"
-    assert "".join(c for _, c in deltas) + rest == ""
+    thought, rest, pieces, calls = output.finish()
+    assert "".join(r for r, _, _ in deltas) + thought == "look up"
+    assert "".join(c for _, c, _ in deltas) + rest == ""
     assert calls[0].name == "f"
+    streamed = [p for _, _, ps in deltas for p in ps] + pieces
+    assert (streamed[0].id, streamed[0].name) == (calls[0].id, "f")
+    assert "".join(p.arguments for p in streamed) == calls[0].arguments == "{}"
     assert whole(OutputFormat(tools=LLAMA3, thinks=True), '<think>x</think>{"name": "f", "parameters": {}}')[0] == "x"
 
 

@@ -47,7 +47,7 @@ from server.services.anthropic.service import (
 )
 from server.services.generation import run
 from server.services.generation.choices import total_usage
-from server.services.generation.events import Calls, Event, Finished, Reasoning, Started, Text
+from server.services.generation.events import CallDelta, Event, Finished, Reasoning, Started, Text
 from server.services.generation.plan import plan_conversation
 from server.telemetry.metrics import Metrics
 
@@ -66,7 +66,7 @@ class EventMapper:
         self._model = model
         self._stop_sequences = stop_sequences
         self._index = -1  # the content block being written
-        self._open_kind: str | None = None  # "thinking" or "text": the streamed block still open
+        self._open_kind: str | None = None  # "thinking", "text" or "tool_use": the streamed block still open
 
     def events(self, events: list[Event]) -> list[StreamEvent]:
         out: list[StreamEvent] = []
@@ -81,12 +81,13 @@ class EventMapper:
             elif isinstance(item, Text) and item.text:
                 out += self._streamed("text")
                 out.append(ContentBlockDelta(index=self._index, delta=TextDelta(text=item.text)))
-            elif isinstance(item, Calls):
-                out += self._close_text()
-                for call in item.calls:
-                    out += self._open(ToolUseContent(id=tool_use_id(call.id), name=call.name, input={}))
-                    arguments = InputJsonDelta(partial_json=call.arguments)
-                    out += [ContentBlockDelta(index=self._index, delta=arguments), ContentBlockStop(index=self._index)]
+            elif isinstance(item, CallDelta):  # a tool_use block opens with the call's name, its input streams
+                if item.id is not None and item.name is not None:
+                    out += self._close_text()
+                    out += self._open(ToolUseContent(id=tool_use_id(item.id), name=item.name, input={}))
+                    self._open_kind = "tool_use"
+                if item.arguments:
+                    out.append(ContentBlockDelta(index=self._index, delta=InputJsonDelta(partial_json=item.arguments)))
             elif isinstance(item, Finished):
                 out += self._close_text()
                 reason, sequence = stop_reason(item.reason, item.stop, self._stop_sequences)
@@ -107,7 +108,7 @@ class EventMapper:
         return [ContentBlockStart(index=self._index, content_block=block)]
 
     def _close_text(self) -> list[StreamEvent]:
-        """Close the open thinking or text block, if any."""
+        """Close the open block (thinking, text or tool_use), if any."""
         if self._open_kind is None:
             return []
         self._open_kind = None

@@ -1,5 +1,6 @@
 """The core's events as chat stream chunks in OpenAI's delta format: n choices, content, reasoning,
-logprobs and tool calls."""
+logprobs and tool calls (streamed as they are written: the first delta of a call has its id, type and
+name, the next ones pieces of its arguments)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from server.protocol.chat_response import (
 )
 from server.protocol.common import Usage as WireUsage
 from server.services.generation.choices import total_usage
-from server.services.generation.events import Calls, Event, Finished, Reasoning, Started, Text
+from server.services.generation.events import CallDelta, Event, Finished, Reasoning, Started, Text
 from server.services.generation.logprobs import chat_logprobs
 
 
@@ -39,11 +40,13 @@ class ChunkBuilder:
             elif isinstance(item, Text):
                 logprobs = chat_logprobs(item.logprobs) if self._with_logprobs and item.logprobs else None
                 out += self._chunk(index, ChatDelta(content=item.text), logprobs=logprobs)
-            elif isinstance(item, Calls):
-                deltas = [ToolCallDelta(index=i, id=c.id, type="function",
-                                        function=FunctionDelta(name=c.name, arguments=c.arguments))
-                          for i, c in enumerate(item.calls)]
-                out += self._chunk(index, ChatDelta(tool_calls=deltas))
+            elif isinstance(item, CallDelta):  # a call as it is written: id and name first, then arguments
+                if item.id is not None and item.name is not None:
+                    delta = ToolCallDelta(index=item.call, id=item.id, type="function",
+                                          function=FunctionDelta(name=item.name, arguments=item.arguments))
+                else:
+                    delta = ToolCallDelta(index=item.call, function=FunctionDelta(arguments=item.arguments))
+                out += self._chunk(index, ChatDelta(tool_calls=[delta]))
             elif isinstance(item, Finished):
                 self._usages[index] = item.usage
                 last = self._chunk(index, ChatDelta(), item.reason)

@@ -2,8 +2,9 @@
 to its own wire format.
 
 A stream is a list of events per decode step: `Started` once, with the first step (the model has taken
-the request and rendered the prompt), then per choice its text, reasoning and, at its end, its tool calls
-and `Finished`. A whole answer is one `Choice` per choice.
+the request and rendered the prompt), then per choice its text, reasoning, the pieces of its tool calls
+as they are written (`CallDelta`) and, at its end, its tool calls whole (`Calls`) and `Finished`. A whole
+answer is one `Choice` per choice.
 """
 
 from __future__ import annotations
@@ -41,6 +42,18 @@ class Reasoning:
 
 
 @dataclass(frozen=True, slots=True)
+class CallDelta:
+    """A piece of tool call `call` of choice `index` as it is written: its first piece has the call's id
+    and function name, the others arguments text. Joined, a call's pieces are the `Calls` event's call."""
+
+    index: int
+    call: int
+    id: str | None
+    name: str | None
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
 class Calls:
     index: int
     calls: list[Call]
@@ -54,7 +67,7 @@ class Finished:
     usage: Usage
 
 
-Event = Started | Text | Reasoning | Calls | Finished
+Event = Started | Text | Reasoning | CallDelta | Calls | Finished
 
 
 @dataclass

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from server.services.generation import reasoning
+from server.services.generation.call_stream import CallPiece, CallStream
 from server.services.generation.events import Call
 from server.services.generation.tool_formats import ToolFormat
 from server.services.generation.tools import ContentFilter, parse_calls
@@ -62,29 +63,45 @@ def whole(fmt: OutputFormat, text: str) -> tuple[str | None, str | None, list[Ca
 
 
 class ChoiceOutput:
-    """One choice's text as it streams: each piece gives (reasoning, content) deltas; `finish` gives what
-    was held back, and the tool calls."""
+    """One choice's text as it streams: each piece gives (reasoning, content) deltas and the pieces of tool
+    calls being written (call_stream.py); `finish` gives what was held back, the rest of the calls' pieces
+    and the calls."""
 
     def __init__(self, fmt: OutputFormat) -> None:
         self._fmt = fmt
         self._splitter = reasoning.ReasoningSplitter(open_at_start=fmt.reasoning_open) if fmt.thinks else None
         self._filter = ContentFilter(fmt.tools) if fmt.tools is not None else None
+        self._calls = CallStream(fmt.tools) if fmt.tools is not None else None
+        self._scanned = 0  # characters of the filter's text given to `_calls`
         self._stripper = TagStripper() if fmt.strip_echo else None
 
-    def feed(self, text: str) -> tuple[str, str]:
+    def feed(self, text: str) -> tuple[str, str, list[CallPiece]]:
         thought, content = self._splitter.feed(text) if self._splitter else ("", text)
         if self._stripper is not None:
             content = self._stripper.feed(content)
-        return thought, self._filter.feed(content) if self._filter else content
+        if self._filter is None:
+            return thought, content, []
+        return thought, self._filter.feed(content), self._scan()
 
-    def finish(self) -> tuple[str, str, list[Call]]:
+    def finish(self) -> tuple[str, str, list[CallPiece], list[Call]]:
         thought, content = self._splitter.finish() if self._splitter else ("", "")
         if self._stripper is not None:
             content = self._stripper.feed(content) + self._stripper.finish()
-        if self._filter is None or self._fmt.tools is None:
-            return thought, content, []
+        if self._filter is None or self._fmt.tools is None or self._calls is None:
+            return thought, content, [], []
         content = self._filter.feed(content)
+        pieces = self._scan()
         _, calls = parse_calls(self._filter.text, self._fmt.tools)
         if calls:
-            return thought, content, calls  # `content`: only text before the call
-        return thought, content + self._filter.remainder(), []
+            calls = self._calls.settle(calls)
+            return thought, content, pieces + self._calls.rest(calls), calls  # `content`: text before the call
+        return thought, content + self._filter.remainder(), pieces, []
+
+    def _scan(self) -> list[CallPiece]:
+        assert self._filter is not None and self._calls is not None
+        start = self._filter.call_start
+        if start is None:
+            return []
+        text = self._filter.text[max(start, self._scanned):]
+        self._scanned = len(self._filter.text)
+        return self._calls.feed(text) if text else []

@@ -16,7 +16,17 @@ from server.engine import Indexed, Usage
 from server.pool import ModelPool
 from server.services.generation.choices import collect, total_usage
 from server.services.generation.common import record_usage
-from server.services.generation.events import Answer, Calls, Choice, Event, Finished, Reasoning, Started, Text
+from server.services.generation.events import (
+    Answer,
+    CallDelta,
+    Calls,
+    Choice,
+    Event,
+    Finished,
+    Reasoning,
+    Started,
+    Text,
+)
 from server.services.generation.input import named
 from server.services.generation.output import ChoiceOutput, OutputFormat, whole
 from server.services.generation.plan import ChatPlan, Plan
@@ -24,7 +34,8 @@ from server.telemetry.metrics import Metrics
 
 
 class EventDecoder:
-    """The engine's per-step pieces (n choices) -> events: reasoning split off, tool calls parsed at the end."""
+    """The engine's per-step pieces (n choices) -> events: reasoning split off, tool calls streamed as they
+    are written and parsed whole at the end."""
 
     def __init__(self, n: int, output: OutputFormat, with_logprobs: bool) -> None:
         self._outputs = [ChoiceOutput(output) for _ in range(n)]
@@ -36,21 +47,23 @@ class EventDecoder:
         out: list[Event] = []
         for index, piece in batch:
             output = self._outputs[index]
-            thought, text = output.feed(piece.text)
+            thought, text, pieces = output.feed(piece.text)
             logprobs = piece.logprobs if self._with_logprobs and piece.logprobs else None
             if thought:
                 out.append(Reasoning(index, thought))
             if text or logprobs:
                 out.append(Text(index, text, logprobs))
+            out += [CallDelta(index, p.call, p.id, p.name, p.arguments) for p in pieces]
             if piece.finish_reason is None:
                 continue
             assert piece.usage is not None
             self.usages[index] = piece.usage
-            thought, rest, calls = output.finish()
+            thought, rest, pieces, calls = output.finish()
             if thought:
                 out.append(Reasoning(index, thought))
             if rest:
                 out.append(Text(index, rest))
+            out += [CallDelta(index, p.call, p.id, p.name, p.arguments) for p in pieces]
             reason = piece.finish_reason
             if calls:
                 reason = "tool_calls"

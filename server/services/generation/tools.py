@@ -172,6 +172,7 @@ class ContentFilter:
         self.text = ""
         self._sent = 0
         self._in_call = False
+        self.call_start: int | None = None  # where the first call begins in `text`, once it has
 
     def feed(self, text: str) -> str:
         self.text += text
@@ -179,7 +180,7 @@ class ContentFilter:
             return ""
         start = tool_formats.first_start(self.fmt, self.text, self._sent)
         if start >= 0:
-            self._in_call = True
+            self._in_call, self.call_start = True, start
             return self._emit(start)
         unsent = self.text[self._sent:]
         keep = max((partial_tail(unsent, s) for s in self.fmt.starts), default=0)

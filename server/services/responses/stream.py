@@ -39,7 +39,7 @@ from server.protocol.responses_response import (
 from server.response_store import ResponseStore
 from server.services.generation import run
 from server.services.generation.choices import total_usage
-from server.services.generation.events import Call, Calls, Event, Finished, Reasoning, Text
+from server.services.generation.events import CallDelta, Event, Finished, Reasoning, Text
 from server.services.generation.plan import plan_conversation
 from server.services.responses.input import new_item_id
 from server.services.responses.service import NAMES, finished, prepare, save
@@ -77,9 +77,8 @@ class EventMapper:
                 out += self._thought(item.text)
             elif isinstance(item, Text) and item.text:
                 out += self._text(item.text)
-            elif isinstance(item, Calls):
-                for call in item.calls:
-                    out += self._call(call)
+            elif isinstance(item, CallDelta):
+                out += self._call_piece(item)
             elif isinstance(item, Finished):
                 self.finish_reason = item.reason
                 self.usage = total_usage([item.usage])
@@ -141,18 +140,22 @@ class EventMapper:
             self.event("response.output_item.done", output_index=index, item=message),
         ]
 
-    def _call(self, call: Call) -> list[StreamEvent]:
-        out = self._close_reasoning("completed") + self._close_message("completed")
-        item = FunctionCallOutput(id=new_item_id("fc"), call_id=call.id, name=call.name, arguments="",
-                                  status="in_progress")
-        self._calls.append(item)
-        self.items.append(item)
-        out.append(self.event("response.output_item.added", output_index=len(self.items) - 1,
-                              item=msgspec.structs.replace(item)))
-        if call.arguments:
-            item.arguments = call.arguments
+    def _call_piece(self, piece: CallDelta) -> list[StreamEvent]:
+        """A function call item opens with its first piece (id, name); its arguments stream as deltas."""
+        out: list[StreamEvent] = []
+        if piece.id is not None and piece.name is not None:
+            out += self._close_reasoning("completed") + self._close_message("completed")
+            opened = FunctionCallOutput(id=new_item_id("fc"), call_id=piece.id, name=piece.name, arguments="",
+                                        status="in_progress")
+            self._calls.append(opened)
+            self.items.append(opened)
+            out.append(self.event("response.output_item.added", output_index=len(self.items) - 1,
+                                  item=msgspec.structs.replace(opened)))
+        if piece.arguments and piece.call < len(self._calls):
+            item = self._calls[piece.call]
+            item.arguments += piece.arguments
             out.append(self.event("response.function_call_arguments.delta", item_id=item.id,
-                                  output_index=self.items.index(item), delta=call.arguments))
+                                  output_index=self.items.index(item), delta=piece.arguments))
         return out
 
     def close(self) -> list[StreamEvent]:
