@@ -84,6 +84,12 @@ def serve(argv: list[str]) -> int:
                              "$XDG_STATE_HOME/llm-server/responses.sqlite3)")
     parser.add_argument("--responses-retention-days", type=float, metavar="DAYS",
                         help="how long stored responses are kept; 0 keeps them until deleted (default 30)")
+    parser.add_argument("--prompt-store", metavar="DIR",
+                        help="folder where workers keep their prompt caches when they leave, for the next worker "
+                             "of the alias (env LLM_SERVER_PROMPT_STORE; default "
+                             "$XDG_STATE_HOME/llm-server/prompt-cache)")
+    parser.add_argument("--prompt-store-mib", type=int, metavar="MIB",
+                        help="disk each alias may fill there; 0 turns saving off (default 2048)")
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env(**vars(args))

@@ -22,6 +22,7 @@ from server.controllers.deps import (
     provide_state,
 )
 from server.engine.launcher import WorkerLauncher
+from server.engine.messages import StoreConfig
 from server.http.auth import load_api_keys, require_api_key
 from server.http.errors import handle_exception
 from server.http.json_request import JsonRequest
@@ -66,7 +67,8 @@ def create_app(
 
     @asynccontextmanager
     async def pool_lifespan(app: Litestar) -> AsyncIterator[None]:
-        launcher = WorkerLauncher() if loader is None else None
+        store = StoreConfig(settings.prompt_store, settings.prompt_store_mib * 1024 * 1024)
+        launcher = WorkerLauncher(store if settings.prompt_store_mib else None) if loader is None else None
         if launcher is not None:
             launcher.prepare()
         pool = ModelPool(registry, loader or launcher, events=metrics)  # type: ignore[arg-type]

@@ -50,10 +50,14 @@ class StoredResponse:
     context: list[dict[str, Any]]  # every item of the conversation so far, this response's output included
 
 
-def default_path() -> str:
-    """The user's state directory (XDG), like other daemons' databases: not the working tree."""
+def state_path(name: str) -> str:
+    """`name` in the user's state directory (XDG), like other daemons' databases: not the working tree."""
     state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return os.path.join(state, "llm-server", "responses.sqlite3")
+    return os.path.join(state, "llm-server", name)
+
+
+def default_path() -> str:
+    return state_path("responses.sqlite3")
 
 
 class ResponseStore:

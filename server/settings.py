@@ -13,7 +13,7 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
-from server.response_store import default_path
+from server.response_store import default_path, state_path
 
 ENV_PREFIX = "LLM_SERVER_"
 
@@ -34,6 +34,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     # (days; 0 keeps them until deleted).
     responses_db: str = msgspec.field(default_factory=default_path)
     responses_retention_days: Annotated[float, Meta(ge=0)] = 30.0
+    # Prompt caches on disk (server/engine/worker/prompt_store.py): the folder, and the MiB per alias; 0: off.
+    prompt_store: str = msgspec.field(default_factory=lambda: state_path("prompt-cache"))
+    prompt_store_mib: Annotated[int, Meta(ge=0)] = 2048
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:

@@ -36,7 +36,7 @@ from server.registry import ModelSpec
 log = structlog.get_logger("server.engine")
 
 MEMORY_POLL_SECONDS = 0.25
-CLOSE_GRACE_SECONDS = 10.0
+CLOSE_GRACE_SECONDS = 10.0 + m.SAVE_SECONDS  # a leaving worker saves its caches first
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
@@ -77,6 +77,7 @@ class WorkerModel:
         self.chat_template = loaded.chat_template
         self._loaded = loaded
         self._kv_cells_used = 0  # as the latest Step reported it: read at scrape time, never asked for
+        self.saved: m.Saved | None = None  # what the worker wrote to its prompt store as it left
         self._process = process
         self._reader = reader
         self._writer = writer
@@ -96,10 +97,10 @@ class WorkerModel:
 
     @classmethod
     async def start(cls, alias: str, spec: ModelSpec, *, memory_limit: int | None = None,
-                    spawned: Spawned | None = None) -> WorkerModel:
+                    spawned: Spawned | None = None, store: m.StoreConfig | None = None) -> WorkerModel:
         """Load the model in a worker process (`spawned`, or a new one); ModelLoadError if it cannot."""
         process, reader, writer = spawned or await spawn()
-        writer.write(m.frame(msgspec.msgpack.Encoder(), m.Load(alias=alias, spec=spec)))
+        writer.write(m.frame(msgspec.msgpack.Encoder(), m.Load(alias=alias, spec=spec, store=store)))
         decoder = msgspec.msgpack.Decoder(m.FromWorker)
         try:
             first = decoder.decode(await reader.readexactly(m.body_size(await reader.readexactly(m.HEADER.size))))
@@ -263,6 +264,8 @@ class WorkerModel:
                     touched.add(job_id)
             for job_id in touched:
                 self._jobs[job_id].wake()
+        elif isinstance(message, m.Saved):
+            self.saved = message
         elif isinstance(message, m.Result):
             future = self._calls.get(message.id)
             if future is not None and not future.done():

@@ -9,6 +9,7 @@ import os
 import structlog
 
 from server.engine.client import WorkerModel
+from server.engine.messages import StoreConfig
 from server.engine.process import Spawned, compute_lock_path, spawn
 from server.registry import ModelSpec, memory_limit
 
@@ -20,8 +21,9 @@ class WorkerLauncher:
     0.3-0.6 s of Python and llama_cpp on 2 cores), so that a load costs only the model's own load time.
     A spare that died meanwhile is replaced, never used."""
 
-    def __init__(self) -> None:
+    def __init__(self, store: StoreConfig | None = None) -> None:
         self._spare: asyncio.Task[Spawned] | None = None
+        self._store = store  # where workers keep their prompt caches on disk; None: nowhere
 
     def prepare(self) -> None:
         if self._spare is None:
@@ -38,7 +40,8 @@ class WorkerLauncher:
                 log.warning("spare_worker_failed", error=str(exc))
         if spawned is not None and spawned[0].returncode is not None:
             spawned = None
-        return await WorkerModel.start(alias, spec, memory_limit=memory_limit(spec), spawned=spawned)
+        return await WorkerModel.start(alias, spec, memory_limit=memory_limit(spec), spawned=spawned,
+                                       store=self._store)
 
     async def close(self) -> None:
         with contextlib.suppress(OSError):  # at shutdown: the workers still running keep their lock

@@ -20,9 +20,18 @@ HEADER = struct.Struct(">I")
 MAX_FRAME = 256 * 1024 * 1024  # a frame past this is a broken peer, not a message
 
 
+class StoreConfig(msgspec.Struct, frozen=True):
+    """Where a worker keeps its prompt caches on disk (server/engine/worker/prompt_store.py): the root
+    folder, and the bytes one alias may hold there."""
+
+    root: str
+    budget_bytes: int
+
+
 class Load(msgspec.Struct, tag=True, frozen=True):
     alias: str
     spec: ModelSpec
+    store: StoreConfig | None = None
 
 
 class ChatPromptCall(msgspec.Struct, tag=True, frozen=True):
@@ -131,11 +140,25 @@ class Alive(msgspec.Struct, tag=True, frozen=True):
     stops sending (stopped, deadlocked, stuck in native code holding everything) is killed."""
 
 
+# The most a leaving worker spends writing its caches to the prompt store (measured: a full 4-slot x
+# 2,048-token cache of SmolLM2-135M, 190 MB, takes well under a second on local disk).
+SAVE_SECONDS = 5.0
+
 # A worker silent this long (no step, answer or heartbeat) is taken for hung, killed and restarted.
 HEARTBEAT_SECONDS = 1.0
 HANG_SECONDS = 10.0
 
-FromWorker = Loaded | Result | Failed | Step | Alive
+class Saved(msgspec.Struct, tag=True, frozen=True):
+    """Sent once, before a worker asked to shut down exits: what it wrote to its prompt store."""
+
+    tokens: int
+    bytes: int
+    seconds: float
+    entries: int  # files of this alias's store after the save
+    store_bytes: int
+
+
+FromWorker = Loaded | Result | Failed | Step | Alive | Saved
 
 
 def frame(encoder: msgspec.msgpack.Encoder, message: msgspec.Struct) -> bytes:

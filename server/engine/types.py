@@ -33,6 +33,7 @@ class Usage(NamedTuple):
     first_token_seconds: float = 0.0  # from submission to the first generated token
     decode_seconds: float = 0.0  # from the first generated token to the last
     gaps: tuple[float, ...] = ()  # seconds between consecutive generated tokens, each one
+    restored_tokens: int = 0  # of the cached ones, read back from the prompt store on disk
 
 
 class Piece(NamedTuple):

@@ -270,6 +270,7 @@ class ModelPool(Generic[E]):
                 "estimated_bytes": self._models.footprint(spec),
                 "restarts": entry.crashes if entry is not None else 0,
                 "exit_code": entry.exit_code if entry is not None else None,
+                "prompt_store": entry.saved if entry is not None else None,
                 "pace": (entry.pace if entry is not None else Pace()).report(),
                 **_process(entry),
             })

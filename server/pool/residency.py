@@ -245,12 +245,24 @@ class Residency(Generic[E]):
             self._closing.remove(entry)
             entry.state = State.UNLOADED
             entry.keep_alive = None
+            self._note_saved(entry, engine)
             if entry.retired and self.entries.get(entry.alias) is entry:
                 del self.entries[entry.alias]
             self.notify()
         log.info("model_evicted", alias=entry.alias, reason=reason)
         if self._events is not None:
             self._events.model_evicted(entry.alias, reason)
+
+    def _note_saved(self, entry: Entry[E], engine: E) -> None:
+        saved = getattr(engine, "saved", None)
+        if saved is None:
+            return
+        entry.saved = {"tokens": saved.tokens, "bytes": saved.store_bytes, "last_saved_bytes": saved.bytes,
+                       "seconds": round(saved.seconds, 3), "entries": saved.entries}
+        log.info("prompt_store_saved", alias=entry.alias, tokens=saved.tokens, bytes=saved.bytes,
+                 seconds=round(saved.seconds, 3), entries=saved.entries)
+        if self._events is not None:
+            self._events.model_saved(entry.alias, saved.tokens, saved.bytes, saved.seconds)
 
     async def close_all(self) -> None:
         for entry in list(self.entries.values()):

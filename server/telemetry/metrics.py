@@ -59,6 +59,14 @@ class Metrics:
         self._rejected = Histogram(PREFIX + "request_rejected_retry_after_seconds",
                                    "Requests refused with 429 because the alias's queue was full, by the "
                                    "Retry-After they were given.", ["model"], buckets=RETRY_AFTER_BUCKETS, registry=r)
+        self._store_saved = Counter(PREFIX + "prompt_store_saved_tokens", "Tokens of KV cache a leaving worker "
+                                    "saved to the prompt store.", ["model"], registry=r)
+        self._store_saved_bytes = Counter(PREFIX + "prompt_store_saved_bytes", "Bytes a leaving worker wrote to "
+                                          "the prompt store.", ["model"], registry=r)
+        self._store_restored = Counter(PREFIX + "prompt_store_restored_tokens", "Prompt tokens read back from the "
+                                       "prompt store instead of evaluated.", ["model"], registry=r)
+        self._store_seconds = Histogram(PREFIX + "prompt_store_save_seconds", "Time a leaving worker spent saving.",
+                                        ["model"], registry=r)
         self._evictions = Counter(PREFIX + "model_evictions",
                                   "Models closed, by reason (lru, make_room, idle, admin, reload, shutdown).",
                                   ["model", "reason"], registry=r)
@@ -71,6 +79,9 @@ class Metrics:
         for alias in aliases:
             self._loads.labels(model=alias)
             self._load_failures.labels(model=alias)
+            self._store_saved.labels(model=alias)
+            self._store_saved_bytes.labels(model=alias)
+            self._store_restored.labels(model=alias)
             self._rejected.labels(model=alias)
             for reason in CRASH_REASONS:
                 self._crashes.labels(model=alias, reason=reason)
@@ -126,6 +137,14 @@ class Metrics:
     def model_crashed(self, alias: str, reason: str) -> None:
         self._crashes.labels(model=alias, reason=reason).inc()
 
+    def model_saved(self, alias: str, tokens: int, size: int, seconds: float) -> None:
+        self._store_saved.labels(model=alias).inc(tokens)
+        self._store_saved_bytes.labels(model=alias).inc(size)
+        self._store_seconds.labels(model=alias).observe(seconds)
+
+    def restored(self, model: str, tokens: int) -> None:
+        self._store_restored.labels(model=model).inc(tokens)
+
     def model_evicted(self, alias: str, reason: str) -> None:
         self._evictions.labels(model=alias, reason=reason).inc()
 
@@ -158,6 +177,8 @@ class _PoolCollector(Collector):
                                       "before the next gets 429 (no sample while unlimited).", labels=["model"])
         # vLLM's kv_cache_usage_perc (a fraction, despite the name): what the Gateway API Inference
         # Extension's endpoint picker reads. Cells of busy slots only; 0 while not loaded.
+        stored = GaugeMetricFamily(PREFIX + "prompt_store_bytes", "Bytes of the alias's prompt store on disk, "
+                                   "as its last worker left it.", labels=["model"])
         kv_usage = GaugeMetricFamily(PREFIX + "kv_cache_usage_perc",
                                      "KV-cache cells in use over cells allocated, 0 to 1.", labels=["model"])
         for row in rows:
@@ -168,6 +189,7 @@ class _PoolCollector(Collector):
             loaded.add_metric([row["id"]], 1 if row["loaded"] else 0)
             rss.add_metric([row["id"]], row.get("rss_bytes") or 0)
             kv_usage.add_metric([row["id"]], row.get("kv_cache_usage") or 0.0)
+            stored.add_metric([row["id"]], (row.get("prompt_store") or {}).get("bytes", 0))
         resident = GaugeMetricFamily(PREFIX + "models_resident", "Models resident now.",
                                      value=sum(1 for row in rows if row["loaded"]))
-        return iter([running, waiting, loaded, kv_usage, resident, rss, max_queue])
+        return iter([running, waiting, loaded, kv_usage, resident, rss, max_queue, stored])

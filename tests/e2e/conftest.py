@@ -72,6 +72,7 @@ def start_server(config: Path, log_path: Path, args: Sequence[str] = ()) -> Runn
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLM_SERVER_")}
     # Stored responses beside the log: servers started on the same tmp_path share them, as after a restart.
     env["LLM_SERVER_RESPONSES_DB"] = str(log_path.parent / "responses.sqlite3")
+    env["LLM_SERVER_PROMPT_STORE"] = str(log_path.parent / "prompt-cache")  # likewise the saved prompt caches
     log = log_path.open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "server", "--config", str(config), "--host", "127.0.0.1", "--port", str(port), *args],

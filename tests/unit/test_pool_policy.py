@@ -31,6 +31,9 @@ class Events:
     def model_load_failed(self, alias: str) -> None:
         self.seen.append(("failed", alias))
 
+    def model_saved(self, alias: str, tokens: int, size: int, seconds: float) -> None:
+        pass
+
     def model_evicted(self, alias: str, reason: str) -> None:
         self.seen.append(("evicted", alias, reason))
 

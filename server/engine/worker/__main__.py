@@ -119,7 +119,7 @@ def serve(conn: Connection, compute_lock: str | None = None) -> int:
     if not isinstance(load, m.Load):
         return 2
     try:
-        engine = LlamaEngine(load.alias, load.spec, conn.emit, compute_lock)
+        engine = LlamaEngine(load.alias, load.spec, conn.emit, compute_lock, load.store)
     except Exception as exc:
         conn.send(m.Failed(id=0, fault=fault_of(exc)))
         return 1
@@ -129,7 +129,10 @@ def serve(conn: Connection, compute_lock: str | None = None) -> int:
     threading.Thread(target=heartbeat, args=(conn,), name="heartbeat", daemon=True).start()
     while True:
         message = conn.receive()
-        if message is None or isinstance(message, m.Shutdown):
+        if message is None:
+            return 0
+        if isinstance(message, m.Shutdown):  # asked to leave: what it evaluated goes to the prompt store
+            conn.send(saved(engine))
             return 0
         if isinstance(message, m.Cancel):
             engine.cancel(message.id)
@@ -142,6 +145,16 @@ def serve(conn: Connection, compute_lock: str | None = None) -> int:
         # A generation's Result says its requests were checked and queued (its pieces come in steps),
         # which lets a stream send its status line while the prompt is evaluated.
         conn.send(m.Result(id=message.id, value=value))  # type: ignore[union-attr]
+
+
+def saved(engine: Any) -> m.Saved:
+    started = time.monotonic()
+    engine.close(save_seconds=m.SAVE_SECONDS)
+    store = engine.store
+    if store is None:
+        return m.Saved(tokens=0, bytes=0, seconds=0.0, entries=0, store_bytes=0)
+    return m.Saved(tokens=store.saved_tokens, bytes=store.saved_bytes, seconds=time.monotonic() - started,
+                   entries=len(store.entries), store_bytes=store.size())
 
 
 def heartbeat(conn: Connection) -> None:

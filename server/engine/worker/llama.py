@@ -6,11 +6,13 @@ llama.cpp failures become our own exceptions here; callers never see llama_cpp t
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import llama_cpp
 import msgspec
 
+from server.engine.messages import StoreConfig
 from server.engine.types import ChatPrompt, Embeddings, Request, check_context
 from server.engine.worker.compat import (
     chat_handler,
@@ -23,6 +25,7 @@ from server.engine.worker.compat import (
 from server.engine.worker.compute_lock import ComputeLock, usable_cores
 from server.engine.worker.embedding import EmbeddingContext
 from server.engine.worker.grammars import ConstraintVocab, GrammarCache
+from server.engine.worker.prompt_store import PromptStore, open_store
 from server.engine.worker.slots import Emit, SlotEngine
 from server.engine.worker.tokenizer import Tokenizer
 from server.engine.worker.tokens import TokenPieces
@@ -52,7 +55,8 @@ def default_threads() -> int:
 
 
 class LlamaEngine:
-    def __init__(self, alias: str, spec: ModelSpec, emit: Emit, compute_lock: str | None = None) -> None:
+    def __init__(self, alias: str, spec: ModelSpec, emit: Emit, compute_lock: str | None = None,
+                 store: StoreConfig | None = None) -> None:
         self.alias = alias
         self.spec = spec
         kwargs = {k: v for k, v in msgspec.structs.asdict(spec).items() if k not in _NOT_LLAMA_ARGS}
@@ -70,6 +74,7 @@ class LlamaEngine:
             self.n_vocab = self._llm.n_vocab()
             self._tokenize = Tokenizer(self._llm)
             self._slots: SlotEngine | None = None
+            self.store: PromptStore | None = None
             # Generation only: an embedding alias never reads its vocabulary for llguidance.
             self._grammars: GrammarCache | None = None
             self._embedder: EmbeddingContext | None = None
@@ -86,13 +91,21 @@ class LlamaEngine:
                 if self.chat_template:
                     self._formatter = template_formatter(self._llm, self.chat_template)
                 self._grammars = GrammarCache(ConstraintVocab(model_of(self._llm).vocab))
+                self.store = open_store(alias, spec, self.n_ctx, store)
                 self._slots = SlotEngine(self._llm, TokenPieces(self._llm), emit, n_parallel=spec.n_parallel,
                                          n_ctx=self.n_ctx, n_batch=spec.n_batch, n_ubatch=spec.n_ubatch,
                                          flash_attn=spec.flash_attn, poll=spec.poll, grammars=self._grammars,
                                          prompt_cache_bytes=spec.prompt_cache_mib * 1024 * 1024,
-                                         compute=compute)
+                                         compute=compute, store=self.store)
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelLoadError(f"llama.cpp could not load the model file: {exc}") from exc
+
+    def close(self, save_seconds: float = 0.0) -> None:
+        """Stop generating; the caches go to the prompt store first, for at most `save_seconds`."""
+        if self._slots is not None:
+            self._slots.close(save_until=time.monotonic() + save_seconds if self.store is not None else None)
+        if self.store is not None:
+            self.store.close()
 
     @property
     def kv_cells(self) -> int:

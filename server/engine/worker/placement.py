@@ -8,6 +8,7 @@ from __future__ import annotations
 import llama_cpp
 
 from server.engine.worker.prompt_cache import MIN_TOKENS, PromptCache, shared_prefix
+from server.engine.worker.prompt_store import PromptStore
 from server.engine.worker.sequences import Sequence, Slot
 
 # A sequence whose prompt shares at least this many more tokens with a prompt being evaluated right now
@@ -18,9 +19,10 @@ MIN_HOLD_TOKENS = 16
 class SlotCache:
     """The slots of one context and the prompt cache behind them. Used from the decode thread only."""
 
-    def __init__(self, ctx: object, n_parallel: int, prompt_cache_bytes: int) -> None:
+    def __init__(self, ctx: object, n_parallel: int, prompt_cache_bytes: int,
+                 store: PromptStore | None = None) -> None:
         self._mem = llama_cpp.llama_get_memory(ctx)
-        self.kept = PromptCache(ctx, prompt_cache_bytes)
+        self.kept = PromptCache(ctx, prompt_cache_bytes, store)
         self.slots = [Slot(seq_id=i) for i in range(n_parallel)]
         # The one slot holding cells, its cells in position order from cell 0 (see `settle`); None: unknown.
         self.ordered: Slot | None = None
@@ -35,6 +37,11 @@ class SlotCache:
             out.append({"id": slot.seq_id, "busy": slot.busy, "task": seq.job.id if seq is not None else -1,
                         "tokens": len(slot.tokens), "generated": seq.generated if seq is not None else 0})
         return out
+
+    def persist(self, deadline: float) -> None:
+        """Every slot's cache and the prompt cache to the store on disk, most recently used first."""
+        slots = sorted((s for s in self.slots if s.tokens), key=lambda s: -s.last_used)
+        self.kept.persist([(s.seq_id, s.tokens) for s in slots], deadline)
 
     def has_free(self) -> bool:
         return any(not s.busy for s in self.slots)
@@ -117,8 +124,10 @@ class SlotCache:
         if len(slot.tokens) - own >= MIN_TOKENS and own < len(prompt) - 1:
             self.kept.save(slot.seq_id, slot.tokens, keep=kept)
         if from_kept >= max(own, from_donor) + MIN_TOKENS:
-            if self.kept.restore(kept, slot.seq_id):
+            source = self.kept.restore(kept, slot.seq_id)
+            if source is not None:
                 slot.tokens = list(kept)
+                seq.restored = from_kept if source == "disk" else 0
             else:  # no room for it in one piece: evaluate the prompt instead
                 llama_cpp.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
                 slot.tokens = []

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 from server.engine.text import StopMatcher, Utf8Stream
 from server.engine.types import Request
@@ -37,6 +38,7 @@ class Sequence:
     next_token: int | None = None  # sampled, to be evaluated in the next step
     generated: int = 0
     cached: int = 0
+    restored: int = 0  # of the cached tokens, those read back from the prompt store on disk
     utf8: Utf8Stream = field(default_factory=Utf8Stream)
     stops: StopMatcher | None = None
     submitted: float = field(default_factory=time.perf_counter)
@@ -75,3 +77,16 @@ def take_all(waiting: deque[Job]) -> list[Sequence]:
         job.waiting.clear()
     waiting.clear()
     return sequences
+
+
+def fill_batch(batch: Any, n: int, tokens: list[int], pos: int, seq_id: int) -> int:
+    """Put `tokens` (positions from `pos`, sequence `seq_id`, no logits) into a llama_batch from index `n`;
+    the next free index."""
+    for offset, token in enumerate(tokens):
+        batch.token[n] = token
+        batch.pos[n] = pos + offset
+        batch.n_seq_id[n] = 1
+        batch.seq_id[n][0] = seq_id
+        batch.logits[n] = 0
+        n += 1
+    return n

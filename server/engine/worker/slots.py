@@ -18,13 +18,14 @@ import llama_cpp
 
 from server.engine.text import StopMatcher
 from server.engine.types import Piece, Request, Usage
-from server.engine.worker.compat import FLASH_ATTN, LlamaContext, Threadpools, model_of
+from server.engine.worker.compat import FLASH_ATTN, LlamaContext, Threadpools, model_of, warm_up
 from server.engine.worker.compute_lock import ComputeLock
 from server.engine.worker.constraint import ConstraintFailed
 from server.engine.worker.grammars import GrammarCache
 from server.engine.worker.placement import ABORTED, AbandonedBatch, SlotCache
+from server.engine.worker.prompt_store import PromptStore
 from server.engine.worker.sampling import RANDOM_SEED, CandidateBuffers, build_sampler
-from server.engine.worker.sequences import Job, Sequence, next_in_turn, take_all
+from server.engine.worker.sequences import Job, Sequence, fill_batch, next_in_turn, take_all
 from server.engine.worker.tokens import TokenPieces, logprobs_at
 from server.errors import EngineError, ModelUnloadedError
 
@@ -38,7 +39,8 @@ class SlotEngine:
 
     def __init__(self, llm: llama_cpp.Llama, pieces: TokenPieces, emit: Emit, *, n_parallel: int, n_ctx: int,
                  n_batch: int, n_ubatch: int, flash_attn: bool | None = None, poll: int = 0,
-                 grammars: GrammarCache, prompt_cache_bytes: int = 0, compute: ComputeLock | None = None) -> None:
+                 grammars: GrammarCache, prompt_cache_bytes: int = 0, compute: ComputeLock | None = None,
+                 store: PromptStore | None = None) -> None:
         self._llm = llm
         self._pieces = pieces
         self._emit = emit
@@ -58,10 +60,11 @@ class SlotEngine:
         params.flash_attn_type = FLASH_ATTN[flash_attn]
         self._ctx = LlamaContext(model=model_of(llm), params=params, verbose=False)
         self._threads = Threadpools(self._ctx.ctx, params.n_threads, params.n_threads_batch, poll)
-        self._cache = SlotCache(self._ctx.ctx, n_parallel, prompt_cache_bytes)
+        self._cache = SlotCache(self._ctx.ctx, n_parallel, prompt_cache_bytes, store)
         self._abandoned = AbandonedBatch(self._ctx.ctx)
         self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
         self._vocab = llama_cpp.llama_model_get_vocab(llm.model)
+        warm_up(self._ctx.ctx, self._batch, self._vocab, n_batch)
         self._n_vocab = llm.n_vocab()
         self._grammars = grammars
         self._special_pieces = TokenPieces(llm, special=True)
@@ -105,11 +108,14 @@ class SlotEngine:
     def slot_states(self) -> list[dict[str, int | bool]]:  # read from another thread: a snapshot
         return self._cache.states(list(self._active))
 
-    def close(self) -> None:
+    def close(self, save_until: float | None = None) -> None:
+        """Stop; with `save_until` (time.monotonic()), the caches go to the prompt store first."""
         with self._wake:
             self._closing = True
             self._wake.notify()
         self._thread.join()
+        if save_until is not None:
+            self._cache.persist(save_until)
         llama_cpp.llama_batch_free(self._batch)
         self._threads.close()
         self._ctx.close()
@@ -250,14 +256,7 @@ class SlotEngine:
                 chunk = seq.pending[:room]
                 seq.pending = seq.pending[len(chunk):]
                 last = not seq.pending
-            pos = len(slot.tokens)
-            for offset, token in enumerate(chunk):
-                batch.token[n] = token
-                batch.pos[n] = pos + offset
-                batch.n_seq_id[n] = 1
-                batch.seq_id[n][0] = slot.seq_id
-                batch.logits[n] = 0
-                n += 1
+            n = fill_batch(batch, n, chunk, len(slot.tokens), slot.seq_id)
             slot.tokens.extend(chunk)
             room -= len(chunk)
             if last:
@@ -321,7 +320,8 @@ class SlotEngine:
         tail = "" if hit_stop else seq.stops.feed(seq.utf8.flush())[0] + seq.stops.flush()
         first = seq.first_at or time.perf_counter()
         usage = Usage(len(seq.prompt), seq.generated, seq.cached, first_token_seconds=first - seq.submitted,
-                      decode_seconds=(seq.last_at or first) - first, gaps=tuple(seq.gaps))
+                      decode_seconds=(seq.last_at or first) - first, gaps=tuple(seq.gaps),
+                      restored_tokens=min(seq.restored, seq.cached))
         stop = seq.stops.matched if hit_stop else None
         self._out_pieces.append((seq.job.id, seq.index, Piece(tail, finish_reason=reason, usage=usage, stop=stop)))
         self._release(seq)

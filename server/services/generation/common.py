@@ -29,6 +29,9 @@ def record_usage(pool: ModelPool[Any], metrics: Metrics | None, model: str, usag
         metrics.inter_token(model, usage.gaps)
     prompt = sum(u.prompt_tokens for u in usages[::n] if u is not None)
     metrics.tokens(model, prompt, sum(u.completion_tokens for u in known))
+    restored = sum(u.restored_tokens for u in known)
+    if restored:
+        metrics.restored(model, restored)
 
 
 def new_id(prefix: str) -> str:
