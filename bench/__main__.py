@@ -33,6 +33,7 @@ from bench.servers import (
 )
 from bench.streams import ChatWork
 from bench.summary import DIRECT, summarise
+from bench.swap import SwapPlan, run_swap
 from bench.sweep import SweepPlan, run_sweep
 from bench.workloads import (
     Collected,
@@ -68,9 +69,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--llama-server", default=str(ROOT / ".cache" / "llama-server" / "build" / "bin" / "llama-server"),
                    help="llama.cpp's server binary (scripts/build_llama_server.py builds it); 'none' skips it")
     p.add_argument("--quick", action="store_true", help="fewer rounds: a smoke run, not numbers to publish")
-    p.add_argument("--only", choices=("all", "equal", "defaults", "constrained", "sweep"), default="all",
+    p.add_argument("--only", choices=("all", "equal", "defaults", "constrained", "swap", "sweep"), default="all",
                    help="equal: the same settings for everyone; defaults: each at its own defaults (issue 11); "
                         "constrained: grammar-constrained answers against free ones (issue 28); "
+                        "swap: the next turn after an eviction, prompt store on and off (issue 31); "
                         "sweep: ours with every n_threads / n_threads_batch pair (not part of all)")
     p.add_argument("--min-streams", type=int,
                    help="at defaults: at least this many streams per contender in every cell, in more rounds "
@@ -263,9 +265,9 @@ def constrained(args: argparse.Namespace, out_dir: Path) -> DefaultsOutcome:
 def missing(args: argparse.Namespace) -> str | None:
     if not args.model.exists():
         return f"{args.model} is missing: run `make models`"
-    if args.only == "sweep":
+    if args.only in ("sweep", "swap"):
         return None  # ours alone
-    needs_baseline = args.only not in ("defaults", "constrained") and args.baseline_python != "none"
+    needs_baseline = args.only not in ("defaults", "constrained", "swap") and args.baseline_python != "none"
     if needs_baseline and not Path(args.baseline_python).exists():
         return f"{args.baseline_python} is missing: run `make bench` (it builds that venv)"
     if args.llama_server != "none" and not Path(args.llama_server).exists():
@@ -299,6 +301,11 @@ def main(argv: list[str] | None = None) -> int:
         document["constrained"] = outcome.document
         texts.append(outcome.text)
         ok = ok and outcome.ok
+    if args.only in ("all", "swap"):
+        outcome = run_swap(sys.executable, ROOT, out_dir, args.model.resolve(),
+                           SwapPlan(rounds=args.rounds or (1 if args.quick else 3)))
+        document["swap"] = outcome.document
+        texts.append(outcome.text)
     if args.only == "sweep":
         outcome = thread_sweep(args, out_dir)
         document["thread_sweep"] = outcome.document
