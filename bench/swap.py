@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,8 @@ def first_token(server: ServerProcess, messages: list[dict[str, str]], model: st
             "stream_options": {"include_usage": True}}
     started, ttft, cached = time.perf_counter(), None, 0
     with httpx.stream("POST", server.base_url + "/v1/chat/completions", json=body, timeout=600) as reply:
+        if reply.status_code != 200:
+            raise RuntimeError(f"{server.name}: {reply.status_code} {reply.read()[:300]!r}")
         for line in reply.iter_lines():
             if not line.startswith("data: {"):
                 continue
@@ -87,11 +90,12 @@ def _swap_rounds(server: ServerProcess, plan: SwapPlan, sentences: int) -> dict[
 
 
 def _full_cache_unload(python: str, root: Path, work: Path, model: Path, store_mib: int) -> float:
-    """Seconds for POST /models/unload of an alias whose 4 slots each hold about 2,000 tokens."""
+    """Seconds for POST /models/unload of an alias whose 4 slots each hold about 2,000 tokens (evaluated
+    together, one per slot)."""
     server = start(python, root, work, model, f"full_{store_mib}", store_mib, n_ctx=2048, slots=4)
     try:
-        for n in range(4):
-            first_token(server, conversation(f"slot {n}", 85)[:2])
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(lambda n: first_token(server, conversation(f"slot {n}", 80)[:2]), range(4)))
         return _post(server, "/models/unload", "a")
     finally:
         server.stop()
