@@ -303,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         ok = ok and outcome.ok
     if args.only in ("all", "swap"):
         outcome = run_swap(sys.executable, ROOT, out_dir, args.model.resolve(),
-                           SwapPlan(rounds=args.rounds or (1 if args.quick else 3)))
+                           SwapPlan(rounds=args.rounds or (1 if args.quick else 5)))
         document["swap"] = outcome.document
         texts.append(outcome.text)
     if args.only == "sweep":

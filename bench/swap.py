@@ -26,7 +26,7 @@ SYSTEM = {"role": "system", "content": "You are a helpful assistant."}
 
 @dataclass
 class SwapPlan:
-    rounds: int = 3
+    rounds: int = 5
     conversation_tokens: int = 2000
 
 

@@ -181,6 +181,9 @@ class PromptStore:
                 f.write(HEADER.pack(MAGIC, len(header)))
                 f.write(header)
                 f.write(payload)
+                # On disk before it is named: durable, and no write-back left to compete with the next
+                # model's first requests on a small machine (the save is bounded by the caller).
+                os.fsync(f.fileno())
             os.replace(temp, final)
         except OSError as exc:
             self._log("prompt_store_write_failed", file=final.name, error=str(exc))
