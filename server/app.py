@@ -21,6 +21,8 @@ from server.controllers.deps import (
     provide_serving,
     provide_state,
 )
+from server.controllers.ui import root as ui_root
+from server.controllers.ui import ui_files
 from server.engine.launcher import WorkerLauncher
 from server.engine.messages import StoreConfig
 from server.http.auth import load_api_keys, require_api_key
@@ -91,7 +93,7 @@ def create_app(
             typed.request_records.flush()  # the lines of the last requests, not left to a timer
 
     return wrap_app(Litestar(
-        route_handlers=[*ROUTES, docs_assets(), openapi_json],
+        route_handlers=[*ROUTES, docs_assets(), openapi_json, ui_files(), ui_root],
         dependencies={
             "pool": Provide(provide_pool, sync_to_thread=False),
             "metrics": Provide(provide_metrics, sync_to_thread=False),

@@ -70,6 +70,8 @@ class Entry(Generic[E]):
     keep_alive: float | None = None
     # What its last worker saved to the prompt store as it left (server/engine/worker/prompt_store.py).
     saved: dict[str, float] | None = None
+    requests_total: int = 0  # requests served since the server started, and the tokens they generated
+    tokens_total: int = 0
     pace: Pace = field(default_factory=Pace)  # measured per request; the 429's Retry-After
 
     @property

@@ -131,7 +131,10 @@ class ModelPool(Generic[E]):
         from the first to the last): the alias's pace, from which Retry-After is estimated."""
         entry = self._models.entries.get(alias)
         if entry is not None:
+            sequences = list(sequences)
             entry.pace.learn(sequences)
+            entry.requests_total += 1
+            entry.tokens_total += sum(tokens for tokens, _, _ in sequences)
 
     def _entry(self, alias: str) -> Entry[E]:
         spec = self.spec(alias)
@@ -271,6 +274,9 @@ class ModelPool(Generic[E]):
                 "restarts": entry.crashes if entry is not None else 0,
                 "exit_code": entry.exit_code if entry is not None else None,
                 "prompt_store": entry.saved if entry is not None else None,
+                "requests_total": entry.requests_total if entry is not None else 0,  # since the server started
+                "tokens_total": entry.tokens_total if entry is not None else 0,  # generated
+                "cool_down_seconds": round(max(0.0, entry.cool_down_until - now_mono), 1) if entry else 0.0,
                 "pace": (entry.pace if entry is not None else Pace()).report(),
                 **_process(entry),
             })

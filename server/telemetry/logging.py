@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 import time
+from collections import deque
 from collections.abc import Iterable, MutableMapping
 from contextvars import ContextVar
 from typing import Any
@@ -138,6 +139,8 @@ class AccessLog:
                          f'"level":"{"debug" if quiet else "info"}","timestamp":"{stamp}"}}\n')
         if lines:
             self._write("".join(lines))
+            for line in lines:
+                RECENT.add(line.rstrip("\n"))
 
     def _head(self, method: str, route: str, model: str, status: int) -> str:
         """The line up to its duration, kept per method, route, model and status (bounded: a 404's route
@@ -187,6 +190,31 @@ def _fileno(stream: Any) -> int | None:
         return None
 
 
+class RecentLines:
+    """The last lines the server logged, numbered, for the pool page (GET /admin/pool/sse): the last
+    processor, after the renderer, keeps a copy of each line."""
+
+    def __init__(self, size: int = 300) -> None:
+        self._lines: deque[tuple[int, str]] = deque(maxlen=size)
+        self._count = 0
+
+    def __call__(self, logger: Any, method: str, line: Any) -> Any:
+        self.add(line if isinstance(line, str) else str(line))
+        return line
+
+    def add(self, line: str) -> None:
+        """A line written another way (the access lines)."""
+        self._count += 1
+        self._lines.append((self._count, line))
+
+    def since(self, number: int) -> tuple[int, list[str]]:
+        """The lines after line `number` still kept, and the number of the last one."""
+        return self._count, [text for n, text in self._lines if n > number]
+
+
+RECENT = RecentLines()
+
+
 def configure_logging(level: str = "info") -> None:
     numeric = _numeric(level)
     renderer = structlog.dev.ConsoleRenderer() if sys.stdout.isatty() else JsonLine()
@@ -198,6 +226,7 @@ def configure_logging(level: str = "info") -> None:
             UtcTimestamp(),
             structlog.processors.format_exc_info,
             renderer,
+            RECENT,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         # One write per line (print writes the newline apart), so the access lines never split another line.
