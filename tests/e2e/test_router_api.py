@@ -47,6 +47,12 @@ def test_router_load_unload_and_a_broken_file(make_server: Callable[[str], Runni
     assert isinstance(broken_status["exit_code"], int) and broken_status["exit_code"] != 0
 
 
+def _until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
 def _collect_sse(url: str, seen: list[tuple[float, dict[str, Any]]], ended: threading.Event) -> None:
     with httpx.stream("GET", url + "/models/sse", timeout=httpx.Timeout(5, read=None)) as events:
         assert events.headers["content-type"].startswith("text/event-stream")
@@ -81,8 +87,10 @@ def test_sse_follows_the_pool_and_ends_at_shutdown(make_server: Callable[[str], 
     assert {e["id"]: e["status"]["value"] for _, e in seen} == {"tiny": "unloaded", "other": "unloaded"}
 
     assert httpx.post(url + "/models/load", json={"model": "tiny"}, timeout=120).json() == {"success": True}
+    _until(lambda: "loaded" in shown)  # the poller saw it (a busy machine may poll slowly)
     assert httpx.post(url + "/models/unload", json={"model": "tiny"}, timeout=60).json() == {"success": True}
-    time.sleep(1.0)
+    _until(lambda: "unloaded" in shown)
+    time.sleep(0.5)
     stop_polling.set()
     poller.join()
     changes = [(at, e["status"]["value"]) for at, e in seen if e["id"] == "tiny"]
