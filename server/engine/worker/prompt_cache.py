@@ -14,11 +14,10 @@ from __future__ import annotations
 import ctypes
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
 
 import llama_cpp
 
-from server.engine.worker.prompt_store import PromptStore
+from server.engine.worker.prompt_store import PromptStore, shared_prefix
 
 # Not worth a copy: a cache whose discarded part is shorter, or a saving of fewer tokens.
 MIN_TOKENS = 16
@@ -112,12 +111,3 @@ class PromptCache:
             if not store.covers(key):
                 store.save(key, memoryview(self._entries[key]).cast("B"))
 
-
-def shared_prefix(cached: Sequence[int], prompt: Sequence[int]) -> int:
-    """How many tokens the two start with in common."""
-    n = 0
-    for a, b in zip(cached, prompt):
-        if a != b:
-            break
-        n += 1
-    return n

@@ -28,6 +28,7 @@ import struct
 import sys
 import time
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -125,7 +126,7 @@ class PromptStore:
         found: tuple[int, ...] = ()
         most = 0
         for tokens in self.entries:
-            n = _shared(tokens, prompt)
+            n = shared_prefix(tokens, prompt)
             if n > most:
                 found, most = tokens, n
         return found, most
@@ -294,10 +295,11 @@ def _read_header(f: IO[bytes], key: str) -> dict[str, Any]:
     return header
 
 
-def _shared(a: tuple[int, ...], b: list[int]) -> int:
+def shared_prefix(cached: Sequence[int], prompt: Sequence[int]) -> int:
+    """How many tokens the two start with in common."""
     n = 0
-    for x, y in zip(a, b):
-        if x != y:
+    for a, b in zip(cached, prompt):
+        if a != b:
             break
         n += 1
     return n
