@@ -17,6 +17,7 @@ from msgspec import Meta
 
 from server.protocol.common import INT32_MAX
 
+MAX_STOPS = 64  # stop strings per request (OpenAI allows 4; llama-server takes any number)
 KeepAlive = float | str  # seconds, or a duration ("5m", "1h30m", "-1")
 Format = str | dict[str, Any]  # "json", "" or a JSON schema
 
@@ -28,7 +29,7 @@ class Options(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
     min_p: Annotated[float, Meta(ge=0.0, le=1.0)] | None = None
     seed: int | None = None
     num_predict: Annotated[int, Meta(ge=-2, le=INT32_MAX)] | None = None  # -1: no limit, -2: fill the context
-    stop: str | list[str] | None = None
+    stop: str | Annotated[list[str], Meta(max_length=MAX_STOPS)] | None = None
     repeat_penalty: Annotated[float, Meta(ge=0.0)] | None = None
     presence_penalty: float | None = None
     frequency_penalty: float | None = None

@@ -183,6 +183,7 @@ def test_errors_in_ollama_shape(server: RunningServer, client: ollama.Client) ->
         ("/api/embed", {"model": "smollm2", "input": "hi"}),
         ("/api/show", {"model": 12}),
         ("/api/chat", None),
+        ("/api/chat", {"model": "smollm2", "messages": [QUESTION], "options": {"stop": ["x"] * 65}}),
     ]
     for path, body in cases:
         reply = httpx.post(url + path, json=body, timeout=60) if body is not None else \

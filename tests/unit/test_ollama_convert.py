@@ -18,6 +18,7 @@ from server.services.ollama.models import keep_alive_seconds
 @pytest.mark.parametrize(("value", "seconds"), [
     (None, None), (0, 0.0), ("0", 0.0), (30, 30.0), (2.5, 2.5), ("5m", 300.0), ("1h30m", 5400.0),
     ("300ms", 0.3), ("1m30.5s", 90.5), ("-1", math.inf), (-1, math.inf), ("-5m", math.inf), ("3600", 3600.0),
+    (1e308, math.inf), ("9999999999h", math.inf),  # past any expiry a date can hold: never
 ])
 def test_keep_alive_durations(value: float | str | None, seconds: float | None) -> None:
     assert keep_alive_seconds(value) == (pytest.approx(seconds) if seconds not in (None, math.inf) else seconds)

@@ -24,6 +24,7 @@ from server.registry import ModelSpec
 VERSION = "0.13.0"
 FOREVER = "2318-01-01T00:00:00Z"  # what an expiry that never comes looks like in /api/ps
 DEFAULT_TAG = ":latest"
+NEVER_SECONDS = 100 * 365 * 86400.0  # a keep_alive this long (or longer, up to 1e308) is "never unload"
 
 # llama.cpp's file types (general.file_type) by number, as Ollama names quantizations.
 FILE_TYPES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K",
@@ -116,12 +117,15 @@ def keep_alive_seconds(value: float | str | None, param: str = "keep_alive") -> 
         seconds = float(value)
     if math.isnan(seconds):
         raise InvalidRequestError("keep_alive is not a number.", param=param)
-    return math.inf if seconds < 0 else seconds
+    return math.inf if seconds < 0 or seconds >= NEVER_SECONDS else seconds
 
 
 def iso(timestamp: float) -> str:
-    """A Unix time as Ollama writes times (RFC 3339, UTC)."""
-    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat().replace("+00:00", "Z")
+    """A Unix time as Ollama writes times (RFC 3339, UTC); past the year 9999, FOREVER."""
+    try:
+        return datetime.fromtimestamp(timestamp, timezone.utc).isoformat().replace("+00:00", "Z")
+    except (OverflowError, OSError, ValueError):
+        return FOREVER
 
 
 def _listed(alias: str, spec: ModelSpec) -> dict[str, Any]:
