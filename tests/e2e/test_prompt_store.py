@@ -1,7 +1,8 @@
 """Prompt caches that outlive their worker (issue 31), on the real server: an alias evicted by another gets
 its conversations back from disk, greedy answers identical to a never-evicted model's, across a restart
 too; a state saved under another n_ctx is never used; damaged files and a worker killed while saving
-leave a server that serves the right answers."""
+leave a server that serves the right answers; two servers sharing the store save into it at the same
+moment and both read their conversations back."""
 
 from __future__ import annotations
 
@@ -139,3 +140,27 @@ def _worker_pid(server: RunningServer, alias: str) -> int:
     models: list[dict[str, Any]] = httpx.get(server.base_url + "/admin/pool", timeout=10).json()["models"]
     return int(next(m for m in models if m["id"] == alias)["pid"])
 
+
+
+def test_two_servers_sharing_the_store(tmp_path: Path) -> None:
+    """Both save the same conversations at the same moment into one folder; each then reads them back."""
+    servers = [start_server(_config(tmp_path), tmp_path / f"server{n}.log") for n in (1, 2)]
+    try:
+        reference = {}
+        for server in servers:
+            _ask(server, _conversation(1))
+            reference[server.base_url] = _ask(server, _conversation(1))[0]
+        leave = [threading.Thread(target=_ask, args=(server, [{"role": "user", "content": "Hi"}], "b"))
+                 for server in servers]
+        for thread in leave:
+            thread.start()
+        for thread in leave:
+            thread.join()
+        for server in servers:
+            text, prompt, cached = _ask(server, _conversation(1))
+            assert cached == prompt - 1 and text == reference[server.base_url]
+        folder = next((tmp_path / "prompt-cache" / "a").iterdir())
+        assert not list(folder.glob("*.tmp")) and len(list(folder.glob("*.kv"))) >= 1
+    finally:
+        for server in servers:
+            stop_server(server)
