@@ -15,8 +15,8 @@ from server.services.generation.tool_formats import HERMES
 
 # The core's field names as Ollama calls them, for errors.
 NAMES = {"prompt": "messages", "max_tokens": "options.num_predict", "response_format": "format",
-         "reasoning_effort": "think", "temperature": "options.temperature", "top_p": "options.top_p", "top_k": "options.top_k",
-         "stop": "options.stop", "seed": "options.seed"}
+         "reasoning_effort": "think", "temperature": "options.temperature", "top_p": "options.top_p",
+         "top_k": "options.top_k", "stop": "options.stop", "seed": "options.seed"}
 GENERATE_NAMES = {**NAMES, "prompt": "prompt"}
 ROLES = ("system", "user", "assistant", "tool")
 
