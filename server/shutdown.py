@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 
@@ -35,6 +36,22 @@ class ShutdownNotice:
 
 
 NOTICE = ShutdownNotice()
+
+
+async def change_or_stop(change: Coroutine[Any, Any, None], stopping: Sequence[ShutdownNotice],
+                         timeout: float) -> str:
+    """For endless streams: "change" once `change` returns, "stop" once a notice is set (first), else
+    "timeout" after `timeout` seconds."""
+    changed = asyncio.ensure_future(change)
+    stops = [asyncio.ensure_future(notice.wait()) for notice in stopping]
+    try:
+        done, _ = await asyncio.wait([changed, *stops], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (changed, *stops):
+            task.cancel()
+    if any(task in done for task in stops):
+        return "stop"
+    return "change" if changed in done else "timeout"
 
 
 def watch_granian_signals() -> None:

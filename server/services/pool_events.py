@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 
 from server.pool import ModelPool
-from server.shutdown import ShutdownNotice
+from server.shutdown import ShutdownNotice, change_or_stop
 from server.telemetry.logging import RECENT, RecentLines
 
 EVERY_SECONDS = 2.0
@@ -32,14 +32,8 @@ async def pool_events(pool: ModelPool[Any], stopping: Sequence[ShutdownNotice], 
         seen, lines = recent.since(seen)
         if lines:
             yield b"event: log\ndata: " + _encode({"lines": lines}) + b"\n\n"
-        change = asyncio.ensure_future(pool.changed())
-        stops = [asyncio.ensure_future(notice.wait()) for notice in stopping]
-        try:
-            done, _ = await asyncio.wait([change, *stops], timeout=every, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (change, *stops):
-                task.cancel()
-        if any(task in done for task in stops):
+        woken = await change_or_stop(pool.changed(), stopping, every)
+        if woken == "stop":
             return
-        if change in done:
+        if woken == "change":
             await asyncio.sleep(0.05)  # a burst of changes (a request taking and giving back its turn) is one event

@@ -17,7 +17,6 @@ from closing a quiet stream, and the stream ends when the server shuts down (ser
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
@@ -29,7 +28,7 @@ from server.errors import InvalidRequestError
 from server.gguf import chat_template
 from server.pool import ModelPool
 from server.registry import ModelSpec
-from server.shutdown import ShutdownNotice
+from server.shutdown import ShutdownNotice, change_or_stop
 
 STATUS = {"loaded": "loaded", "draining": "loaded", "loading": "loading", "unloaded": "unloaded",
           "closing": "unloaded"}
@@ -73,16 +72,10 @@ async def status_events(pool: ModelPool[Any], stopping: Sequence[ShutdownNotice]
                     data["removed"] = True
                 yield b"event: model_status\ndata: " + _encode(data) + b"\n\n"
         sent = current
-        change = asyncio.ensure_future(pool.changed())
-        stops = [asyncio.ensure_future(notice.wait()) for notice in stopping]
-        try:
-            done, _ = await asyncio.wait([change, *stops], timeout=keep_alive, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (change, *stops):
-                task.cancel()
-        if any(task in done for task in stops):
+        woken = await change_or_stop(pool.changed(), stopping, keep_alive)
+        if woken == "stop":
             return
-        if not done:
+        if woken == "timeout":
             yield b": keep-alive\n\n"
 
 

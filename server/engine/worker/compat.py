@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -183,16 +184,21 @@ class Threadpools:
         self._pools = []
 
 
-def warm_up(ctx: Any, batch: Any, vocab: Any, n_batch: int) -> None:
+def warm_up(ctx: Any, batch: Any, vocab: Any, n_batch: int, done: threading.Event) -> None:
     """One decode of a prompt-sized batch and one of a single token, then the cache emptied, while the model
     loads (llama-server warms up too): a new context's first decodes build their compute graphs and
-    buffers, which cost the first request after a load 0.3-0.4 s on 2 cores (measured with SmolLM2-135M)."""
-    token = max(llama_cpp.llama_vocab_bos(vocab), 0)
-    mem = llama_cpp.llama_get_memory(ctx)
-    for size in (min(n_batch, 32), 1):
-        for i in range(size):
-            batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.seq_id[i][0] = token, i, 1, 0
-            batch.logits[i] = i == size - 1
-        batch.n_tokens = size
-        llama_cpp.llama_decode(ctx, batch)
-        llama_cpp.llama_memory_clear(mem, True)
+    buffers, which cost the first request after a load 0.3-0.4 s on 2 cores (measured with SmolLM2-135M).
+    Called on the decode thread: OpenMP keeps a team of threads per calling thread, and a warm-up on the
+    worker's main thread left a second team beside the decode thread's that took a third of its speed."""
+    try:
+        token = max(llama_cpp.llama_vocab_bos(vocab), 0)
+        mem = llama_cpp.llama_get_memory(ctx)
+        for size in (min(n_batch, 32), 1):
+            for i in range(size):
+                batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.seq_id[i][0] = token, i, 1, 0
+                batch.logits[i] = i == size - 1
+            batch.n_tokens = size
+            llama_cpp.llama_decode(ctx, batch)
+            llama_cpp.llama_memory_clear(mem, True)
+    finally:
+        done.set()  # whatever happened: the load must not wait forever

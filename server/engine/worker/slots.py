@@ -64,7 +64,6 @@ class SlotEngine:
         self._abandoned = AbandonedBatch(self._ctx.ctx)
         self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
         self._vocab = llama_cpp.llama_model_get_vocab(llm.model)
-        warm_up(self._ctx.ctx, self._batch, self._vocab, n_batch)
         self._n_vocab = llm.n_vocab()
         self._grammars = grammars
         self._special_pieces = TokenPieces(llm, special=True)
@@ -73,13 +72,14 @@ class SlotEngine:
         self._jobs: dict[int, Job] = {}
         self._active: list[Sequence] = []
         self._wake = threading.Condition()
-        self._closing = False
+        self._closing, self._warm = False, threading.Event()
         self._out_pieces: list[tuple[int, int, Piece]] = []
         self._out_ended: list[int] = []
         self._out_failed: list[tuple[int, BaseException]] = []
         self._cells_sent = 0  # the cells in use as last emitted
         self._thread = threading.Thread(target=self._run, name="decode", daemon=True)
         self._thread.start()
+        self._warm.wait()  # loaded once the decode thread has warmed up (compat.warm_up)
 
     # -- requests (any thread) ---------------------------------------------------------------------
 
@@ -108,8 +108,7 @@ class SlotEngine:
     def slot_states(self) -> list[dict[str, int | bool]]:  # read from another thread: a snapshot
         return self._cache.states(list(self._active))
 
-    def close(self, save_until: float | None = None) -> None:
-        """Stop; with `save_until` (time.monotonic()), the caches go to the prompt store first."""
+    def close(self, save_until: float | None = None) -> None:  # save_until: caches to the prompt store first
         with self._wake:
             self._closing = True
             self._wake.notify()
@@ -122,6 +121,7 @@ class SlotEngine:
 
     # -- the decode loop (its own thread) ---------------------------------------------------------
     def _run(self) -> None:
+        warm_up(self._ctx.ctx, self._batch, self._vocab, self._n_batch, done=self._warm)  # on this thread
         while True:
             with self._wake:
                 while not self._closing and not self._waiting and not self._active:

@@ -15,10 +15,9 @@ from server.protocol import ollama as wire
 from server.protocol.embeddings import EmbeddingRequest
 from server.services import embeddings
 from server.services.generation.common import require_kind
+from server.services.ollama.generate import NS
 from server.services.ollama.models import keep_alive_seconds, resolve
 from server.telemetry.metrics import Metrics
-
-NS = 1_000_000_000
 
 
 async def embed(pool: ModelPool[Any], request: wire.EmbedRequest, metrics: Metrics | None = None) -> dict[str, Any]:

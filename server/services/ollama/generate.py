@@ -25,6 +25,7 @@ from server.protocol.completions import CompletionRequest
 from server.services.completions import TextPlan
 from server.services.generation import run
 from server.services.generation.events import Calls, Event, Finished, Reasoning, Started, Text
+from server.services.generation.logprobs import chat_logprobs
 from server.services.generation.params import max_tokens, sampling_params
 from server.services.generation.plan import Plan, plan_conversation
 from server.services.ollama.convert import GENERATE_NAMES, NAMES, chat_conversation, generate_conversation
@@ -91,11 +92,8 @@ class Replies:
 
 
 def _logprobs(entries: list[TokenLogprob] | None) -> list[dict[str, Any]] | None:
-    if not entries:
-        return None
-    return [{"token": e.token, "logprob": e.logprob, "bytes": e.bytes,
-             "top_logprobs": [{"token": t.token, "logprob": t.logprob, "bytes": t.bytes} for t in e.top]}
-            for e in entries]
+    """Ollama's logprobs have the chat route's field names (token, logprob, bytes, top_logprobs)."""
+    return msgspec.to_builtins(chat_logprobs(entries).content) if entries else None
 
 
 def whole(objects: list[dict[str, Any]]) -> dict[str, Any]:
