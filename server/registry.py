@@ -37,6 +37,15 @@ class SamplingDefaults(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     max_tokens: PositiveInt | None = None
 
 
+class SpeculativeSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Speculative decoding (docs/speculative.md): drafted tokens verified in the batched decode. Never
+    changes the output; drafts are sent only while they are measured to pay."""
+
+    ngram: bool = True  # prompt lookup: drafts from each sequence's own prompt and output
+    n_max: Annotated[int, Meta(ge=0, le=256)] = 32  # most drafted tokens per sequence in one step; 0: off
+    ngram_size: Annotated[int, Meta(ge=1, le=16)] = 2  # tokens looked up in the history
+
+
 class ModelSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """One alias. Engine keys use llama-cpp-python's own `Llama(...)` argument names."""
 
@@ -82,6 +91,7 @@ class ModelSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
     # default there): a conversation whose history left every slot gets it back without evaluating it.
     prompt_cache_mib: NonNegInt = 256
     sampling: SamplingDefaults = SamplingDefaults()
+    speculative: SpeculativeSpec = SpeculativeSpec()
     # Serving policy (not `Llama(...)` arguments; see SERVING_KEYS).
     pinned: bool = False                          # loaded at start, never evicted
     max_queue: NonNegInt | None = None            # requests allowed to wait for this alias; past it: 429

@@ -34,6 +34,9 @@ class Usage(NamedTuple):
     decode_seconds: float = 0.0  # from the first generated token to the last
     gaps: tuple[float, ...] = ()  # seconds between consecutive generated tokens, each one
     restored_tokens: int = 0  # of the cached ones, read back from the prompt store on disk
+    drafted_tokens: int = 0  # speculation: tokens drafted and verified
+    accepted_tokens: int = 0  # of those, the ones that were right (each one also a completion token)
+    drafts: int = 0  # steps that carried a draft
 
 
 class Piece(NamedTuple):
@@ -87,6 +90,7 @@ class SamplingParams(msgspec.Struct, frozen=True, kw_only=True):
     seed: int | None = None
     logit_bias: dict[int, float] = {}
     grammar: Grammar | None = None
+    draft_max: int | None = None  # speculation: most drafted tokens a step (None: the alias's; 0: off)
 
 
 class Request(NamedTuple):

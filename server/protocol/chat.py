@@ -9,6 +9,7 @@ from msgspec import UNSET, Meta, UnsetType
 
 from server.protocol.common import (
     ChoiceCount,
+    DraftMax,
     LogitBias,
     MaxTokens,
     Penalty,
@@ -97,6 +98,8 @@ class ChatCompletionRequest(msgspec.Struct, kw_only=True):
     temperature: Temperature | None | UnsetType = UNSET
     top_p: TopP | None | UnsetType = UNSET
     top_k: TopK | None | UnsetType = UNSET  # an extension (vLLM, llama-server); 0: no top-k cut
+    # llama-server's extension: speculative decoding's draft length for this request (0: off).
+    speculative_n_max: DraftMax | None = msgspec.field(default=None, name="speculative.n_max")
     stop: Stop | None = None
     seed: Seed | None = None
     presence_penalty: Penalty | None | UnsetType = UNSET

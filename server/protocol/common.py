@@ -16,6 +16,7 @@ Seed = Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]  # OpenAI's seed is an in
 TopK = Annotated[int, Meta(ge=0, le=INT32_MAX)]
 TokenId = Annotated[int, Meta(ge=0, le=INT32_MAX)]
 ChoiceCount = Annotated[int, Meta(ge=1, le=16)]
+DraftMax = Annotated[int, Meta(ge=0, le=256)]  # speculative.n_max: most drafted tokens a step; 0: none
 Stop = str | Annotated[list[str], Meta(max_length=16)]
 LogitBias = dict[str, Annotated[float, Meta(ge=-100.0, le=100.0)]]
 

@@ -7,6 +7,7 @@ from msgspec import UNSET, Meta, UnsetType
 
 from server.protocol.common import (
     ChoiceCount,
+    DraftMax,
     LogitBias,
     MaxTokens,
     Penalty,
@@ -27,6 +28,7 @@ class CompletionRequest(msgspec.Struct, kw_only=True):
     max_tokens: MaxTokens | None | UnsetType = UNSET
     temperature: Temperature | None | UnsetType = UNSET
     top_p: TopP | None | UnsetType = UNSET
+    speculative_n_max: DraftMax | None = msgspec.field(default=None, name="speculative.n_max")  # llama-server's
     stop: Stop | None = None
     seed: Seed | None = None
     presence_penalty: Penalty | None | UnsetType = UNSET

@@ -65,6 +65,13 @@ class Metrics:
                                           "the prompt store.", ["model"], registry=r)
         self._store_restored = Counter(PREFIX + "prompt_store_restored_tokens", "Prompt tokens read back from the "
                                        "prompt store instead of evaluated.", ["model"], registry=r)
+        self._drafted = Counter(PREFIX + "spec_decode_draft_tokens", "Speculative decoding: drafted tokens "
+                                "verified.", ["model"], registry=r)
+        self._accepted = Counter(PREFIX + "spec_decode_accepted_tokens", "Speculative decoding: drafted tokens "
+                                 "that were right (acceptance rate: their rate over the drafted tokens' rate).",
+                                 ["model"], registry=r)
+        self._drafts = Counter(PREFIX + "spec_decode_drafts", "Speculative decoding: sequences' steps that "
+                               "carried a draft.", ["model"], registry=r)
         self._store_seconds = Histogram(PREFIX + "prompt_store_save_seconds", "Time a leaving worker spent saving.",
                                         ["model"], registry=r)
         self._evictions = Counter(PREFIX + "model_evictions",
@@ -82,6 +89,9 @@ class Metrics:
             self._store_saved.labels(model=alias)
             self._store_saved_bytes.labels(model=alias)
             self._store_restored.labels(model=alias)
+            self._drafted.labels(model=alias)
+            self._accepted.labels(model=alias)
+            self._drafts.labels(model=alias)
             self._rejected.labels(model=alias)
             for reason in CRASH_REASONS:
                 self._crashes.labels(model=alias, reason=reason)
@@ -113,6 +123,11 @@ class Metrics:
         child = self._itl.labels(model=model)
         for gap in gaps:
             child.observe(gap)
+
+    def speculated(self, model: str, drafts: int, drafted: int, accepted: int) -> None:
+        self._drafts.labels(model=model).inc(drafts)
+        self._drafted.labels(model=model).inc(drafted)
+        self._accepted.labels(model=model).inc(accepted)
 
     def finished(self, model: str, reasons: list[str]) -> None:
         """Once per request: each choice's finish reason (stop, length, tool_calls)."""

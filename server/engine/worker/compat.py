@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -184,21 +183,72 @@ class Threadpools:
         self._pools = []
 
 
-def warm_up(ctx: Any, batch: Any, vocab: Any, n_batch: int, done: threading.Event) -> None:
+def warm_up(ctx: Any, batch: Any, vocab: Any, n_batch: int) -> None:
     """One decode of a prompt-sized batch and one of a single token, then the cache emptied, while the model
     loads (llama-server warms up too): a new context's first decodes build their compute graphs and
     buffers, which cost the first request after a load 0.3-0.4 s on 2 cores (measured with SmolLM2-135M).
     Called on the decode thread: OpenMP keeps a team of threads per calling thread, and a warm-up on the
     worker's main thread left a second team beside the decode thread's that took a third of its speed."""
-    try:
-        token = max(llama_cpp.llama_vocab_bos(vocab), 0)
-        mem = llama_cpp.llama_get_memory(ctx)
-        for size in (min(n_batch, 32), 1):
-            for i in range(size):
-                batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.seq_id[i][0] = token, i, 1, 0
-                batch.logits[i] = i == size - 1
-            batch.n_tokens = size
-            llama_cpp.llama_decode(ctx, batch)
-            llama_cpp.llama_memory_clear(mem, True)
-    finally:
-        done.set()  # whatever happened: the load must not wait forever
+    token = max(llama_cpp.llama_vocab_bos(vocab), 0)
+    mem = llama_cpp.llama_get_memory(ctx)
+    for size in (min(n_batch, 32), 1):
+        for i in range(size):
+            batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.seq_id[i][0] = token, i, 1, 0
+            batch.logits[i] = i == size - 1
+        batch.n_tokens = size
+        llama_cpp.llama_decode(ctx, batch)
+        llama_cpp.llama_memory_clear(mem, True)
+
+
+# From this many tokens a batch's attention is computed in tiles (ggml-cpu's GGML_FA_TILE_Q), fast for
+# prompts; below it the reference kernels cost nothing (see ReferenceKernels).
+TILED_ROWS = 64
+
+
+class ReferenceKernels:
+    """Switches the context's CPU backend between llama.cpp's fastest attention kernels and its reference
+    ones (`ggml_backend_cpu_set_use_ref`). Measured with SmolLM2-135M on 2 cores: a single-token decode
+    over 512 cells or more splits the cells between threads and sums each half in half precision, so its
+    logits differ (up to 0.8) from the same token's in a batch of two or more, which sums them in one
+    pass; with the reference kernels both take the one-pass path and agree bit for bit, at no measured
+    cost (10.0 against 10.2 ms a token at 1,000 cells, within noise). Speculative decoding verifies
+    drafted tokens in such batches: decode steps use the reference kernels so that a sequence's output
+    is the same with and without drafts. Batches of TILED_ROWS tokens or more (prompt chunks) keep the
+    fast tiled kernels.
+    llama.cpp's C API does not hand out a context's backends: its scheduler is read through the
+    exported `llama_context::get_sched` (a C++ method, called with the context as its `this`). Where
+    that symbol is missing, `available` is False and nothing is switched."""
+
+    def __init__(self, ctx: Any) -> None:
+        self._backends: list[int] = []
+        self._on: bool | None = None
+        try:
+            base, cpu, lib = _ggml()
+            get_sched = lib._ZNK13llama_context9get_schedEv
+            count, get = base.ggml_backend_sched_get_n_backends, base.ggml_backend_sched_get_backend
+            is_cpu, self._set = cpu.ggml_backend_is_cpu, cpu.ggml_backend_cpu_set_use_ref
+        except (OSError, AttributeError):
+            return
+        get_sched.restype, get_sched.argtypes = ctypes.c_void_p, [ctypes.c_void_p]
+        count.restype, count.argtypes = ctypes.c_int, [ctypes.c_void_p]
+        get.restype, get.argtypes = ctypes.c_void_p, [ctypes.c_void_p, ctypes.c_int]
+        is_cpu.restype, is_cpu.argtypes = ctypes.c_bool, [ctypes.c_void_p]
+        self._set.restype, self._set.argtypes = None, [ctypes.c_void_p, ctypes.c_bool]
+        sched = get_sched(ctx)
+        if sched:
+            backends = (get(sched, i) for i in range(count(sched)))
+            self._backends = [b for b in backends if b and is_cpu(b)]
+
+    @property
+    def available(self) -> bool:
+        return bool(self._backends)
+
+    def fit(self, tokens: int) -> None:
+        """The kernels for a batch of `tokens`: the reference ones below TILED_ROWS."""
+        self.use(tokens < TILED_ROWS)
+
+    def use(self, reference: bool) -> None:
+        if reference != self._on:
+            for backend in self._backends:
+                self._set(backend, reference)
+            self._on = reference

@@ -41,6 +41,11 @@ class Constraint:
             return matcher.is_accepting()
         return matcher.validate_tokens([token]) == 1
 
+    def valid_prefix(self, tokens: list[int]) -> int:
+        """How many of `tokens` (no end token among them) the grammar takes in order, not consuming them."""
+        matcher = self._matcher
+        return len(tokens) if matcher is None else int(matcher.validate_tokens(tokens))
+
     def mask(self, logits: np.ndarray) -> None:
         """Every token the constraint refuses next gets a logit of minus infinity."""
         matcher = self._matcher

@@ -15,6 +15,7 @@ import msgspec
 from server.engine.messages import StoreConfig
 from server.engine.types import ChatPrompt, Embeddings, Request, check_context
 from server.engine.worker.compat import (
+    TILED_ROWS,
     chat_handler,
     model_of,
     n_ctx_train,
@@ -27,6 +28,7 @@ from server.engine.worker.embedding import EmbeddingContext
 from server.engine.worker.grammars import ConstraintVocab, GrammarCache
 from server.engine.worker.prompt_store import PromptStore, open_store
 from server.engine.worker.slots import Emit, SlotEngine
+from server.engine.worker.speculator import Speculator
 from server.engine.worker.tokenizer import Tokenizer
 from server.engine.worker.tokens import TokenPieces
 from server.errors import ContextLengthError, EngineError, InvalidRequestError, ModelLoadError
@@ -43,7 +45,7 @@ _POOLING = {
 
 # ModelSpec keys that are ours, not `Llama(...)` arguments.
 _NOT_LLAMA_ARGS = {"path", "sampling", "pooling_type", "n_parallel", "poll", "chat_template", "chat_template_kwargs",
-                   "reasoning_format", "prompt_cache_mib"} | SERVING_KEYS
+                   "reasoning_format", "prompt_cache_mib", "speculative"} | SERVING_KEYS
 # A chat model generates in the slot engine's own context; the one `Llama` makes is left at the smallest.
 _UNUSED_CTX = 256
 
@@ -96,9 +98,17 @@ class LlamaEngine:
                                          n_ctx=self.n_ctx, n_batch=spec.n_batch, n_ubatch=spec.n_ubatch,
                                          flash_attn=spec.flash_attn, poll=spec.poll, grammars=self._grammars,
                                          prompt_cache_bytes=spec.prompt_cache_mib * 1024 * 1024,
-                                         compute=compute, store=self.store)
+                                         compute=compute, store=self.store, speculator=self._speculator())
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelLoadError(f"llama.cpp could not load the model file: {exc}") from exc
+
+    def _speculator(self) -> Speculator | None:
+        spec = self.spec.speculative
+        if not spec.ngram or spec.n_max == 0:
+            return None
+        vocab = llama_cpp.llama_model_get_vocab(self._llm.model)
+        return Speculator(spec.n_max, spec.ngram_size, lambda token: bool(llama_cpp.llama_vocab_is_eog(vocab, token)),
+                          max_rows=TILED_ROWS - 1)
 
     def close(self, save_seconds: float = 0.0) -> None:
         """Stop generating; the caches go to the prompt store first, for at most `save_seconds`."""

@@ -57,6 +57,12 @@ class SlotCache:
         llama_cpp.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
         slot.tokens = []
 
+    def truncate(self, slot: Slot, keep: int) -> None:
+        """Only the first `keep` tokens of this slot's cache stay (drafted tokens that were wrong go)."""
+        if 0 <= keep < len(slot.tokens):
+            llama_cpp.llama_memory_seq_rm(self._mem, slot.seq_id, keep, -1)
+            del slot.tokens[keep:]
+
     def settle(self, next_prompt: list[int] | None) -> None:
         """A sequence is about to start on an idle engine: every slot's cache moves to host memory (the
         prompt cache) and the KV cache is emptied, so that the new sequence's cells start at cell 0 and

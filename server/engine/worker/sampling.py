@@ -91,6 +91,10 @@ class TokenSampler:
         llama_cpp.llama_sampler_accept(chain, token)
         return token
 
+    def draftable(self, tokens: list[int]) -> int:
+        """How many of `tokens` the constraint would take in order (all of them without one)."""
+        return len(tokens) if self._constraint is None or not tokens else self._constraint.valid_prefix(tokens)
+
     def close(self) -> None:
         self._chain.close()
         self._constraint = None

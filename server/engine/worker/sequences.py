@@ -9,8 +9,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from server.engine.text import StopMatcher, Utf8Stream
-from server.engine.types import Request
+from server.engine.types import Request, Usage
+from server.engine.worker.ngram import NgramIndex
 from server.engine.worker.sampling import TokenSampler
+from server.engine.worker.speculation import Shadow
 
 
 @dataclass(eq=False)
@@ -45,6 +47,19 @@ class Sequence:
     first_at: float = 0.0
     last_at: float = 0.0
     gaps: list[float] = field(default_factory=list)  # between consecutive tokens, for the latency histogram
+    ngrams: NgramIndex | None = None  # speculation: this sequence's history, indexed for drafts
+    shadow: Shadow | None = None  # a draft not sent, compared with what gets written
+    draft_bucket: int = 0  # the agreement bucket of the draft in flight
+    drafted: int = 0
+    accepted: int = 0
+    drafts: int = 0
+
+    def usage(self) -> Usage:
+        first = self.first_at or time.perf_counter()
+        return Usage(len(self.prompt), self.generated, self.cached, first_token_seconds=first - self.submitted,
+                     decode_seconds=(self.last_at or first) - first, gaps=tuple(self.gaps),
+                     restored_tokens=min(self.restored, self.cached), drafted_tokens=self.drafted,
+                     accepted_tokens=self.accepted, drafts=self.drafts)
 
 
 @dataclass(eq=False)
@@ -90,3 +105,35 @@ def fill_batch(batch: Any, n: int, tokens: list[int], pos: int, seq_id: int) -> 
         batch.logits[n] = 0
         n += 1
     return n
+
+
+def fill_step(batch: Any, active: list[Sequence], drafts: list[list[int]] | None,
+              room: int) -> tuple[int, list[tuple[Sequence, int, list[int]]], list[Sequence]]:
+    """One step's batch: each generating sequence's next token (and its draft, if any), each other one's
+    next prompt chunk, in turn until the batch is full. Returns the tokens in it, the sequences to sample
+    (with the batch index of their next token's logits and their draft), and the sequences in it."""
+    outputs: list[tuple[Sequence, int, list[int]]] = []
+    in_batch: list[Sequence] = []
+    n = 0
+    for position, seq in enumerate(active):
+        if room == 0:
+            break
+        slot = seq.slot
+        assert slot is not None
+        in_batch.append(seq)
+        draft = drafts[position] if drafts is not None else []
+        if seq.next_token is not None:
+            chunk, last = [seq.next_token, *draft], True
+        else:
+            chunk = seq.pending[:room]
+            seq.pending = seq.pending[len(chunk):]
+            last = not seq.pending
+        n = fill_batch(batch, n, chunk, len(slot.tokens), slot.seq_id)
+        slot.tokens.extend(chunk)
+        room -= len(chunk)
+        if last:  # logits for the next token and each drafted one
+            for index in range(n - 1 - len(draft), n):
+                batch.logits[index] = 1
+            outputs.append((seq, n - 1 - len(draft), draft))
+    batch.n_tokens = n
+    return n, outputs, in_batch

@@ -17,15 +17,16 @@ from collections.abc import Callable
 import llama_cpp
 
 from server.engine.text import StopMatcher
-from server.engine.types import Piece, Request, Usage
-from server.engine.worker.compat import FLASH_ATTN, LlamaContext, Threadpools, model_of, warm_up
+from server.engine.types import Piece, Request
+from server.engine.worker.compat import FLASH_ATTN, LlamaContext, ReferenceKernels, Threadpools, model_of, warm_up
 from server.engine.worker.compute_lock import ComputeLock
 from server.engine.worker.constraint import ConstraintFailed
 from server.engine.worker.grammars import GrammarCache
 from server.engine.worker.placement import ABORTED, AbandonedBatch, SlotCache
 from server.engine.worker.prompt_store import PromptStore
 from server.engine.worker.sampling import RANDOM_SEED, CandidateBuffers, build_sampler
-from server.engine.worker.sequences import Job, Sequence, fill_batch, next_in_turn, take_all
+from server.engine.worker.sequences import Job, Sequence, fill_step, next_in_turn, take_all
+from server.engine.worker.speculator import Speculator
 from server.engine.worker.tokens import TokenPieces, logprobs_at
 from server.errors import EngineError, ModelUnloadedError
 
@@ -40,7 +41,7 @@ class SlotEngine:
     def __init__(self, llm: llama_cpp.Llama, pieces: TokenPieces, emit: Emit, *, n_parallel: int, n_ctx: int,
                  n_batch: int, n_ubatch: int, flash_attn: bool | None = None, poll: int = 0,
                  grammars: GrammarCache, prompt_cache_bytes: int = 0, compute: ComputeLock | None = None,
-                 store: PromptStore | None = None) -> None:
+                 store: PromptStore | None = None, speculator: Speculator | None = None) -> None:
         self._llm = llm
         self._pieces = pieces
         self._emit = emit
@@ -77,6 +78,9 @@ class SlotEngine:
         self._out_ended: list[int] = []
         self._out_failed: list[tuple[int, BaseException]] = []
         self._cells_sent = 0  # the cells in use as last emitted
+        self._spec = speculator
+        # With speculation, decode steps compute alike whatever their size (compat.ReferenceKernels).
+        self._kernels = ReferenceKernels(self._ctx.ctx) if speculator is not None else None
         self._thread = threading.Thread(target=self._run, name="decode", daemon=True)
         self._thread.start()
         self._warm.wait()  # loaded once the decode thread has warmed up (compat.warm_up)
@@ -121,7 +125,12 @@ class SlotEngine:
 
     # -- the decode loop (its own thread) ---------------------------------------------------------
     def _run(self) -> None:
-        warm_up(self._ctx.ctx, self._batch, self._vocab, self._n_batch, done=self._warm)  # on this thread
+        try:  # on this thread (compat.warm_up); then the speculator times a few batch sizes
+            warm_up(self._ctx.ctx, self._batch, self._vocab, self._n_batch)
+            if self._spec is not None:
+                self._spec.calibrate(self._ctx.ctx, self._batch, self._vocab, self._n_batch, self._kernels)
+        finally:
+            self._warm.set()  # whatever happened: the load must not wait forever
         while True:
             with self._wake:
                 while not self._closing and not self._waiting and not self._active:
@@ -150,8 +159,7 @@ class SlotEngine:
         self._cache.park()
 
     @property
-    def cells_total(self) -> int:
-        """KV cells allocated: n_ctx for each slot, in one cache."""
+    def cells_total(self) -> int:  # KV cells allocated: n_ctx for each slot, in one cache
         return self.n_ctx * len(self._cache.slots)
 
     def _flush(self) -> None:
@@ -236,38 +244,22 @@ class SlotEngine:
 
     def _step(self) -> None:
         """One decode for every active sequence: a token each, or a chunk of a pending prompt."""
-        batch, room = self._batch, self._n_batch
-        outputs: list[tuple[Sequence, int]] = []
-        in_batch: list[Sequence] = []
-        prefill = False
-        n = 0
-        for position, seq in enumerate(self._active):
-            if room == 0:
-                # The batch is full: whoever did not fit goes first next step, so nobody starves.
-                self._active = self._active[position:] + self._active[:position]
-                break
-            slot = seq.slot
-            assert slot is not None
-            in_batch.append(seq)
-            if seq.next_token is not None:
-                chunk, last = [seq.next_token], True
-            else:
-                prefill = True
-                chunk = seq.pending[:room]
-                seq.pending = seq.pending[len(chunk):]
-                last = not seq.pending
-            n = fill_batch(batch, n, chunk, len(slot.tokens), slot.seq_id)
-            slot.tokens.extend(chunk)
-            room -= len(chunk)
-            if last:
-                batch.logits[n - 1] = 1
-                outputs.append((seq, n - 1))
-        batch.n_tokens = n
+        prefill = any(seq.next_token is None for seq in self._active)  # then no drafts: a slow step anyway
+        spec = self._spec
+        drafts = spec.drafts(self._active, self._n_batch) if spec is not None and not prefill else None
+        n, outputs, in_batch = fill_step(self._batch, self._active, drafts, self._n_batch)
+        if len(in_batch) < len(self._active):  # the batch is full: who did not fit goes first next step
+            self._active = self._active[len(in_batch):] + in_batch
+        if self._kernels is not None:
+            self._kernels.fit(n)
         # A prompt chunk takes up to seconds: a client that leaves meanwhile should not hold the model for
         # it. llama.cpp asks the callback between graph nodes (a Python call each, so only for prefill).
         self._abandoned.watch(in_batch if prefill else None)
         with self._compute:
-            status = llama_cpp.llama_decode(self._ctx.ctx, batch)
+            started = time.perf_counter()
+            status = llama_cpp.llama_decode(self._ctx.ctx, self._batch)
+            if spec is not None and not prefill and status == 0:
+                spec.cost.observe(n, time.perf_counter() - started)
         if status == ABORTED:  # every sequence of the batch was cancelled: their half-written cells go
             for seq in in_batch:
                 assert seq.slot is not None
@@ -279,22 +271,31 @@ class SlotEngine:
             self._fail(list(self._active), EngineError(f"llama_decode failed with status {status}"))
             return
         now = time.perf_counter()  # one clock read a step, shared by every sequence's token
-        for seq, index in outputs:
-            self._advance(seq, index, now)
+        for seq, index, draft in outputs:
+            # The pick after the next token, then after each drafted one in order while the picks agree.
+            right = 0
+            while self._advance(seq, index + right, now) and right < len(draft) and seq.next_token == draft[right]:
+                right += 1
+            if draft and spec is not None and seq.slot is not None:  # wrong drafted tokens leave the cache
+                spec.verified(seq, len(draft), right)
+                self._cache.truncate(seq.slot, len(seq.slot.tokens) - len(draft) + right)
 
-    def _advance(self, seq: Sequence, index: int, now: float) -> None:
-        """Sample this sequence's next token from its logits at `index` and pass the text on."""
+    def _advance(self, seq: Sequence, index: int, now: float) -> bool:
+        """Sample this sequence's next token from its logits at `index` and pass the text on; whether the
+        sequence goes on (its next token in `next_token`)."""
         request = seq.request
         assert seq.sampler is not None
         try:
             token = seq.sampler.sample(self._ctx.ctx, index)
         except ConstraintFailed as exc:  # this sequence's grammar can go no further; the others go on
             self._fail([seq], EngineError(f"the output constraint failed: {exc}"))
-            return
+            return False
         seq.next_token = None
         if llama_cpp.llama_vocab_is_eog(self._vocab, token):  # the end token is not output, nor its logprob
             self._finish(seq, "stop", hit_stop=False)
-            return
+            return False
+        if self._spec is not None:
+            self._spec.wrote(seq, token)
         logprobs = None
         if request.logprobs is not None:
             logprobs = [logprobs_at(self._ctx.ctx, index, self._n_vocab, self._pieces, token, request.logprobs)]
@@ -314,16 +315,15 @@ class SlotEngine:
             self._finish(seq, "length", hit_stop=False)
         else:
             seq.next_token = token
+            return True
+        return False
 
     def _finish(self, seq: Sequence, reason: str, *, hit_stop: bool) -> None:
         assert seq.stops is not None
         tail = "" if hit_stop else seq.stops.feed(seq.utf8.flush())[0] + seq.stops.flush()
-        first = seq.first_at or time.perf_counter()
-        usage = Usage(len(seq.prompt), seq.generated, seq.cached, first_token_seconds=first - seq.submitted,
-                      decode_seconds=(seq.last_at or first) - first, gaps=tuple(seq.gaps),
-                      restored_tokens=min(seq.restored, seq.cached))
         stop = seq.stops.matched if hit_stop else None
-        self._out_pieces.append((seq.job.id, seq.index, Piece(tail, finish_reason=reason, usage=usage, stop=stop)))
+        piece = Piece(tail, finish_reason=reason, usage=seq.usage(), stop=stop)
+        self._out_pieces.append((seq.job.id, seq.index, piece))
         self._release(seq)
         self._end(seq)
 

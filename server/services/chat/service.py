@@ -83,6 +83,7 @@ def conversation(request: ChatCompletionRequest) -> Conversation:
         logprobs=(request.top_logprobs or 0) if request.logprobs else None,
         template_kwargs=request.chat_template_kwargs,
         reasoning_effort=request.reasoning_effort if isinstance(request.reasoning_effort, str) else None,
+        speculative_n_max=request.speculative_n_max,
     )
 
 

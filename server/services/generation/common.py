@@ -32,6 +32,9 @@ def record_usage(pool: ModelPool[Any], metrics: Metrics | None, model: str, usag
     restored = sum(u.restored_tokens for u in known)
     if restored:
         metrics.restored(model, restored)
+    drafted = sum(u.drafted_tokens for u in known)
+    if drafted:
+        metrics.speculated(model, sum(u.drafts for u in known), drafted, sum(u.accepted_tokens for u in known))
 
 
 def new_id(prefix: str) -> str:

@@ -57,6 +57,7 @@ class Conversation(msgspec.Struct, kw_only=True):
     template_kwargs: dict[str, Any] | None = None
     reasoning_effort: str | None = None
     thinking: bool | None = None  # switch a thinking template's thinking on or off; None: its default
+    speculative_n_max: int | None = None  # most drafted tokens a step (None: the alias's; 0: no drafts)
 
 
 @contextmanager

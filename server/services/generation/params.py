@@ -69,6 +69,7 @@ def sampling_params(spec: ModelSpec, request: Any) -> SamplingParams:
         frequency_penalty=pick(request.frequency_penalty, defaults.frequency_penalty),
         seed=request.seed,
         logit_bias=logit_bias(request.logit_bias),
+        draft_max=getattr(request, "speculative_n_max", None),
     )
 
 
