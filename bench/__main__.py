@@ -31,6 +31,7 @@ from bench.servers import (
     start_llama_server,
     start_ours,
 )
+from bench.speculative import SpeculativePlan, run_speculative
 from bench.streams import ChatWork
 from bench.summary import DIRECT, summarise
 from bench.swap import SwapPlan, run_swap
@@ -69,10 +70,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--llama-server", default=str(ROOT / ".cache" / "llama-server" / "build" / "bin" / "llama-server"),
                    help="llama.cpp's server binary (scripts/build_llama_server.py builds it); 'none' skips it")
     p.add_argument("--quick", action="store_true", help="fewer rounds: a smoke run, not numbers to publish")
-    p.add_argument("--only", choices=("all", "equal", "defaults", "constrained", "swap", "sweep"), default="all",
+    p.add_argument("--only", default="all",
+                   choices=("all", "equal", "defaults", "constrained", "speculative", "swap", "sweep"),
                    help="equal: the same settings for everyone; defaults: each at its own defaults (issue 11); "
                         "constrained: grammar-constrained answers against free ones (issue 28); "
-                        "swap: the next turn after an eviction, prompt store on and off (issue 31); "
+                        "speculative: repeated and unique text, drafts on and off, llama-server's n-gram "
+                        "modes (issue 32); swap: the next turn after an eviction, prompt store on and off (issue 31); "
                         "sweep: ours with every n_threads / n_threads_batch pair (not part of all)")
     p.add_argument("--min-streams", type=int,
                    help="at defaults: at least this many streams per contender in every cell, in more rounds "
@@ -267,7 +270,8 @@ def missing(args: argparse.Namespace) -> str | None:
         return f"{args.model} is missing: run `make models`"
     if args.only in ("sweep", "swap"):
         return None  # ours alone
-    needs_baseline = args.only not in ("defaults", "constrained", "swap") and args.baseline_python != "none"
+    ours_and_llama_server = ("defaults", "constrained", "speculative", "swap")
+    needs_baseline = args.only not in ours_and_llama_server and args.baseline_python != "none"
     if needs_baseline and not Path(args.baseline_python).exists():
         return f"{args.baseline_python} is missing: run `make bench` (it builds that venv)"
     if args.llama_server != "none" and not Path(args.llama_server).exists():
@@ -301,6 +305,12 @@ def main(argv: list[str] | None = None) -> int:
         document["constrained"] = outcome.document
         texts.append(outcome.text)
         ok = ok and outcome.ok
+    if args.only in ("all", "speculative"):
+        llama_server = None if args.llama_server == "none" else Path(args.llama_server)
+        outcome = run_speculative(sys.executable, ROOT, out_dir, args.model.resolve(), llama_server,
+                                  SpeculativePlan(rounds=args.rounds or 1, counts=_numbers(args.streams, "1,4")))
+        document["speculative"] = outcome.document
+        texts.append(outcome.text)
     if args.only in ("all", "swap"):
         outcome = run_swap(sys.executable, ROOT, out_dir, args.model.resolve(),
                            SwapPlan(rounds=args.rounds or (1 if args.quick else 5)))

@@ -44,6 +44,11 @@ class SpeculativeSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
     ngram: bool = True  # prompt lookup: drafts from each sequence's own prompt and output
     n_max: Annotated[int, Meta(ge=0, le=256)] = 32  # most drafted tokens per sequence in one step; 0: off
     ngram_size: Annotated[int, Meta(ge=1, le=16)] = 2  # tokens looked up in the history
+    # Another alias whose model (same vocabulary, checked at load) drafts where the history has nothing:
+    # loaded in this alias's worker, beside its model. Resolved into `draft_path` when the file is read.
+    draft_model: str | None = None
+    draft_path: str | None = None
+    draft_p_min: Probability = 0.6  # the draft model stops drafting where it is less sure than this
 
 
 class ModelSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -176,12 +181,31 @@ def parse_registry(text: str, *, base_dir: Path, source: str = "models.yaml") ->
             problems.append(f"models.{alias}.path: file not found: {resolved}")
             continue
         models[alias] = msgspec.structs.replace(checked, path=str(resolved))
+    models = _with_drafts(models, problems)
     if pool is not None:
         _check_policy(models, pool, problems)
     if problems:
         raise RegistryError(source, problems)
     assert pool is not None
     return Registry(models=models, pool=pool)
+
+
+def _with_drafts(models: dict[str, ModelSpec], problems: list[str]) -> dict[str, ModelSpec]:
+    """Each `speculative.draft_model` alias checked (a chat model, not the alias itself) and its file's
+    path written into `draft_path`, which is what the worker reads."""
+    out = dict(models)
+    for alias, spec in models.items():
+        draft = spec.speculative.draft_model
+        if draft is None:
+            continue
+        where = f"models.{alias}.speculative.draft_model"
+        target = models.get(draft)
+        if target is None or draft == alias or target.embedding:
+            problems.append(f"{where}: `{draft}` is not another chat alias of this file")
+            continue
+        out[alias] = msgspec.structs.replace(spec, speculative=msgspec.structs.replace(
+            spec.speculative, draft_path=target.path))
+    return out
 
 
 def kv_bytes(spec: ModelSpec) -> int:

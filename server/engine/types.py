@@ -91,6 +91,7 @@ class SamplingParams(msgspec.Struct, frozen=True, kw_only=True):
     logit_bias: dict[int, float] = {}
     grammar: Grammar | None = None
     draft_max: int | None = None  # speculation: most drafted tokens a step (None: the alias's; 0: off)
+    prediction: str | None = None  # speculation: text to draft from besides the history
 
 
 class Request(NamedTuple):

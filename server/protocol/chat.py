@@ -90,6 +90,12 @@ class JsonSchemaResponseFormat(msgspec.Struct, tag="json_schema", tag_field="typ
 ResponseFormat = TextFormat | JsonObjectFormat | JsonSchemaResponseFormat
 
 
+class Prediction(msgspec.Struct, tag="content", tag_field="type", kw_only=True):
+    """Predicted Outputs: text the answer is expected to repeat much of (a file being edited)."""
+
+    content: str | list[TextPart]
+
+
 class ChatCompletionRequest(msgspec.Struct, kw_only=True):
     model: str
     messages: Annotated[list[ChatMessage], Meta(min_length=1)]
@@ -100,6 +106,7 @@ class ChatCompletionRequest(msgspec.Struct, kw_only=True):
     top_k: TopK | None | UnsetType = UNSET  # an extension (vLLM, llama-server); 0: no top-k cut
     # llama-server's extension: speculative decoding's draft length for this request (0: off).
     speculative_n_max: DraftMax | None = msgspec.field(default=None, name="speculative.n_max")
+    prediction: Prediction | None = None  # its tokens are drafted from, as the prompt's are
     stop: Stop | None = None
     seed: Seed | None = None
     presence_penalty: Penalty | None | UnsetType = UNSET
@@ -125,7 +132,6 @@ class ChatCompletionRequest(msgspec.Struct, kw_only=True):
     function_call: Any | UnsetType = UNSET
     audio: Any | UnsetType = UNSET
     modalities: Any | UnsetType = UNSET
-    prediction: Any | UnsetType = UNSET
     web_search_options: Any | UnsetType = UNSET
     store: Any | UnsetType = UNSET
     metadata: Any | UnsetType = UNSET

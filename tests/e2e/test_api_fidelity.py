@@ -299,7 +299,7 @@ def test_openapi_schema_and_docs(server: RunningServer) -> None:
 # 11. unsupported parameters ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("param", "value"), [("audio", {"voice": "alloy", "format": "wav"}),
-                                              ("prediction", {"type": "content", "content": "x"}),
+                                              ("modalities", ["text", "audio"]),
                                               ("reasoning_effort", "high")])
 def test_unsupported_parameters_are_named(client: openai.OpenAI, param: str, value: Any) -> None:
     with pytest.raises(openai.BadRequestError) as info:

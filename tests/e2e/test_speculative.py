@@ -130,3 +130,74 @@ def test_bad_speculative_settings_are_refused_at_start(tmp_path: Path, key: str)
     with pytest.raises(RegistryError) as caught:
         parse_registry(text, base_dir=tmp_path)
     assert "models.a.speculative" in str(caught.value.problems)
+
+
+DRAFTED = """
+models:
+  drafted:
+    path: "{model}"
+    n_ctx: 1024
+    n_parallel: 2
+    speculative: {draft_model: drafter, ngram: false}
+  drafter:
+    path: "{model}"
+    n_ctx: 1024
+"""
+
+
+def test_a_draft_model_alias_drafts_in_the_same_worker_without_changing_the_output(make_server: Any) -> None:
+    from tests.e2e.conftest import MODEL
+
+    server = make_server(DRAFTED.replace("{model}", str(MODEL)))
+    contents = [FREE[0], FREE[3], INSTRUCTIONS[4].format(text=SOURCES[4])]
+    for content in contents:
+        body = {"model": "drafted", "messages": [SYSTEM, {"role": "user", "content": content}], "max_tokens": 40,
+                "temperature": 0, "logprobs": True}
+        url = server.base_url + "/v1/chat/completions"
+        httpx.post(url, json={**body, "speculative.n_max": 0}, timeout=120)
+        plain = httpx.post(url, json={**body, "speculative.n_max": 0}, timeout=120).json()
+        drafted = httpx.post(url, json=body, timeout=120).json()
+        same_output(plain, drafted, content)
+    metrics = httpx.get(server.base_url + "/metrics", timeout=10).text
+    found = re.search(r'llm_spec_decode_accepted_tokens_total{model="drafted"} (\S+)', metrics)
+    assert found and float(found.group(1)) >= 20  # the model drafts itself: its guesses are right
+    pool = httpx.get(server.base_url + "/admin/pool", timeout=10).json()
+    loaded = {entry["id"] for entry in pool["models"] if entry["loaded"]}
+    assert loaded == {"drafted"}  # the draft model is inside that alias's worker, not loaded as an alias
+
+
+@pytest.mark.parametrize("draft", ["nobody", "a", "e"])
+def test_a_draft_model_must_be_another_chat_alias(tmp_path: Path, draft: str) -> None:
+    from server.registry import RegistryError, parse_registry
+    from tests.e2e.conftest import MODEL
+
+    text = (f"models:\n  a:\n    path: {MODEL}\n    speculative: {{draft_model: {draft}}}\n"
+            f"  e:\n    path: {MODEL}\n    embedding: true\n")
+    with pytest.raises(RegistryError) as caught:
+        parse_registry(text, base_dir=tmp_path)
+    assert any("models.a.speculative.draft_model" in p for p in caught.value.problems)
+
+
+def test_predicted_output_is_drafted_from_and_reported_in_usage(server: RunningServer) -> None:
+    content = INSTRUCTIONS[3].format(text=SOURCES[0][:600])
+    first = chat(server, content, **{"speculative.n_max": 0})
+    assert "completion_tokens_details" not in first["usage"]  # unchanged without a prediction
+    plain = chat(server, content, **{"speculative.n_max": 0})
+    answer = plain["choices"][0]["message"]["content"]
+    predicted = chat(server, content, prediction={"type": "content", "content": answer})
+    same_output(plain, predicted, "prediction")
+    details = predicted["usage"]["completion_tokens_details"]
+    assert details["accepted_prediction_tokens"] >= predicted["usage"]["completion_tokens"] // 2
+    assert details["rejected_prediction_tokens"] >= 0
+    # Streamed, as parts: the usage chunk carries the same details.
+    body = {"model": "smollm2", "messages": [SYSTEM, {"role": "user", "content": content}], "max_tokens": 40,
+            "temperature": 0, "stream": True, "stream_options": {"include_usage": True},
+            "prediction": {"type": "content", "content": [{"type": "text", "text": answer}]}}
+    with httpx.stream("POST", server.base_url + "/v1/chat/completions", json=body, timeout=120) as response:
+        chunks = [json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: {")]
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert text == answer
+    assert chunks[-1]["usage"]["completion_tokens_details"]["accepted_prediction_tokens"] > 0
+    bad = httpx.post(server.base_url + "/v1/chat/completions", timeout=30, json={
+        "model": "smollm2", "messages": [{"role": "user", "content": "hi"}], "prediction": {"type": "audio"}})
+    assert bad.status_code == 400

@@ -90,3 +90,11 @@ def test_shadow_compares_a_guess_with_what_was_written() -> None:
     assert shadow.feed(9) and shadow.right == 2
     whole = Shadow(Guess([4, 5], 0))
     assert not whole.feed(4) and whole.feed(5) and whole.right == 2
+
+
+def test_a_prediction_is_looked_up_before_the_history_and_never_drafts_past_its_end() -> None:
+    index = NgramIndex(2, prediction=[10, 11, 12, 13, 14])
+    index.sync([1, 2, 10], 11)  # the history now ends with "10 11", which the prediction holds
+    assert index.lookup(8) == ([12, 13, 14], 2)
+    index.sync([1, 2, 10, 11, 12, 13], 14)
+    assert index.lookup(8) == ([], 0)  # "13 14" ends the prediction: nothing after it to guess

@@ -24,6 +24,7 @@ from server.engine.worker.compat import (
     template_formatter,
 )
 from server.engine.worker.compute_lock import ComputeLock, usable_cores
+from server.engine.worker.draft import DraftModel
 from server.engine.worker.embedding import EmbeddingContext
 from server.engine.worker.grammars import ConstraintVocab, GrammarCache
 from server.engine.worker.prompt_store import PromptStore, open_store
@@ -76,6 +77,7 @@ class LlamaEngine:
             self.n_vocab = self._llm.n_vocab()
             self._tokenize = Tokenizer(self._llm)
             self._slots: SlotEngine | None = None
+            self._drafter: DraftModel | None = None
             self.store: PromptStore | None = None
             # Generation only: an embedding alias never reads its vocabulary for llguidance.
             self._grammars: GrammarCache | None = None
@@ -104,16 +106,22 @@ class LlamaEngine:
 
     def _speculator(self) -> Speculator | None:
         spec = self.spec.speculative
-        if not spec.ngram or spec.n_max == 0:
+        if spec.n_max == 0 or not (spec.ngram or spec.draft_path):
             return None
+        if spec.draft_path:
+            self._drafter = DraftModel(spec.draft_path, self._llm, n_parallel=self.spec.n_parallel, n_ctx=self.n_ctx,
+                                       n_batch=self.spec.n_batch, n_threads=self.n_threads, p_min=spec.draft_p_min)
         vocab = llama_cpp.llama_model_get_vocab(self._llm.model)
-        return Speculator(spec.n_max, spec.ngram_size, lambda token: bool(llama_cpp.llama_vocab_is_eog(vocab, token)),
-                          max_rows=TILED_ROWS - 1)
+        return Speculator(spec.n_max, spec.ngram_size if spec.ngram else 0,
+                          lambda token: bool(llama_cpp.llama_vocab_is_eog(vocab, token)), max_rows=TILED_ROWS - 1,
+                          drafter=self._drafter, tokenize=lambda text: self._tokenize(text, False, False))
 
     def close(self, save_seconds: float = 0.0) -> None:
         """Stop generating; the caches go to the prompt store first, for at most `save_seconds`."""
         if self._slots is not None:
             self._slots.close(save_until=time.monotonic() + save_seconds if self.store is not None else None)
+        if self._drafter is not None:
+            self._drafter.close()
         if self.store is not None:
             self.store.close()
 

@@ -13,26 +13,31 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+SEPARATOR = -1  # between a prediction and the history: no token, so no n-gram spans it
 MAX_MATCH = 64  # agreement counted up to this many tokens
 CANDIDATES = 8  # occurrences of the n-gram looked at, most recent first
 
 
 class NgramIndex:
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, prediction: list[int] | None = None) -> None:
+        """`prediction`: tokens the answer is expected to repeat, looked up before the history."""
         self.size = size
-        self.tokens: list[int] = []
+        self.tokens: list[int] = [*prediction, SEPARATOR] if prediction else []
+        self._offset = len(self.tokens)
         self._at: defaultdict[tuple[int, ...], list[int]] = defaultdict(list)
+        for successor in range(size, self._offset - 1):
+            self._at[tuple(self.tokens[successor - size:successor])].append(successor - size)
 
     def sync(self, history: list[int], last: int) -> None:
         """Catch up with `history + [last]`, which extends what was indexed before."""
         tokens, size = self.tokens, self.size
         start = len(tokens)
-        tokens.extend(history[start:])
+        tokens.extend(history[start - self._offset:])
         tokens.append(last)
         at = self._at
         # An n-gram is indexed once the token after it exists: the newest one, looked up, is never its
         # own candidate.
-        for successor in range(max(size, start), len(tokens)):
+        for successor in range(max(size, start, self._offset + size), len(tokens)):
             at[tuple(tokens[successor - size:successor])].append(successor - size)
 
     def lookup(self, limit: int) -> tuple[list[int], int]:
@@ -54,4 +59,7 @@ class NgramIndex:
             if match > best_match:
                 best, best_match = start, match
         follow = best + size
-        return tokens[follow:follow + limit], best_match
+        draft = tokens[follow:follow + limit]
+        if SEPARATOR in draft:  # a guess from the prediction ends with it
+            draft = draft[:draft.index(SEPARATOR)]
+        return draft, best_match

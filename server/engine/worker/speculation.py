@@ -30,6 +30,7 @@ DECAY = 0.97  # weight left to older observations at each new one (about the las
 FORGET = 0.95  # the same for the step-cost line (about the last 20 multi-token steps)
 # Agreement lengths (ngram.py's `match`) grouped: bucket i holds BUCKETS[i] <= match < BUCKETS[i + 1].
 BUCKETS = (0, 3, 4, 6, 9, 13, 17, 25, 33, 49)
+MODEL_BUCKET = len(BUCKETS)  # one more, for the draft model's guesses
 CALIBRATION_SIZES = (1, 2, 4, 8, 16)
 
 
@@ -46,8 +47,8 @@ class Acceptance:
     few drafts reached takes the bucket's hazard over all positions."""
 
     def __init__(self) -> None:
-        self._failed = [[0.0] * MAX_POSITIONS for _ in BUCKETS]
-        self._tried = [[0.0] * MAX_POSITIONS for _ in BUCKETS]
+        self._failed = [[0.0] * MAX_POSITIONS for _ in range(MODEL_BUCKET + 1)]
+        self._tried = [[0.0] * MAX_POSITIONS for _ in range(MODEL_BUCKET + 1)]
 
     def chances(self, bucket: int, length: int) -> list[float]:
         """The chance that each of a draft's first `length` tokens is right (all the ones before it too)."""

@@ -16,48 +16,102 @@ from typing import Any
 import llama_cpp
 
 from server.engine.worker.compat import ReferenceKernels
+from server.engine.worker.draft import DraftModel
 from server.engine.worker.ngram import NgramIndex
 from server.engine.worker.sequences import Sequence
-from server.engine.worker.speculation import CALIBRATION_SIZES, Acceptance, Guess, Shadow, StepCost, bucket_of, plan
+from server.engine.worker.speculation import (
+    CALIBRATION_SIZES,
+    MODEL_BUCKET,
+    Acceptance,
+    Guess,
+    Shadow,
+    StepCost,
+    bucket_of,
+    plan,
+)
+
+MODEL_MIN_CHANCE = 0.3  # below this chance that its first token is right, the draft model mostly rests
+MODEL_RETRY = 16
+MAX_PREDICTION_BYTES = 256 * 1024  # of a request's prediction, tokenized on the decode thread
 
 
 class Speculator:
-    def __init__(self, n_max: int, ngram_size: int, is_end: Callable[[int], bool], max_rows: int) -> None:
+    """`ngram_size` 0: no prompt lookup; `drafter`: a draft model for sequences the lookup has no good
+    guess for."""
+
+    def __init__(self, n_max: int, ngram_size: int, is_end: Callable[[int], bool], max_rows: int,
+                 drafter: DraftModel | None = None, tokenize: Callable[[bytes], list[int]] | None = None) -> None:
         self.n_max = n_max
         self.max_rows = max_rows  # tokens a step with drafts may hold (see compat.ReferenceKernels)
         self.ngram_size = ngram_size
         self._is_end = is_end
+        self._drafter = drafter
+        self._tokenize = tokenize  # a request's prediction into tokens
+        self._idle_model_steps = 0
         self.acceptance = Acceptance()
         self.cost = StepCost()
 
     def drafts(self, generating: list[Sequence], room: int) -> list[list[int]]:
         """The tokens to verify after each sequence's next token in this step (mostly none)."""
-        guesses = [self._guess(seq) for seq in generating]
+        limits = [self._limit(seq) for seq in generating]
+        guesses = [self._lookup(seq, limit) if limit > 0 and self.ngram_size else None
+                   for seq, limit in zip(generating, limits)]
+        if self._drafter is not None:
+            self._ask_model(generating, limits, guesses)
         counts = plan(guesses, self.acceptance, self.cost, min(room, self.max_rows))
         out: list[list[int]] = []
         for seq, guess, count in zip(generating, guesses, counts):
-            if count:
-                out.append(guess.tokens[:count] if guess is not None else [])
-                seq.draft_bucket = guess.bucket if guess is not None else 0
+            if count and guess is not None:
+                out.append(guess.tokens[:count])
+                seq.draft_bucket = guess.bucket
             else:
                 out.append([])
                 if guess is not None and seq.shadow is None:
                     seq.shadow = Shadow(guess)
         return out
 
-    def _guess(self, seq: Sequence) -> Guess | None:
+    def _limit(self, seq: Sequence) -> int:
         asked = seq.request.sampling.draft_max
-        limit = min(self.n_max if asked is None else min(asked, self.n_max * 4), seq.budget - seq.generated - 1)
-        if limit <= 0:
-            return None
-        assert seq.slot is not None and seq.next_token is not None and seq.sampler is not None
+        return min(self.n_max if asked is None else min(asked, self.n_max * 4), seq.budget - seq.generated - 1)
+
+    def _lookup(self, seq: Sequence, limit: int) -> Guess | None:
+        assert seq.slot is not None and seq.next_token is not None
         if seq.ngrams is None:
-            seq.ngrams = NgramIndex(self.ngram_size)
+            text = seq.request.sampling.prediction
+            predicted = self._tokenize(text.encode()[:MAX_PREDICTION_BYTES]) if text and self._tokenize else None
+            seq.ngrams = NgramIndex(self.ngram_size, predicted)
         seq.ngrams.sync(seq.slot.tokens, seq.next_token)
         tokens, match = seq.ngrams.lookup(limit)
+        return self._usable(seq, tokens, bucket_of(match))
+
+    def _usable(self, seq: Sequence, tokens: list[int], bucket: int) -> Guess | None:
+        """The guess cut before an end token and where the sequence's grammar would refuse it."""
+        assert seq.sampler is not None
         end = next((i for i, t in enumerate(tokens) if self._is_end(t)), len(tokens))
         tokens = tokens[:seq.sampler.draftable(tokens[:end])]
-        return Guess(tokens, bucket_of(match)) if tokens else None
+        return Guess(tokens, bucket) if tokens else None
+
+    def _ask_model(self, generating: list[Sequence], limits: list[int], guesses: list[Guess | None]) -> None:
+        """The draft model's guesses where the lookup has none worth more than an even chance. While its
+        guesses are measured not to pay, it drafts only every MODEL_RETRY-th step (its guesses, sent or
+        compared as shadows, keep being learned from)."""
+        asks = [i for i, guess in enumerate(guesses) if limits[i] > 0
+                and (guess is None or self.acceptance.chances(guess.bucket, 1)[0] < 0.5)]
+        if not asks:
+            return
+        if self.acceptance.chances(MODEL_BUCKET, 1)[0] < MODEL_MIN_CHANCE:
+            self._idle_model_steps += 1
+            if self._idle_model_steps < MODEL_RETRY:
+                return
+        self._idle_model_steps = 0
+        assert self._drafter is not None
+        wants = []
+        for i in asks:
+            seq = generating[i]
+            assert seq.slot is not None and seq.next_token is not None
+            wants.append((seq.slot.seq_id, [*seq.slot.tokens, seq.next_token], limits[i]))
+        for i, tokens in zip(asks, self._drafter.propose(wants)):
+            guesses[i] = self._usable(generating[i], tokens, MODEL_BUCKET) or guesses[i]
 
     def verified(self, seq: Sequence, drafted: int, accepted: int) -> None:
         self.acceptance.record(seq.draft_bucket, drafted, accepted)

@@ -21,9 +21,10 @@ from server.protocol.chat import (
     ToolCall,
 )
 from server.protocol.chat_response import AssistantMessage, ChatChoice, ChatCompletion
-from server.protocol.common import PromptTokensDetails, Usage
+from server.protocol.common import CompletionTokensDetails, PromptTokensDetails, Usage
 from server.services.chat import stream as chat_stream
 from server.services.generation import run
+from server.services.generation.choices import drafts_of
 from server.services.generation.common import new_id, now, require_kind
 from server.services.generation.events import Call
 from server.services.generation.input import Conversation, Message, ToolSpec
@@ -33,7 +34,7 @@ from server.services.generation.plan import ChatPlan, plan_conversation
 from server.telemetry.metrics import Metrics
 
 UNSUPPORTED = (
-    "functions", "function_call", "audio", "modalities", "prediction", "web_search_options", "store", "metadata",
+    "functions", "function_call", "audio", "modalities", "web_search_options", "store", "metadata",
     "service_tier", "verbosity",
 )
 # Values of unsupported parameters that ask for nothing beyond what we do anyway.
@@ -84,7 +85,15 @@ def conversation(request: ChatCompletionRequest) -> Conversation:
         template_kwargs=request.chat_template_kwargs,
         reasoning_effort=request.reasoning_effort if isinstance(request.reasoning_effort, str) else None,
         speculative_n_max=request.speculative_n_max,
+        prediction=_predicted(request),
     )
+
+
+def _predicted(request: ChatCompletionRequest) -> str | None:
+    if request.prediction is None:
+        return None
+    content = request.prediction.content
+    return content if isinstance(content, str) else "".join(part.text for part in content)
 
 
 def plan_chat(pool: ModelPool[Any], request: ChatCompletionRequest) -> ChatPlan:
@@ -113,7 +122,8 @@ async def complete_chat(pool: ModelPool[Any], request: ChatCompletionRequest,
     ) for index, choice in enumerate(answer.choices)]
     return ChatCompletion(
         id=new_id("chatcmpl"), created=now(), model=request.model, choices=choices,
-        usage=usage(answer.prompt_tokens, answer.completion_tokens, answer.cached_tokens),
+        usage=usage(answer.prompt_tokens, answer.completion_tokens, answer.cached_tokens,
+                    drafts_of(answer.usages) if request.prediction is not None else None),
     )
 
 
@@ -133,11 +143,15 @@ async def chat_prompt_tokens(pool: ModelPool[Any], request: ChatCompletionReques
     return await run.rendered_prompt(pool, plan_chat(pool, request))
 
 
-def usage(prompt_tokens: int, completion_tokens: int, cached: int) -> Usage:
+def usage(prompt_tokens: int, completion_tokens: int, cached: int, drafts: tuple[int, int] | None = None) -> Usage:
+    """`drafts` (accepted, drafted): with a prediction, OpenAI's accepted and rejected prediction tokens
+    (here: drafted tokens that were right and wrong, whether drawn from the prediction or the prompt)."""
+    details = msgspec.UNSET if drafts is None else CompletionTokensDetails(
+        accepted_prediction_tokens=drafts[0], rejected_prediction_tokens=drafts[1] - drafts[0])
     return Usage(
         prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
         total_tokens=prompt_tokens + completion_tokens,
-        prompt_tokens_details=PromptTokensDetails(cached_tokens=cached),
+        prompt_tokens_details=PromptTokensDetails(cached_tokens=cached), completion_tokens_details=details,
     )
 
 
@@ -152,4 +166,5 @@ async def stream_chat(pool: ModelPool[Any], request: ChatCompletionRequest,
         async for events in steps:
             yield b"".join(event(_encode(chunk)) for chunk in builder.chunks(events))
     if request.stream_options and request.stream_options.include_usage:
-        yield event(_encode(builder.usage_chunk(usage(*builder.usage()))))
+        drafts = drafts_of(builder.usages) if request.prediction is not None else None
+        yield event(_encode(builder.usage_chunk(usage(*builder.usage(), drafts))))

@@ -58,6 +58,10 @@ class ChunkBuilder:
     def usage(self) -> tuple[int, int, int]:
         return total_usage(self._usages)
 
+    @property
+    def usages(self) -> list[Usage | None]:
+        return self._usages
+
     def usage_chunk(self, usage: WireUsage) -> ChatCompletionChunk:
         return ChatCompletionChunk(id=self._id, created=self._created, model=self._model, choices=[], usage=usage)
 

@@ -49,6 +49,12 @@ def total_usage(usages: list[Usage | None]) -> tuple[int, int, int]:
     return known[0].prompt_tokens, sum(u.completion_tokens for u in known), known[0].cached_tokens
 
 
+def drafts_of(usages: list[Usage | None]) -> tuple[int, int]:
+    """(accepted, drafted) over a request's sequences."""
+    known = [u for u in usages if u is not None]
+    return sum(u.accepted_tokens for u in known), sum(u.drafted_tokens for u in known)
+
+
 async def collect(model: Model, requests: list[Request]) -> list[Collected]:
     """Generate every request to its end, gathered into one result per sequence (non-streamed requests).
     If this is cancelled (the client left), leaving `generate` drops the sequences at the next step."""

@@ -91,3 +91,4 @@ class Answer:
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int
+    usages: list[Usage | None] = field(default_factory=list)  # each sequence's, as the engine reported it

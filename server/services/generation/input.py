@@ -58,6 +58,7 @@ class Conversation(msgspec.Struct, kw_only=True):
     reasoning_effort: str | None = None
     thinking: bool | None = None  # switch a thinking template's thinking on or off; None: its default
     speculative_n_max: int | None = None  # most drafted tokens a step (None: the alias's; 0: no drafts)
+    prediction: str | None = None  # text the answer is expected to repeat (drafts are drawn from it)
 
 
 @contextmanager

@@ -70,6 +70,7 @@ def sampling_params(spec: ModelSpec, request: Any) -> SamplingParams:
         seed=request.seed,
         logit_bias=logit_bias(request.logit_bias),
         draft_max=getattr(request, "speculative_n_max", None),
+        prediction=getattr(request, "prediction", None),
     )
 
 

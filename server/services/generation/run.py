@@ -118,7 +118,7 @@ async def complete(pool: ModelPool[Any], plan: Plan, metrics: Metrics | None = N
             stop=result.stop if not calls else None, logprobs=result.logprobs, usage=result.usage))
     usages = [r.usage for r in collected]
     record_usage(pool, metrics, alias, usages, [c.finish_reason for c in choices], plan.per_prompt)
-    return Answer(choices, *usage_of(usages, plan.per_prompt))
+    return Answer(choices, *usage_of(usages, plan.per_prompt), usages=usages)
 
 
 def usage_of(usages: list[Usage | None], per_prompt: int) -> tuple[int, int, int]:
