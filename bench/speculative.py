@@ -90,7 +90,7 @@ def acceptance(server: ServerProcess) -> dict[str, float]:
     text = httpx.get(server.base_url + "/metrics", timeout=10).text
     out = {}
     for name in ("draft_tokens", "accepted_tokens", "drafts"):
-        found = re.search(rf'llm_spec_decode_{name}_total{{model="{DEFAULTS_CHAT}"}} (\S+)', text)
+        found = re.search(rf'llm_spec_decode_num_{name}_total{{model="{DEFAULTS_CHAT}"}} (\S+)', text)
         out[name] = float(found.group(1)) if found else 0.0
     return out
 

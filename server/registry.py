@@ -209,9 +209,12 @@ def _with_drafts(models: dict[str, ModelSpec], problems: list[str]) -> dict[str,
 
 
 def kv_bytes(spec: ModelSpec) -> int:
-    """File plus KV cache: n_ctx cells for every slot (one cache shared by the slots). The prompt cache
-    in host memory fills only as slots move on and is left out, as compute buffers are."""
-    return estimate_bytes(spec.path, spec.n_ctx * spec.n_parallel)
+    """File plus KV cache: n_ctx cells for every slot (one cache shared by the slots), and the same for a
+    draft model in the worker. The prompt cache in host memory fills only as slots move on and is left
+    out, as compute buffers are."""
+    cells = spec.n_ctx * spec.n_parallel
+    draft = spec.speculative.draft_path
+    return estimate_bytes(spec.path, cells) + (estimate_bytes(draft, cells) if draft else 0)
 
 
 # Beyond the estimate a worker holds compute buffers, the interpreter and llama.cpp's own allocations:

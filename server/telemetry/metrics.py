@@ -65,12 +65,12 @@ class Metrics:
                                           "the prompt store.", ["model"], registry=r)
         self._store_restored = Counter(PREFIX + "prompt_store_restored_tokens", "Prompt tokens read back from the "
                                        "prompt store instead of evaluated.", ["model"], registry=r)
-        self._drafted = Counter(PREFIX + "spec_decode_draft_tokens", "Speculative decoding: drafted tokens "
+        self._drafted = Counter(PREFIX + "spec_decode_num_draft_tokens", "Speculative decoding: drafted tokens "
                                 "verified.", ["model"], registry=r)
-        self._accepted = Counter(PREFIX + "spec_decode_accepted_tokens", "Speculative decoding: drafted tokens "
+        self._accepted = Counter(PREFIX + "spec_decode_num_accepted_tokens", "Speculative decoding: drafted tokens "
                                  "that were right (acceptance rate: their rate over the drafted tokens' rate).",
                                  ["model"], registry=r)
-        self._drafts = Counter(PREFIX + "spec_decode_drafts", "Speculative decoding: sequences' steps that "
+        self._drafts = Counter(PREFIX + "spec_decode_num_drafts", "Speculative decoding: sequences' steps that "
                                "carried a draft.", ["model"], registry=r)
         self._store_seconds = Histogram(PREFIX + "prompt_store_save_seconds", "Time a leaving worker spent saving.",
                                         ["model"], registry=r)

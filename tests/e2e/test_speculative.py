@@ -55,7 +55,7 @@ def counters(server: RunningServer) -> dict[str, float]:
     text = httpx.get(server.base_url + "/metrics", timeout=10).text
     out = {}
     for name in ("draft_tokens", "accepted_tokens", "drafts"):
-        found = re.search(rf'llm_spec_decode_{name}_total{{model="smollm2"}} (\S+)', text)
+        found = re.search(rf'llm_spec_decode_num_{name}_total{{model="smollm2"}} (\S+)', text)
         out[name] = float(found.group(1)) if found else 0.0
     return out
 
@@ -159,7 +159,7 @@ def test_a_draft_model_alias_drafts_in_the_same_worker_without_changing_the_outp
         drafted = httpx.post(url, json=body, timeout=120).json()
         same_output(plain, drafted, content)
     metrics = httpx.get(server.base_url + "/metrics", timeout=10).text
-    found = re.search(r'llm_spec_decode_accepted_tokens_total{model="drafted"} (\S+)', metrics)
+    found = re.search(r'llm_spec_decode_num_accepted_tokens_total{model="drafted"} (\S+)', metrics)
     assert found and float(found.group(1)) >= 20  # the model drafts itself: its guesses are right
     pool = httpx.get(server.base_url + "/admin/pool", timeout=10).json()
     loaded = {entry["id"] for entry in pool["models"] if entry["loaded"]}
@@ -201,3 +201,14 @@ def test_predicted_output_is_drafted_from_and_reported_in_usage(server: RunningS
     bad = httpx.post(server.base_url + "/v1/chat/completions", timeout=30, json={
         "model": "smollm2", "messages": [{"role": "user", "content": "hi"}], "prediction": {"type": "audio"}})
     assert bad.status_code == 400
+
+
+def test_a_draft_model_counts_in_its_alias_memory_estimate(tmp_path: Path) -> None:
+    from server.registry import kv_bytes, parse_registry
+    from tests.e2e.conftest import MODEL
+
+    text = (f"models:\n  a:\n    path: {MODEL}\n    speculative: {{draft_model: b}}\n"
+            f"  b:\n    path: {MODEL}\n")
+    models = parse_registry(text, base_dir=tmp_path).models
+    assert models["a"].speculative.draft_path == str(MODEL)
+    assert kv_bytes(models["a"]) == 2 * kv_bytes(models["b"])

@@ -31,7 +31,7 @@ FORGET = 0.95  # the same for the step-cost line (about the last 20 multi-token 
 # Agreement lengths (ngram.py's `match`) grouped: bucket i holds BUCKETS[i] <= match < BUCKETS[i + 1].
 BUCKETS = (0, 3, 4, 6, 9, 13, 17, 25, 33, 49)
 MODEL_BUCKET = len(BUCKETS)  # one more, for the draft model's guesses
-CALIBRATION_SIZES = (1, 2, 4, 8, 16)
+CALIBRATION_SIZES = (1, 2, 8)
 
 
 def bucket_of(match: int) -> int:
