@@ -64,6 +64,12 @@ def tokens_of(reply: dict[str, Any]) -> list[tuple[str, float]]:
     return [(t["token"], t["logprob"]) for t in reply["choices"][0]["logprobs"]["content"]]
 
 
+def choice(reply: dict[str, Any], index: int) -> dict[str, Any]:
+    """One choice of a reply as a reply of its own (usage: that choice's tokens)."""
+    picked = reply["choices"][index]
+    return {"choices": [picked], "usage": {"completion_tokens": len(picked["logprobs"]["content"])}}
+
+
 def same_output(plain: dict[str, Any], drafted: dict[str, Any], what: str) -> None:
     a, b = tokens_of(plain), tokens_of(drafted)
     assert [t for t, _ in a] == [t for t, _ in b], f"{what}: tokens differ"
@@ -97,13 +103,18 @@ def test_seeded_sampling_and_schemas_are_unchanged_by_drafts(server: RunningServ
         {"temperature": 0.7, "top_p": 0.9, "seed": 5, "logit_bias": {"28": 2}},
         {"response_format": {"type": "json_schema", "json_schema": {"name": "copy", "schema": schema}},
          "max_tokens": 80},
+        {"stop": ["lazy dog. The quick"], "max_tokens": 80},  # a stop string met inside a draft
+        {"n": 2, "temperature": 0.8, "seed": 3},  # two sequences drafting in one batch
     ]
     before = counters(server)
     for case in cases:
         chat(server, content, **case, **{"speculative.n_max": 0})
         plain = chat(server, content, **case, **{"speculative.n_max": 0})
         drafted = chat(server, content, **case)
-        same_output(plain, drafted, json.dumps(case))
+        if "n" not in case:
+            same_output(plain, drafted, json.dumps(case))
+        for index in range(case.get("n", 0)):
+            same_output(choice(plain, index), choice(drafted, index), json.dumps(case))
         if "response_format" in case and drafted["choices"][0]["finish_reason"] == "stop":
             assert "text" in json.loads(drafted["choices"][0]["message"]["content"])
     assert counters(server)["accepted_tokens"] > before["accepted_tokens"]
