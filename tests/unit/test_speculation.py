@@ -98,3 +98,28 @@ def test_a_prediction_is_looked_up_before_the_history_and_never_drafts_past_its_
     assert index.lookup(8) == ([12, 13, 14], 2)
     index.sync([1, 2, 10, 11, 12, 13], 14)
     assert index.lookup(8) == ([], 0)  # "13 14" ends the prediction: nothing after it to guess
+
+
+def test_an_answer_that_follows_its_prediction_is_drafted_the_rest_of_it() -> None:
+    from server.engine.worker.speculation import PREDICTION_BUCKET, PredictionTrack
+
+    words = {b"a": 1, b"b": 2, b"\n\n": 3, b"\n": 4, b"c": 5}
+
+    def tokenize(text: bytes) -> list[int]:  # greedy over the toy vocabulary, longest piece first
+        out, at = [], 0
+        while at < len(text):
+            piece = next(p for p in sorted(words, key=len, reverse=True) if text.startswith(p, at))
+            out.append(words[piece])
+            at += len(piece)
+        return out
+
+    track = PredictionTrack(b"ab\n\nc", tokenize)
+    assert track.guess(8) == [1, 2, 3, 5]
+    track.wrote(b"a")
+    assert track.guess(8) == [2, 3, 5]
+    track.wrote(b"b")
+    track.wrote(b"\n")  # the model writes the two newlines as two tokens: still the same text
+    assert track.following and track.guess(8) == [4, 5]
+    track.wrote(b"x")
+    assert not track.following and track.guess(8) == []
+    assert Acceptance().chances(PREDICTION_BUCKET, 4)[-1] > 0.9  # trusted until it proves wrong

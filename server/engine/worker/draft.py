@@ -22,10 +22,10 @@ VOCAB_SAMPLES = 512  # token ids compared between the two vocabularies, spread o
 
 class DraftModel:
     def __init__(self, path: str, target: llama_cpp.Llama, *, n_parallel: int, n_ctx: int, n_batch: int,
-                 n_threads: int, p_min: float) -> None:
-        try:
+                 n_threads: int, p_min: float, n_gpu_layers: int = 0) -> None:
+        try:  # on the alias's GPU layers setting: a GPU user's draft model goes to the GPU too
             self._llm = llama_cpp.Llama(model_path=path, n_ctx=256, n_threads=n_threads, n_threads_batch=n_threads,
-                                        use_mmap=False, verbose=False)
+                                        n_gpu_layers=n_gpu_layers, use_mmap=False, verbose=False)
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelLoadError(f"llama.cpp could not load the draft model: {exc}") from exc
         problem = vocabulary_difference(target, self._llm)

@@ -110,11 +110,13 @@ class LlamaEngine:
             return None
         if spec.draft_path:
             self._drafter = DraftModel(spec.draft_path, self._llm, n_parallel=self.spec.n_parallel, n_ctx=self.n_ctx,
-                                       n_batch=self.spec.n_batch, n_threads=self.n_threads, p_min=spec.draft_p_min)
+                                       n_batch=self.spec.n_batch, n_threads=self.n_threads, p_min=spec.draft_p_min,
+                                       n_gpu_layers=self.spec.n_gpu_layers)
         vocab = llama_cpp.llama_model_get_vocab(self._llm.model)
         return Speculator(spec.n_max, spec.ngram_size if spec.ngram else 0,
                           lambda token: bool(llama_cpp.llama_vocab_is_eog(vocab, token)), max_rows=TILED_ROWS - 1,
-                          drafter=self._drafter, tokenize=lambda text: self._tokenize(text, False, False))
+                          drafter=self._drafter, tokenize=lambda text: self._tokenize(text, False, False),
+                          text_of=TokenPieces(self._llm))
 
     def close(self, save_seconds: float = 0.0) -> None:
         """Stop generating; the caches go to the prompt store first, for at most `save_seconds`."""

@@ -12,7 +12,7 @@ from server.engine.text import StopMatcher, Utf8Stream
 from server.engine.types import Request, Usage
 from server.engine.worker.ngram import NgramIndex
 from server.engine.worker.sampling import TokenSampler
-from server.engine.worker.speculation import Shadow
+from server.engine.worker.speculation import PredictionTrack, Shadow
 
 
 @dataclass(eq=False)
@@ -49,6 +49,7 @@ class Sequence:
     gaps: list[float] = field(default_factory=list)  # between consecutive tokens, for the latency histogram
     ngrams: NgramIndex | None = None  # speculation: this sequence's history, indexed for drafts
     shadow: Shadow | None = None  # a draft not sent, compared with what gets written
+    prediction: PredictionTrack | None = None  # where the answer is in the request's prediction
     draft_bucket: int = 0  # the agreement bucket of the draft in flight
     drafted: int = 0
     accepted: int = 0

@@ -272,10 +272,10 @@ class SlotEngine:
             return
         now = time.perf_counter()  # one clock read a step, shared by every sequence's token
         for seq, index, draft in outputs:
-            # The pick after the next token, then after each drafted one in order while the picks agree.
-            right = 0
+            # Picks after the next token and each drafted one while they agree; counted first (a finish reports).
+            right, seq.drafted, seq.drafts = 0, seq.drafted + len(draft), seq.drafts + (len(draft) > 0)
             while self._advance(seq, index + right, now) and right < len(draft) and seq.next_token == draft[right]:
-                right += 1
+                right, seq.accepted = right + 1, seq.accepted + 1
             if draft and spec is not None and seq.slot is not None:  # wrong drafted tokens leave the cache
                 spec.verified(seq, len(draft), right)
                 self._cache.truncate(seq.slot, len(seq.slot.tokens) - len(draft) + right)

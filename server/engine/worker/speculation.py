@@ -21,6 +21,7 @@ no draft is sent and the only cost is the lookup (microseconds a step).
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable
 from dataclasses import dataclass
 
 MARGIN = 0.05  # a step with drafts must promise this much more than one without
@@ -31,7 +32,11 @@ FORGET = 0.95  # the same for the step-cost line (about the last 20 multi-token 
 # Agreement lengths (ngram.py's `match`) grouped: bucket i holds BUCKETS[i] <= match < BUCKETS[i + 1].
 BUCKETS = (0, 3, 4, 6, 9, 13, 17, 25, 33, 49)
 MODEL_BUCKET = len(BUCKETS)  # one more, for the draft model's guesses
+PREDICTION_BUCKET = MODEL_BUCKET + 1  # and one for the continuation of a prediction the answer follows
+# A client's prediction is trusted until it proves wrong: its bucket starts from a low hazard.
+PRIOR_HAZARDS = {PREDICTION_BUCKET: 0.02}
 CALIBRATION_SIZES = (1, 2, 8)
+WINDOW_BYTES_PER_TOKEN = 16  # of a prediction's text, tokenized for a guess of so many tokens
 
 
 def bucket_of(match: int) -> int:
@@ -47,14 +52,14 @@ class Acceptance:
     few drafts reached takes the bucket's hazard over all positions."""
 
     def __init__(self) -> None:
-        self._failed = [[0.0] * MAX_POSITIONS for _ in range(MODEL_BUCKET + 1)]
-        self._tried = [[0.0] * MAX_POSITIONS for _ in range(MODEL_BUCKET + 1)]
+        self._failed = [[0.0] * MAX_POSITIONS for _ in range(PREDICTION_BUCKET + 1)]
+        self._tried = [[0.0] * MAX_POSITIONS for _ in range(PREDICTION_BUCKET + 1)]
 
     def chances(self, bucket: int, length: int) -> list[float]:
         """The chance that each of a draft's first `length` tokens is right (all the ones before it too)."""
         failed, tried = self._failed[bucket], self._tried[bucket]
         # A position with few drafts that reached it leans on the bucket's hazard over all positions.
-        pooled = (sum(failed) + PRIOR_HAZARD) / (sum(tried) + 1.0)
+        pooled = (sum(failed) + PRIOR_HAZARDS.get(bucket, PRIOR_HAZARD)) / (sum(tried) + 1.0)
         out, alive = [], 1.0
         for j in range(min(length, MAX_POSITIONS)):
             alive *= 1.0 - (failed[j] + pooled) / (tried[j] + 1.0)
@@ -110,6 +115,31 @@ class Guess:
 
     tokens: list[int]
     bucket: int
+
+
+class PredictionTrack:
+    """Where the answer is in a request's prediction, compared as text (a model often writes other tokens
+    for the same text, two newlines as two tokens where the text's own tokens have one). While the answer
+    is the prediction's beginning, the guess is the rest of it, tokenized a window at a time."""
+
+    def __init__(self, text: bytes, tokenize: Callable[[bytes], list[int]]) -> None:
+        self._text = text
+        self._tokenize = tokenize
+        self._at = 0  # bytes of the prediction the answer has written
+        self.following = bool(text)
+
+    def wrote(self, piece: bytes) -> None:
+        if self.following:
+            self.following = self._text.startswith(piece, self._at)
+            self._at += len(piece)
+
+    def guess(self, limit: int) -> list[int]:
+        if not self.following or self._at >= len(self._text) or limit <= 0:
+            return []
+        end = self._at + limit * WINDOW_BYTES_PER_TOKEN
+        tokens = self._tokenize(self._text[self._at:end])
+        # A window cut inside the text may cut its last token short.
+        return tokens[:limit] if end >= len(self._text) else tokens[:min(limit, len(tokens) - 1)]
 
 
 class Shadow:

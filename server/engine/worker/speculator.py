@@ -22,8 +22,10 @@ from server.engine.worker.sequences import Sequence
 from server.engine.worker.speculation import (
     CALIBRATION_SIZES,
     MODEL_BUCKET,
+    PREDICTION_BUCKET,
     Acceptance,
     Guess,
+    PredictionTrack,
     Shadow,
     StepCost,
     bucket_of,
@@ -40,13 +42,15 @@ class Speculator:
     guess for."""
 
     def __init__(self, n_max: int, ngram_size: int, is_end: Callable[[int], bool], max_rows: int,
-                 drafter: DraftModel | None = None, tokenize: Callable[[bytes], list[int]] | None = None) -> None:
+                 drafter: DraftModel | None = None, tokenize: Callable[[bytes], list[int]] | None = None,
+                 text_of: Callable[[int], bytes] | None = None) -> None:
         self.n_max = n_max
         self.max_rows = max_rows  # tokens a step with drafts may hold (see compat.ReferenceKernels)
         self.ngram_size = ngram_size
         self._is_end = is_end
         self._drafter = drafter
         self._tokenize = tokenize  # a request's prediction into tokens
+        self._text_of = text_of  # a token's text
         self._idle_model_steps = 0
         self.acceptance = Acceptance()
         self.cost = StepCost()
@@ -54,7 +58,7 @@ class Speculator:
     def drafts(self, generating: list[Sequence], room: int) -> list[list[int]]:
         """The tokens to verify after each sequence's next token in this step (mostly none)."""
         limits = [self._limit(seq) for seq in generating]
-        guesses = [self._lookup(seq, limit) if limit > 0 and self.ngram_size else None
+        guesses = [self._predicted(seq, limit) or (self._lookup(seq, limit) if limit > 0 and self.ngram_size else None)
                    for seq, limit in zip(generating, limits)]
         if self._drafter is not None:
             self._ask_model(generating, limits, guesses)
@@ -73,6 +77,11 @@ class Speculator:
     def _limit(self, seq: Sequence) -> int:
         asked = seq.request.sampling.draft_max
         return min(self.n_max if asked is None else min(asked, self.n_max * 4), seq.budget - seq.generated - 1)
+
+    def _predicted(self, seq: Sequence, limit: int) -> Guess | None:
+        """The rest of the request's prediction while the answer follows it."""
+        track = seq.prediction
+        return self._usable(seq, track.guess(limit), PREDICTION_BUCKET) if track is not None else None
 
     def _lookup(self, seq: Sequence, limit: int) -> Guess | None:
         assert seq.slot is not None and seq.next_token is not None
@@ -115,12 +124,15 @@ class Speculator:
 
     def verified(self, seq: Sequence, drafted: int, accepted: int) -> None:
         self.acceptance.record(seq.draft_bucket, drafted, accepted)
-        seq.drafted += drafted
-        seq.accepted += accepted
-        seq.drafts += 1
 
     def wrote(self, seq: Sequence, token: int) -> None:
-        """A token the sequence wrote: compared with its shadow guess, if one is open."""
+        """A token the sequence wrote: compared with its shadow guess, if one is open, and followed in
+        its prediction, if it has one."""
+        text = seq.request.sampling.prediction
+        if text and seq.prediction is None and self._tokenize is not None and self._text_of is not None:
+            seq.prediction = PredictionTrack(text.encode()[:MAX_PREDICTION_BYTES], self._tokenize)
+        if seq.prediction is not None and self._text_of is not None:
+            seq.prediction.wrote(self._text_of(token))
         shadow = seq.shadow
         if shadow is not None and shadow.feed(token):
             self.acceptance.record(shadow.guess.bucket, len(shadow.guess.tokens), shadow.right)
