@@ -189,15 +189,21 @@ def warm_up(ctx: Any, batch: Any, vocab: Any, n_batch: int) -> None:
     buffers, which cost the first request after a load 0.3-0.4 s on 2 cores (measured with SmolLM2-135M).
     Called on the decode thread: OpenMP keeps a team of threads per calling thread, and a warm-up on the
     worker's main thread left a second team beside the decode thread's that took a third of its speed."""
-    token = max(llama_cpp.llama_vocab_bos(vocab), 0)
-    mem = llama_cpp.llama_get_memory(ctx)
     for size in (min(n_batch, 32), 1):
-        for i in range(size):
-            batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.seq_id[i][0] = token, i, 1, 0
-            batch.logits[i] = i == size - 1
-        batch.n_tokens = size
-        llama_cpp.llama_decode(ctx, batch)
-        llama_cpp.llama_memory_clear(mem, True)
+        throwaway_decode(ctx, batch, vocab, size, all_logits=False)
+
+
+def throwaway_decode(ctx: Any, batch: Any, vocab: Any, size: int, *, all_logits: bool) -> int:
+    """Decode `size` begin tokens from position 0 of sequence 0, then empty the cache (a warm-up, a
+    timing); llama_decode's status."""
+    token = max(llama_cpp.llama_vocab_bos(vocab), 0)
+    for i in range(size):
+        batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.seq_id[i][0] = token, i, 1, 0
+        batch.logits[i] = all_logits or i == size - 1
+    batch.n_tokens = size
+    status = int(llama_cpp.llama_decode(ctx, batch))
+    llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
+    return status
 
 
 # From this many tokens a batch's attention is computed in tiles (ggml-cpu's GGML_FA_TILE_Q), fast for

@@ -96,15 +96,16 @@ class LlamaEngine:
                     self._formatter = template_formatter(self._llm, self.chat_template)
                 self._grammars = GrammarCache(ConstraintVocab(model_of(self._llm).vocab))
                 self.store = open_store(alias, spec, self.n_ctx, store)
-                self._slots = SlotEngine(self._llm, TokenPieces(self._llm), emit, n_parallel=spec.n_parallel,
+                pieces = TokenPieces(self._llm)  # one memo of token texts for the slots and the speculator
+                self._slots = SlotEngine(self._llm, pieces, emit, n_parallel=spec.n_parallel,
                                          n_ctx=self.n_ctx, n_batch=spec.n_batch, n_ubatch=spec.n_ubatch,
                                          flash_attn=spec.flash_attn, poll=spec.poll, grammars=self._grammars,
                                          prompt_cache_bytes=spec.prompt_cache_mib * 1024 * 1024,
-                                         compute=compute, store=self.store, speculator=self._speculator())
+                                         compute=compute, store=self.store, speculator=self._speculator(pieces))
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelLoadError(f"llama.cpp could not load the model file: {exc}") from exc
 
-    def _speculator(self) -> Speculator | None:
+    def _speculator(self, pieces: TokenPieces) -> Speculator | None:
         spec = self.spec.speculative
         if spec.n_max == 0 or not (spec.ngram or spec.draft_path):
             return None
@@ -116,7 +117,7 @@ class LlamaEngine:
         return Speculator(spec.n_max, spec.ngram_size if spec.ngram else 0,
                           lambda token: bool(llama_cpp.llama_vocab_is_eog(vocab, token)), max_rows=TILED_ROWS - 1,
                           drafter=self._drafter, tokenize=lambda text: self._tokenize(text, False, False),
-                          text_of=TokenPieces(self._llm))
+                          text_of=pieces)
 
     def close(self, save_seconds: float = 0.0) -> None:
         """Stop generating; the caches go to the prompt store first, for at most `save_seconds`."""
